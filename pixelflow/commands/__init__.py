@@ -1,0 +1,1 @@
+"""Subcommands of ``pixelflow``: one module each, each with ``register(subparsers)``."""

@@ -1,0 +1,244 @@
+"""Interpret ffprobe's JSON into a small typed summary of the source."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Any
+
+from pixelflow.errors import ErrorCode, PixelFlowError
+
+STANDARD_RATES = [
+    Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30),
+    Fraction(48), Fraction(50), Fraction(60000, 1001), Fraction(60),
+]
+
+HDR_TRANSFERS = {"smpte2084", "arib-std-b67"}
+
+
+def parse_rate(text: str | None) -> Fraction | None:
+    """Parse ffprobe's ``"30000/1001"`` style rates; ``None`` for missing or zero.
+
+    >>> parse_rate("30000/1001")
+    Fraction(30000, 1001)
+    >>> parse_rate("0/0") is None
+    True
+    """
+    if not text:
+        return None
+    try:
+        num, _, den = str(text).partition("/")
+        value = Fraction(int(num), int(den or 1))
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if value > 0 else None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        return None
+    return result
+
+
+def _rotation(stream: dict[str, Any]) -> int:
+    """Clockwise display rotation in degrees (0, 90, 180, 270)."""
+    degrees = None
+    for side in stream.get("side_data_list") or []:
+        if "rotation" in side:
+            degrees = _float(side["rotation"])
+            break
+    if degrees is None:
+        degrees = _float((stream.get("tags") or {}).get("rotate"))
+        if degrees is not None:
+            degrees = -degrees  # the legacy tag is clockwise; the display matrix is anticlockwise
+    if degrees is None:
+        return 0
+    # ffprobe reports the display matrix rotation anticlockwise (-90 means rotate 90 clockwise)
+    return int(round(-degrees / 90.0)) * 90 % 360
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    index: int
+    codec: str
+    width: int
+    height: int
+    sar: Fraction
+    rotation: int
+    fps: Fraction | None
+    avg_fps: Fraction | None
+    pix_fmt: str
+    bit_depth: int
+    field_order: str
+    color_transfer: str
+    nb_frames: int | None
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """Width and height as shown to a viewer: pixel aspect applied, rotation applied."""
+        width = self.width * self.sar
+        height = Fraction(self.height)
+        if self.rotation in (90, 270):
+            width, height = height, width
+        return max(1, round(width)), max(1, round(height))
+
+    @property
+    def display_aspect(self) -> Fraction:
+        width = Fraction(self.width) * self.sar
+        height = Fraction(self.height)
+        if self.rotation in (90, 270):
+            width, height = height, width
+        return width / height
+
+    @property
+    def interlaced(self) -> bool:
+        return self.field_order not in ("", "progressive", "unknown")
+
+    @property
+    def hdr(self) -> bool:
+        return self.color_transfer in HDR_TRANSFERS
+
+    @property
+    def frame_rate(self) -> Fraction | None:
+        """The frame rate to encode from: the average rate snapped to a standard rate when close
+        (phones record variable frame rate), else the stream's base rate."""
+        rate = self.avg_fps or self.fps
+        if rate is None:
+            return None
+        for standard in STANDARD_RATES:
+            if abs(float(rate) - float(standard)) / float(standard) < 0.03:
+                return standard
+        if self.fps and self.avg_fps and abs(float(self.fps) - float(self.avg_fps)) / float(self.fps) < 0.03:
+            return self.fps
+        return Fraction(round(float(rate) * 1000), 1000)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    index: int
+    codec: str
+    channels: int
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    format_name: str
+    demuxer: str
+    duration: float
+    size: int
+    bit_rate: int | None
+    video: VideoInfo | None
+    audio: AudioInfo | None
+    audio_stream_count: int
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-friendly summary for manifests, error records and the UI."""
+        result: dict[str, Any] = {
+            "container": self.demuxer,
+            "duration": round(self.duration, 3),
+            "size": self.size,
+            "bit_rate": self.bit_rate,
+            "audio_streams": self.audio_stream_count,
+        }
+        if self.video:
+            width, height = self.video.display_size
+            rate = self.video.frame_rate
+            result["video"] = {
+                "codec": self.video.codec,
+                "width": self.video.width,
+                "height": self.video.height,
+                "display_width": width,
+                "display_height": height,
+                "rotation": self.video.rotation,
+                "sample_aspect_ratio": f"{self.video.sar.numerator}:{self.video.sar.denominator}",
+                "frame_rate": round(float(rate), 3) if rate else None,
+                "pix_fmt": self.video.pix_fmt,
+                "bit_depth": self.video.bit_depth,
+                "interlaced": self.video.interlaced,
+                "hdr": self.video.hdr,
+            }
+        if self.audio:
+            result["audio"] = {k: v for k, v in asdict(self.audio).items() if k != "index"}
+        return result
+
+
+def _bit_depth(stream: dict[str, Any]) -> int:
+    raw = stream.get("bits_per_raw_sample")
+    if raw and str(raw).isdigit():
+        return int(raw)
+    pix_fmt = stream.get("pix_fmt") or ""
+    for depth in (16, 14, 12, 10, 9):
+        if f"p{depth}" in pix_fmt:
+            return depth
+    return 8
+
+
+def _default_first(streams: list[dict[str, Any]]) -> dict[str, Any] | None:
+    for stream in streams:
+        if (stream.get("disposition") or {}).get("default"):
+            return stream
+    return streams[0] if streams else None
+
+
+def interpret_probe(data: dict[str, Any], size: int | None = None) -> SourceInfo:
+    """Turn ffprobe's ``-show_format -show_streams`` JSON into a :class:`SourceInfo`.
+
+    Raises ``not_media`` when there is no recognisable container. Stream-level judgement
+    (codecs, limits) is :func:`pixelflow.core.validation.validate_source`'s job.
+    """
+    fmt = data.get("format") or {}
+    format_name = fmt.get("format_name") or ""
+    if not format_name:
+        raise PixelFlowError(ErrorCode.NOT_MEDIA, "The file is not a recognisable audio or video container.")
+    streams = data.get("streams") or []
+    videos = [
+        s for s in streams
+        if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
+    ]
+    audios = [s for s in streams if s.get("codec_type") == "audio"]
+    video = None
+    chosen = _default_first(videos)
+    if chosen is not None:
+        sar = parse_rate((chosen.get("sample_aspect_ratio") or "1:1").replace(":", "/")) or Fraction(1)
+        nb_frames = chosen.get("nb_frames")
+        video = VideoInfo(
+            index=int(chosen.get("index", 0)),
+            codec=chosen.get("codec_name") or "unknown",
+            width=int(chosen.get("width") or 0),
+            height=int(chosen.get("height") or 0),
+            sar=sar,
+            rotation=_rotation(chosen),
+            fps=parse_rate(chosen.get("r_frame_rate")),
+            avg_fps=parse_rate(chosen.get("avg_frame_rate")),
+            pix_fmt=chosen.get("pix_fmt") or "",
+            bit_depth=_bit_depth(chosen),
+            field_order=chosen.get("field_order") or "",
+            color_transfer=chosen.get("color_transfer") or "",
+            nb_frames=int(nb_frames) if str(nb_frames or "").isdigit() else None,
+        )
+    audio = None
+    chosen_audio = _default_first(audios)
+    if chosen_audio is not None:
+        audio = AudioInfo(
+            index=int(chosen_audio.get("index", 0)),
+            codec=chosen_audio.get("codec_name") or "unknown",
+            channels=int(chosen_audio.get("channels") or 0),
+            sample_rate=int(chosen_audio.get("sample_rate") or 0),
+        )
+    duration = _float(fmt.get("duration"))
+    if duration is None and chosen is not None:
+        duration = _float(chosen.get("duration"))
+    bit_rate = _float(fmt.get("bit_rate"))
+    return SourceInfo(
+        format_name=format_name,
+        demuxer=format_name.split(",")[0],
+        duration=duration if duration is not None else -1.0,
+        size=int(size if size is not None else (_float(fmt.get("size")) or 0)),
+        bit_rate=int(bit_rate) if bit_rate else None,
+        video=video,
+        audio=audio,
+        audio_stream_count=len(audios),
+    )

@@ -1,0 +1,105 @@
+"""Decide whether a probed source can be transcoded, with a stable code for every rejection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pixelflow.core.probe import SourceInfo
+from pixelflow.errors import ErrorCode, PixelFlowError
+
+#: Demuxers that read other files or URLs named inside the input. Never accepted, whatever the
+#: allow-list says: they are the local-file-disclosure / SSRF class of FFmpeg input.
+PLAYLIST_DEMUXERS = frozenset({"hls", "applehttp", "concat", "ffconcat", "m3u8", "dash", "webm_dash_manifest", "mpjpeg", "image2", "sdp", "rtsp", "tee", "data", "lavfi"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What PixelFlow accepts. Defaults match :class:`pixelflow.settings.PixelFlowSettings`."""
+
+    max_bytes: int = 50 * 1024**3
+    max_duration: float = 6 * 3600
+    max_width: int = 8192
+    max_height: int = 8192
+    max_pixels: int = 7680 * 4320
+    min_dimension: int = 16
+    min_fps: float = 1.0
+    max_fps: float = 240.0
+    containers: frozenset[str] = field(default_factory=lambda: frozenset({"mov", "matroska", "webm", "avi", "mpegts", "flv", "mxf", "mpeg", "ogg"}))
+    video_codecs: frozenset[str] = field(default_factory=lambda: frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "prores"}))
+
+
+def check_size(size: int, limits: Limits) -> None:
+    """Reject by object size before anything is downloaded.
+
+    >>> check_size(0, Limits())
+    Traceback (most recent call last):
+    ...
+    pixelflow.errors.PixelFlowError: empty_file: The uploaded object is empty (0 bytes).
+    """
+    if size <= 0:
+        raise PixelFlowError(ErrorCode.EMPTY_FILE, "The uploaded object is empty (0 bytes).")
+    if size > limits.max_bytes:
+        raise PixelFlowError(
+            ErrorCode.TOO_LARGE,
+            f"The upload is {size} bytes; the limit is {limits.max_bytes} bytes.",
+            {"size": size, "max_bytes": limits.max_bytes},
+        )
+
+
+def validate_source(info: SourceInfo, limits: Limits) -> None:
+    """Raise :class:`PixelFlowError` with the first reason the source cannot be transcoded."""
+    demuxers = set(info.format_name.split(","))
+    if demuxers & PLAYLIST_DEMUXERS or not (demuxers & limits.containers):
+        raise PixelFlowError(
+            ErrorCode.UNSUPPORTED_CONTAINER,
+            f"The container '{info.format_name}' is not accepted; upload MP4, MOV, MKV, WebM or another common video file.",
+            {"container": info.format_name},
+        )
+    video = info.video
+    if video is None:
+        raise PixelFlowError(
+            ErrorCode.NO_VIDEO_STREAM,
+            "The file has no video stream; PixelFlow transcodes video (audio-only files are rejected).",
+            {"audio_streams": info.audio_stream_count},
+        )
+    if video.codec not in limits.video_codecs:
+        raise PixelFlowError(
+            ErrorCode.UNSUPPORTED_CODEC,
+            f"The video codec '{video.codec}' is not accepted.",
+            {"codec": video.codec},
+        )
+    if video.width <= 0 or video.height <= 0:
+        raise PixelFlowError(ErrorCode.CORRUPT_STREAM, "The video stream has no usable dimensions.")
+    width, height = video.display_size
+    if video.width > limits.max_width or video.height > limits.max_height or video.width * video.height > limits.max_pixels:
+        raise PixelFlowError(
+            ErrorCode.DIMENSIONS_TOO_LARGE,
+            f"The video is {video.width}x{video.height}; the limit is {limits.max_width}x{limits.max_height} "
+            f"and {limits.max_pixels} pixels.",
+            {"width": video.width, "height": video.height},
+        )
+    if min(video.width, video.height, width, height) < limits.min_dimension:
+        raise PixelFlowError(
+            ErrorCode.DIMENSIONS_TOO_SMALL,
+            f"The video is {width}x{height}; both sides must be at least {limits.min_dimension} pixels.",
+            {"width": width, "height": height},
+        )
+    rate = video.frame_rate
+    if rate is None or not (limits.min_fps <= float(rate) <= limits.max_fps):
+        raise PixelFlowError(
+            ErrorCode.FRAME_RATE_OUT_OF_RANGE,
+            f"The frame rate {float(rate) if rate else 0:g} fps is outside {limits.min_fps:g} to {limits.max_fps:g} fps.",
+            {"frame_rate": float(rate) if rate else None},
+        )
+    if info.duration <= 0:
+        raise PixelFlowError(
+            ErrorCode.INVALID_DURATION,
+            "The file reports no positive duration; it is probably truncated or not a finished recording.",
+            {"duration": info.duration},
+        )
+    if info.duration > limits.max_duration:
+        raise PixelFlowError(
+            ErrorCode.TOO_LONG,
+            f"The video lasts {info.duration:.0f} s; the limit is {limits.max_duration:.0f} s.",
+            {"duration": info.duration, "max_duration": limits.max_duration},
+        )

@@ -1,0 +1,103 @@
+"""The one error type PixelFlow raises, with stable machine-readable codes."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    """Stable codes. Users hang automations and scripts on these: never rename one."""
+
+    # The source itself is unacceptable (never retried).
+    EMPTY_FILE = "empty_file"
+    NOT_MEDIA = "not_media"
+    NO_VIDEO_STREAM = "no_video_stream"
+    UNSUPPORTED_CONTAINER = "unsupported_container"
+    UNSUPPORTED_CODEC = "unsupported_codec"
+    TOO_LONG = "too_long"
+    TOO_LARGE = "too_large"
+    DIMENSIONS_TOO_LARGE = "dimensions_too_large"
+    DIMENSIONS_TOO_SMALL = "dimensions_too_small"
+    FRAME_RATE_OUT_OF_RANGE = "frame_rate_out_of_range"
+    INVALID_DURATION = "invalid_duration"
+    CORRUPT_STREAM = "corrupt_stream"
+    TRUNCATED = "truncated"
+    SOURCE_NOT_FOUND = "source_not_found"
+    # The service had a problem (retried where it may help).
+    INSUFFICIENT_DISK = "insufficient_disk"
+    TRANSCODE_FAILED = "transcode_failed"
+    TRANSCODE_TIMEOUT = "transcode_timeout"
+    STORAGE_ERROR = "storage_error"
+    INTERNAL = "internal"
+
+
+#: Codes that describe the uploaded bytes: retrying cannot help.
+REJECTION_CODES = frozenset(
+    {
+        ErrorCode.EMPTY_FILE,
+        ErrorCode.NOT_MEDIA,
+        ErrorCode.NO_VIDEO_STREAM,
+        ErrorCode.UNSUPPORTED_CONTAINER,
+        ErrorCode.UNSUPPORTED_CODEC,
+        ErrorCode.TOO_LONG,
+        ErrorCode.TOO_LARGE,
+        ErrorCode.DIMENSIONS_TOO_LARGE,
+        ErrorCode.DIMENSIONS_TOO_SMALL,
+        ErrorCode.FRAME_RATE_OUT_OF_RANGE,
+        ErrorCode.INVALID_DURATION,
+        ErrorCode.CORRUPT_STREAM,
+        ErrorCode.TRUNCATED,
+        ErrorCode.SOURCE_NOT_FOUND,
+    }
+)
+
+
+class PixelFlowError(Exception):
+    """An error with a stable code, a human sentence and optional details.
+
+    Args:
+        code: One of :class:`ErrorCode`.
+        message: A sentence a user can act on.
+        details: JSON-serialisable context (probe values, limits, paths are never included).
+
+    Example:
+        >>> err = PixelFlowError(ErrorCode.EMPTY_FILE, "The uploaded object is empty (0 bytes).")
+        >>> str(err)
+        'empty_file: The uploaded object is empty (0 bytes).'
+        >>> err.retryable
+        False
+    """
+
+    def __init__(self, code: ErrorCode | str, message: str, details: dict[str, Any] | None = None):
+        self.code = ErrorCode(code)
+        self.message = message
+        self.details = dict(details or {})
+        super().__init__(f"{self.code.value}: {message}")
+
+    @property
+    def retryable(self) -> bool:
+        """Whether running the same work again could succeed."""
+        return self.code not in REJECTION_CODES
+
+    @property
+    def is_rejection(self) -> bool:
+        """Whether the error is about the uploaded source (a rejection, not a failure)."""
+        return self.code in REJECTION_CODES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code.value, "message": self.message, "details": self.details}
+
+    def __reduce__(self):  # keep the code across pickling (Prefect persists exceptions)
+        return (PixelFlowError, (self.code.value, self.message, self.details))
+
+    @classmethod
+    def from_message(cls, text: str) -> "PixelFlowError | None":
+        """Recover an error from ``"<code>: <message>"`` (for example a flow run's state message)."""
+        code, sep, message = text.partition(": ")
+        if not sep:
+            return None
+        try:
+            return cls(code.strip(), message.strip())
+        except ValueError:
+            return None

@@ -1,0 +1,134 @@
+"""Start and stop the local services PixelFlow runs against: a moto server (S3 and SQS) and a
+Prefect server with its embedded SQLite database. Used by the local stack and by the tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
+    """Wait until ``url`` answers with a status below 500."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status < 500:
+                    return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                return
+            last = exc
+        except OSError as exc:
+            last = exc
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s ({last})")
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).with_name(name)
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} is not installed in this environment")
+    return found
+
+
+@dataclass
+class Service:
+    name: str
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def stop(self, timeout: float = 15.0) -> None:
+        stop_process(self.process, timeout)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(5)
+
+
+def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: str | None = None) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")
+    return subprocess.Popen(
+        args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env=env, cwd=cwd, start_new_session=True,
+    )
+
+
+def start_moto(port: int | None = None, log_dir: Path = Path(".pixelflow/logs")) -> Service:
+    """A moto server on loopback: the local S3 and SQS (and ECS, CloudFormation) endpoint."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)
+    env.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    log_path = log_dir / "moto.log"
+    process = spawn([_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)], log_path, env)
+    wait_http(f"{url}/moto-api/", timeout=60, process=process)
+    return Service("moto", url, process, log_path)
+
+
+def prefect_env(api_url: str | None = None, home: Path | None = None) -> dict[str, str]:
+    """Environment for Prefect processes run locally: no analytics (no network), a private home."""
+    env = dict(os.environ)
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env["PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT"] = "false"
+    env.setdefault("PREFECT_LOGGING_COLORS", "false")
+    if home is not None:
+        env["PREFECT_HOME"] = str(home)
+    if api_url is not None:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+def start_prefect_server(port: int | None = None, home: Path = Path(".pixelflow/prefect"), log_dir: Path = Path(".pixelflow/logs")) -> Service:
+    """``prefect server start`` with its embedded SQLite database under ``home``."""
+    port = port or free_port()
+    home.mkdir(parents=True, exist_ok=True)
+    env = prefect_env(home=home.resolve())
+    env.pop("PREFECT_API_URL", None)
+    env["PREFECT_SERVER_API_HOST"] = "127.0.0.1"
+    env["PREFECT_SERVER_API_PORT"] = str(port)
+    env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}"
+    log_path = log_dir / "prefect-server.log"
+    process = spawn([_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], log_path, env)
+    url = f"http://127.0.0.1:{port}/api"
+    wait_http(f"{url}/health", timeout=120, process=process)
+    return Service("prefect", url, process, log_path)

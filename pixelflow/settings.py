@@ -1,0 +1,136 @@
+"""PixelFlow's one settings object.
+
+Everything is read from environment variables prefixed ``PIXELFLOW_`` (plus the standard
+``AWS_*`` variables, which boto3 reads itself: ``AWS_ENDPOINT_URL`` points every client at a
+local S3/SQS endpoint such as moto's server). Settings are read once at the edges (CLI, flow
+entry, bridge) and passed in; the pure core never reads the environment.
+
+Example:
+    >>> import os
+    >>> os.environ["PIXELFLOW_LADDER"] = "360,720"
+    >>> PixelFlowSettings().ladder
+    [360, 720]
+    >>> del os.environ["PIXELFLOW_LADDER"]
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from pixelflow.core.ladder import LadderConfig
+from pixelflow.core.validation import Limits
+
+DEFAULT_CONTAINERS = ["mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "mpeg", "flv", "mxf", "ogg"]
+DEFAULT_VIDEO_CODECS = ["h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mpeg1video", "prores", "dnxhd", "mjpeg", "theora", "h263", "wmv3", "vc1"]
+
+
+def _csv(value):
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class PixelFlowSettings(BaseSettings):
+    """Typed settings for every PixelFlow process (flow runs, CLI, bridge, local stack)."""
+
+    model_config = SettingsConfigDict(env_prefix="PIXELFLOW_", extra="ignore")
+
+    # --- storage ---------------------------------------------------------------------------
+    upload_bucket: str = Field("pixelflow-uploads", description="Bucket users upload sources to.")
+    output_bucket: str = Field("pixelflow-assets", description="Production bucket assets are published to.")
+    asset_prefix: str = Field("assets/", description="Key prefix of published assets in the output bucket.")
+    quarantine_prefix: str = Field(
+        "quarantine/", description="Key prefix (in the upload bucket) where rejected sources are kept with error.json."
+    )
+    scratch_dir: Path = Field(
+        Path(tempfile.gettempdir()) / "pixelflow", description="Local scratch space for sources and renditions."
+    )
+    scratch_headroom: float = Field(
+        2.5, description="Free scratch space required before download, as a multiple of the source size."
+    )
+    multipart_chunk_mb: int = Field(16, description="Part size of multipart S3 transfers, in MiB.")
+    transfer_concurrency: int = Field(8, description="Concurrent parts per S3 transfer.")
+
+    # --- queue and events ------------------------------------------------------------------
+    queue_name: str = Field("pixelflow-uploads", description="SQS queue receiving the upload bucket's notifications.")
+    dlq_name: str = Field("pixelflow-uploads-dlq", description="Dead-letter queue of the upload queue.")
+    max_receive_count: int = Field(5, description="Receives before a message moves to the dead-letter queue.")
+    bridge_wait_seconds: int = Field(20, description="SQS long-poll wait of the bridge.")
+    bridge_visibility_timeout: int = Field(120, description="Seconds a received message stays hidden from others.")
+
+    # --- ladder ----------------------------------------------------------------------------
+    ladder: Annotated[list[int], NoDecode] = Field(
+        [360, 480, 720, 1080], description="Rung heights (short side). Rungs taller than the source are skipped."
+    )
+    preset: str = Field("veryfast", description="libx264 preset.")
+    crf: int = Field(23, description="libx264 CRF, capped per rung by maxrate/bufsize.")
+    gop_seconds: float = Field(2.0, description="Keyframe interval in seconds, identical on every rung.")
+    segment_seconds: float = Field(4.0, description="HLS segment length in seconds (a multiple of gop_seconds).")
+    audio_bitrate_kbps: int = Field(128, description="AAC bitrate of the audio rendition.")
+    max_fps: float = Field(60.0, description="Frame-rate cap of rungs above 480p.")
+    low_rung_max_fps: float = Field(30.0, description="Frame-rate cap of rungs at 480p and below.")
+    encoder_threads: int = Field(0, description="libx264 threads per rendition (0: automatic).")
+
+    # --- limits ----------------------------------------------------------------------------
+    max_source_bytes: int = Field(50 * 1024**3, description="Largest accepted upload, in bytes.")
+    max_duration_seconds: float = Field(6 * 3600, description="Longest accepted source, in seconds.")
+    max_width: int = Field(8192, description="Widest accepted source, in pixels.")
+    max_height: int = Field(8192, description="Tallest accepted source, in pixels.")
+    max_pixels: int = Field(7680 * 4320, description="Largest accepted frame area, in pixels.")
+    min_dimension: int = Field(16, description="Smallest accepted width or height, in pixels.")
+    min_fps: float = Field(1.0, description="Lowest accepted frame rate.")
+    max_source_fps: float = Field(240.0, description="Highest accepted frame rate.")
+    allowed_containers: Annotated[list[str], NoDecode] = Field(
+        DEFAULT_CONTAINERS, description="ffprobe demuxer names accepted as sources."
+    )
+    allowed_video_codecs: Annotated[list[str], NoDecode] = Field(
+        DEFAULT_VIDEO_CODECS, description="Video codecs accepted in sources."
+    )
+    ffmpeg_timeout_factor: float = Field(
+        20.0, description="FFmpeg wall-clock limit as a multiple of the source duration (plus 120 s)."
+    )
+
+    @field_validator("ladder", mode="before")
+    @classmethod
+    def _parse_ladder(cls, value):
+        value = _csv(value)
+        return sorted({int(str(v).rstrip("p")) for v in value})
+
+    @field_validator("allowed_containers", "allowed_video_codecs", mode="before")
+    @classmethod
+    def _parse_lists(cls, value):
+        return _csv(value)
+
+    def ladder_config(self) -> LadderConfig:
+        """The pure-core ladder configuration these settings describe."""
+        return LadderConfig(
+            heights=tuple(self.ladder),
+            preset=self.preset,
+            crf=self.crf,
+            gop_seconds=self.gop_seconds,
+            segment_seconds=self.segment_seconds,
+            audio_bitrate_kbps=self.audio_bitrate_kbps,
+            max_fps=self.max_fps,
+            low_rung_max_fps=self.low_rung_max_fps,
+            threads=self.encoder_threads,
+        )
+
+    def limits(self) -> Limits:
+        """The pure-core validation limits these settings describe."""
+        return Limits(
+            max_bytes=self.max_source_bytes,
+            max_duration=self.max_duration_seconds,
+            max_width=self.max_width,
+            max_height=self.max_height,
+            max_pixels=self.max_pixels,
+            min_dimension=self.min_dimension,
+            min_fps=self.min_fps,
+            max_fps=self.max_source_fps,
+            containers=frozenset(self.allowed_containers),
+            video_codecs=frozenset(self.allowed_video_codecs),
+        )

@@ -1,0 +1,115 @@
+"""Session-wide real services: a moto server (S3/SQS over HTTP) and a Prefect server (SQLite).
+
+Both are started once per test session as real processes on loopback. The test process and
+every process it starts (workers, bridges, containers) reach them through ``AWS_ENDPOINT_URL``
+and ``PREFECT_API_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+# Before Prefect is imported anywhere: no network, quiet logs, a private home.
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_COLORS"] = "false"
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+    os.environ.pop(_var, None)
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "_artifacts"
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("pixelflow-session")
+
+
+@pytest.fixture(scope="session")
+def moto_server(session_dir):
+    """A moto server; ``AWS_ENDPOINT_URL`` points at it for the whole session."""
+    from pixelflow.local import start_moto
+
+    service = start_moto(log_dir=session_dir / "logs")
+    os.environ["AWS_ENDPOINT_URL"] = service.url
+    yield service.url
+    service.stop()
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(session_dir):
+    """A real ``prefect server start`` (SQLite) for the session; ``PREFECT_API_URL`` points at it."""
+    from pixelflow.local import start_prefect_server
+
+    home = session_dir / "prefect-home"
+    service = start_prefect_server(home=home, log_dir=session_dir / "logs")
+    os.environ["PREFECT_API_URL"] = service.url
+    os.environ["PREFECT_HOME"] = str(home)
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: service.url, PREFECT_HOME: str(home)}):
+        yield service.url
+    service.stop()
+
+
+@pytest.fixture
+def buckets(moto_server, monkeypatch):
+    """Fresh upload and output buckets for one test; PIXELFLOW_* point at them."""
+    from pixelflow.aws import s3_client
+
+    suffix = uuid.uuid4().hex[:8]
+    upload, output = f"up-{suffix}", f"out-{suffix}"
+    s3 = s3_client()
+    s3.create_bucket(Bucket=upload)
+    s3.create_bucket(Bucket=output)
+    monkeypatch.setenv("PIXELFLOW_UPLOAD_BUCKET", upload)
+    monkeypatch.setenv("PIXELFLOW_OUTPUT_BUCKET", output)
+    return upload, output
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+def make_clip(path: Path, *, seconds: float = 3.0, size: str = "1280x720", rate: str = "30",
+              audio: bool = True, extra_video_args: list[str] | None = None, vcodec: str = "libx264",
+              pix_fmt: str = "yuv420p", vf: str | None = None) -> Path:
+    """Generate a clip with FFmpeg's lavfi sources (testsrc2 video, sine audio)."""
+    args = ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y",
+            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
+    if vf:
+        args += ["-vf", vf]
+    args += ["-c:v", vcodec, "-pix_fmt", pix_fmt]
+    if vcodec == "libx264":
+        args += ["-preset", "ultrafast"]
+    args += extra_video_args or []
+    if audio:
+        args += ["-c:a", "aac", "-b:a", "96k", "-shortest"]
+    args.append(str(path))
+    subprocess.run(args, check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def clip_720p(media_dir) -> Path:
+    return make_clip(media_dir / "clip-720p.mp4", seconds=5, size="1280x720")
+
+
+def pytest_collection_modifyitems(config, items):
+    if shutil.which("ffmpeg") is None:
+        skip = pytest.mark.skip(reason="ffmpeg is not installed")
+        for item in items:
+            if "needs_ffmpeg" in item.keywords:
+                item.add_marker(skip)
