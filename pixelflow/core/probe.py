@@ -107,9 +107,11 @@ class VideoInfo:
         rate = self.avg_fps or self.fps
         if rate is None:
             return None
-        for standard in STANDARD_RATES:
-            if abs(float(rate) - float(standard)) / float(standard) < 0.03:
-                return standard
+        if rate in STANDARD_RATES:
+            return rate
+        nearest = min(STANDARD_RATES, key=lambda standard: abs(float(rate) - float(standard)))
+        if abs(float(rate) - float(nearest)) / float(nearest) < 0.03:
+            return nearest
         if self.fps and self.avg_fps and abs(float(self.fps) - float(self.avg_fps)) / float(self.fps) < 0.03:
             return self.fps
         return Fraction(round(float(rate) * 1000), 1000)

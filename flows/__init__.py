@@ -1,0 +1,1 @@
+"""PixelFlow's Prefect flows."""

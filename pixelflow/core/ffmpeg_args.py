@@ -1,0 +1,214 @@
+"""Every FFmpeg command PixelFlow runs, built as argument lists in one place.
+
+Inputs are always local files we downloaded, opened through the ``file`` protocol only
+(``-protocol_whitelist file``) with the demuxer forced to the one validation accepted, so an
+upload can never make FFmpeg read another file or reach the network. Paths are passed as
+``file:`` URLs, so a name can never be read as an option.
+
+Encoding model: one **decoder** process reads the source once and fans raw, already scaled
+frames out to one pipe per rung; one **encoder** process per rung (its own Prefect task) reads
+its pipe and writes an fMP4 HLS rendition. Decoding and scaling a 4K source is most of the work,
+so it is done once, not once per rung. A rung can also be encoded straight from the source
+(:func:`encode_args` with ``from_source``), which a retry of a single rung uses.
+
+Example:
+    >>> from fractions import Fraction
+    >>> from pixelflow.core.ladder import LadderConfig, Rendition
+    >>> r = Rendition("360p", 360, 640, 360, Fraction(30), 900, 1800, 60)
+    >>> args = encode_args(EncodeInput.pipe(), r, LadderConfig(), "/s/out/360p")
+    >>> args[:4]
+    ['ffmpeg', '-hide_banner', '-nostdin', '-y']
+    >>> "-sc_threshold" in args and "libx264" in args
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from pixelflow.core.ladder import LadderConfig, Rendition
+from pixelflow.core.probe import SourceInfo
+
+FFMPEG = "ffmpeg"
+FFPROBE = "ffprobe"
+
+#: HLS file names inside a rendition folder.
+PLAYLIST = "index.m3u8"
+INIT_SEGMENT = "init.mp4"
+SEGMENT_PATTERN = "seg_%05d.m4s"
+
+
+def file_url(path: str) -> str:
+    """A local path as an FFmpeg ``file:`` URL (never parsed as an option or another protocol).
+
+    >>> file_url("/tmp/x/source")
+    'file:/tmp/x/source'
+    """
+    if not str(path).startswith("/"):
+        raise ValueError("FFmpeg paths must be absolute local paths")
+    return f"file:{path}"
+
+
+def base_args(progress: bool = True) -> list[str]:
+    args = [FFMPEG, "-hide_banner", "-nostdin", "-y", "-loglevel", "level+error"]
+    if progress:
+        args += ["-progress", "pipe:1", "-nostats"]
+    return args
+
+
+@dataclass(frozen=True)
+class EncodeInput:
+    """Where an encoder reads frames from."""
+
+    path: str
+    demuxer: str
+    from_source: bool
+    stream_index: int | None = None
+
+    @classmethod
+    def pipe(cls) -> "EncodeInput":
+        """Raw frames from the decoder on standard input, already scaled for the rung."""
+        return cls(path="pipe:0", demuxer="nut", from_source=False)
+
+    @classmethod
+    def source(cls, path: str, info: SourceInfo) -> "EncodeInput":
+        """The downloaded source itself (the rung is decoded and scaled on its own)."""
+        return cls(path=path, demuxer=info.demuxer, from_source=True, stream_index=info.video.index if info.video else 0)
+
+
+def input_args(path: str, demuxer: str, extra: list[str] | None = None) -> list[str]:
+    """Open one local file with a forced demuxer and nothing but the file protocol."""
+    return ["-protocol_whitelist", "file", *(extra or []), "-f", demuxer, "-i", file_url(path)]
+
+
+def prefilters(info: SourceInfo) -> list[str]:
+    """Filters every rung needs before scaling: deinterlacing, HDR tone mapping, 8-bit 4:2:0."""
+    chain: list[str] = []
+    video = info.video
+    if video is None:
+        return chain
+    if video.interlaced:
+        chain.append("bwdif=mode=send_frame:deint=interlaced")
+    if video.hdr:
+        chain += [
+            "zscale=t=linear:npl=100",
+            "format=gbrpf32le",
+            "zscale=p=bt709",
+            "tonemap=tonemap=hable:desat=0",
+            "zscale=t=bt709:m=bt709:r=tv",
+        ]
+    return chain
+
+
+def rung_filters(rendition: Rendition) -> list[str]:
+    """Per-rung filters: frame rate, size (display aspect kept, square pixels), pixel format."""
+    return [
+        f"fps={rendition.fps_text}",
+        f"scale={rendition.width}:{rendition.height}:flags=bicubic",
+        "setsar=1",
+        "format=yuv420p",
+    ]
+
+
+def decode_fanout_args(source: str, info: SourceInfo, renditions: list[Rendition], fds: list[int],
+                       threads: int = 0) -> list[str]:
+    """One decode of the source feeding one raw-frame pipe per rung (NUT, rawvideo), written to
+    the inherited file descriptors ``fds``.
+
+    Rotation metadata is applied by FFmpeg's autorotation before the filter graph.
+    """
+    if len(renditions) != len(fds) or not renditions:
+        raise ValueError("one pipe per rendition")
+    assert info.video is not None
+    pre = prefilters(info)
+    labels = [f"v{i}" for i in range(len(renditions))]
+    head = f"[0:{info.video.index}]" + ",".join(pre + [f"split={len(renditions)}" if len(renditions) > 1 else "null"])
+    graph = head + "".join(f"[s{i}]" for i in range(len(renditions))) + ";"
+    graph += ";".join(
+        f"[s{i}]" + ",".join(rung_filters(r)) + f"[{labels[i]}]" for i, r in enumerate(renditions)
+    )
+    args = base_args() + ["-threads", str(threads)] + input_args(source, info.demuxer)
+    args += ["-filter_complex", graph]
+    for label, fd in zip(labels, fds):
+        args += ["-map", f"[{label}]", "-c:v", "rawvideo", "-fps_mode", "passthrough", "-f", "nut", f"pipe:{int(fd)}"]
+    return args
+
+
+def hls_output_args(config: LadderConfig, out_dir: str) -> list[str]:
+    out = PurePosixPath(out_dir)
+    return [
+        "-f", "hls",
+        "-hls_time", f"{config.segment_seconds:g}",
+        "-hls_playlist_type", "vod",
+        "-hls_segment_type", "fmp4",
+        "-hls_flags", "independent_segments",
+        "-hls_fmp4_init_filename", INIT_SEGMENT,
+        "-hls_segment_filename", str(out / SEGMENT_PATTERN),
+        str(out / PLAYLIST),
+    ]
+
+
+def x264_args(rendition: Rendition, config: LadderConfig) -> list[str]:
+    """libx264 settings: capped CRF, fixed GOP, no scene-cut keyframes, keyframes forced on the
+    same timeline as every other rung."""
+    return [
+        "-c:v", "libx264",
+        "-preset", config.preset,
+        "-profile:v", "high",
+        "-pix_fmt", "yuv420p",
+        "-crf", str(config.crf),
+        "-maxrate", f"{rendition.maxrate_kbps}k",
+        "-bufsize", f"{rendition.bufsize_kbps}k",
+        "-g", str(rendition.gop_frames),
+        "-keyint_min", str(rendition.gop_frames),
+        "-sc_threshold", "0",
+        "-force_key_frames", f"expr:gte(t,n_forced*{config.gop_seconds:g})",
+        "-threads", str(config.threads),
+        "-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709",
+    ]
+
+
+def encode_args(source: EncodeInput, rendition: Rendition, config: LadderConfig, out_dir: str,
+                info: SourceInfo | None = None) -> list[str]:
+    """Encode one rung to fMP4 HLS, from the decoder's pipe or straight from the source."""
+    args = base_args()
+    if source.from_source:
+        if info is None:
+            raise ValueError("encoding from the source needs its probe info")
+        args += input_args(source.path, source.demuxer)
+        chain = ",".join(prefilters(info) + rung_filters(rendition))
+        args += ["-map", f"0:{source.stream_index}", "-filter:v", chain]
+    else:
+        args += ["-protocol_whitelist", "pipe", "-f", "nut", "-i", "pipe:0", "-map", "0:v:0"]
+    args += ["-an", "-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1"]
+    args += x264_args(rendition, config)
+    return args + hls_output_args(config, out_dir)
+
+
+def audio_args(source: str, info: SourceInfo, config: LadderConfig, out_dir: str) -> list[str]:
+    """The audio rendition (stereo AAC), from the source's default (else first) audio stream."""
+    assert info.audio is not None
+    args = base_args() + input_args(source, info.demuxer)
+    args += ["-map", f"0:{info.audio.index}", "-vn", "-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1"]
+    args += ["-c:a", "aac", "-b:a", f"{config.audio_bitrate_kbps}k", "-ac", "2", "-ar", "48000"]
+    return args + hls_output_args(config, out_dir)
+
+
+def poster_args(source: str, info: SourceInfo, rendition: Rendition, out_path: str) -> list[str]:
+    """A JPEG poster frame at 10% of the duration (at most 10 s in), the size of ``rendition``."""
+    assert info.video is not None
+    at = max(0.0, min(info.duration * 0.1, 10.0))
+    chain = ",".join(prefilters(info) + [f"scale={rendition.width}:{rendition.height}:flags=bicubic", "setsar=1", "format=yuvj420p"])
+    args = base_args(progress=False) + ["-ss", f"{at:.3f}"] + input_args(source, info.demuxer)
+    return args + ["-map", f"0:{info.video.index}", "-frames:v", "1", "-filter:v", chain,
+                   "-q:v", "3", "-f", "image2", "-update", "1", file_url(out_path)]
+
+
+def probe_args(path: str, demuxer: str | None = None) -> dict[str, str]:
+    """Keyword options for ``ffmpeg.probe`` (ffmpeg-python) on a local file: file protocol only,
+    bounded analysis, and the demuxer forced when known."""
+    options = {"protocol_whitelist": "file", "v": "error", "probesize": "50000000", "analyzeduration": "20000000"}
+    if demuxer:
+        options["f"] = demuxer
+    return options

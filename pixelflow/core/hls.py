@@ -1,0 +1,188 @@
+"""HLS playlists: read media playlists, measure bandwidth, write the master playlist."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MediaPlaylist:
+    init: str | None
+    segments: list[tuple[str, float]]  # (uri, duration)
+    target_duration: float
+
+    @property
+    def duration(self) -> float:
+        return sum(d for _, d in self.segments)
+
+
+def parse_media_playlist(text: str) -> MediaPlaylist:
+    """Parse an HLS media playlist (the subset FFmpeg's HLS muxer writes).
+
+    >>> p = parse_media_playlist('#EXTM3U\\n#EXT-X-TARGETDURATION:4\\n#EXT-X-MAP:URI="init.mp4"\\n#EXTINF:4.000000,\\nseg_00000.m4s\\n#EXTINF:1.5,\\nseg_00001.m4s\\n#EXT-X-ENDLIST\\n')
+    >>> p.init, len(p.segments), p.duration
+    ('init.mp4', 2, 5.5)
+    """
+    init = None
+    segments: list[tuple[str, float]] = []
+    target = 0.0
+    pending: float | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#EXT-X-TARGETDURATION:"):
+            target = float(line.split(":", 1)[1])
+        elif line.startswith("#EXT-X-MAP:"):
+            for part in line.split(":", 1)[1].split(","):
+                name, _, value = part.partition("=")
+                if name.strip() == "URI":
+                    init = value.strip().strip('"')
+        elif line.startswith("#EXTINF:"):
+            pending = float(line.split(":", 1)[1].split(",")[0])
+        elif not line.startswith("#"):
+            if pending is None:
+                raise ValueError(f"segment {line!r} has no #EXTINF")
+            segments.append((line, pending))
+            pending = None
+    return MediaPlaylist(init=init, segments=segments, target_duration=target)
+
+
+def bandwidths(segment_sizes: list[int], durations: list[float], init_size: int = 0) -> tuple[int, int]:
+    """Peak and average bits per second of a rendition, measured from its segments.
+
+    ``BANDWIDTH`` must be at least the peak segment bitrate; ``AVERAGE-BANDWIDTH`` is the
+    average over the whole rendition.
+
+    >>> bandwidths([1000, 3000], [4.0, 4.0])
+    (6000, 4000)
+    """
+    if not segment_sizes:
+        return 0, 0
+    peak = max(size * 8 / max(duration, 0.001) for size, duration in zip(segment_sizes, durations))
+    total = sum(segment_sizes) + init_size
+    average = total * 8 / max(sum(durations), 0.001)
+    return int(math.ceil(peak)), int(math.ceil(average))
+
+
+H264_PROFILES = {"baseline": 0x42, "constrained baseline": 0x42, "main": 0x4D, "high": 0x64, "high 10": 0x6E}
+H264_CONSTRAINTS = {"constrained baseline": 0xE0, "baseline": 0xC0, "main": 0x40, "high": 0x00, "high 10": 0x00}
+
+
+def avc1_codec(profile: str, level: int) -> str:
+    """RFC 6381 codec string for H.264.
+
+    >>> avc1_codec("High", 31)
+    'avc1.64001f'
+    >>> avc1_codec("Constrained Baseline", 30)
+    'avc1.42e01e'
+    """
+    name = profile.strip().lower()
+    return f"avc1.{H264_PROFILES.get(name, 0x64):02x}{H264_CONSTRAINTS.get(name, 0):02x}{int(level):02x}"
+
+
+def avc1_from_init(data: bytes) -> str | None:
+    """RFC 6381 codec string read from the ``avcC`` box of an fMP4 init segment: profile,
+    constraint flags and level exactly as the encoder wrote them.
+
+    >>> avc1_from_init(b"....avcC\x01\x64\x00\x1f\xff")
+    'avc1.64001f'
+    """
+    at = data.find(b"avcC")
+    if at < 0 or len(data) < at + 8:
+        return None
+    profile, constraints, level = data[at + 5], data[at + 6], data[at + 7]
+    return f"avc1.{profile:02x}{constraints:02x}{level:02x}"
+
+
+AAC_LC = "mp4a.40.2"
+
+
+@dataclass(frozen=True)
+class VariantEntry:
+    uri: str
+    bandwidth: int
+    average_bandwidth: int
+    width: int
+    height: int
+    codecs: str
+    frame_rate: float
+
+
+@dataclass(frozen=True)
+class AudioEntry:
+    uri: str
+    bandwidth: int
+    average_bandwidth: int
+    codecs: str = AAC_LC
+    group_id: str = "audio"
+    name: str = "Default"
+    language: str | None = None
+
+
+def master_playlist(variants: list[VariantEntry], audio: AudioEntry | None) -> str:
+    """The master playlist: every rendition, lowest first, with the attributes players need to
+    pick one (bandwidth counts the audio rendition too).
+
+    >>> text = master_playlist([VariantEntry("360p/index.m3u8", 900000, 700000, 640, 360, "avc1.64001e", 30.0)],
+    ...                        AudioEntry("audio/index.m3u8", 140000, 130000))
+    >>> 'BANDWIDTH=1040000,AVERAGE-BANDWIDTH=830000,RESOLUTION=640x360,CODECS="avc1.64001e,mp4a.40.2"' in text
+    True
+    """
+    lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    if audio is not None:
+        attrs = [f'TYPE=AUDIO', f'GROUP-ID="{audio.group_id}"', f'NAME="{audio.name}"']
+        if audio.language:
+            attrs.append(f'LANGUAGE="{audio.language}"')
+        attrs += ["DEFAULT=YES", "AUTOSELECT=YES", 'CHANNELS="2"', f'URI="{audio.uri}"']
+        lines.append("#EXT-X-MEDIA:" + ",".join(attrs))
+    for v in sorted(variants, key=lambda item: item.bandwidth):
+        bandwidth = v.bandwidth + (audio.bandwidth if audio else 0)
+        average = v.average_bandwidth + (audio.average_bandwidth if audio else 0)
+        codecs = v.codecs + (f",{audio.codecs}" if audio else "")
+        attrs = [
+            f"BANDWIDTH={bandwidth}",
+            f"AVERAGE-BANDWIDTH={average}",
+            f"RESOLUTION={v.width}x{v.height}",
+            f'CODECS="{codecs}"',
+            f"FRAME-RATE={v.frame_rate:.3f}",
+        ]
+        if audio:
+            attrs.append(f'AUDIO="{audio.group_id}"')
+        lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
+        lines.append(v.uri)
+    return "\n".join(lines) + "\n"
+
+
+def parse_master_playlist(text: str) -> list[dict[str, str]]:
+    """Variant attributes and URIs of a master playlist (for tests, the CLI and the player)."""
+    variants = []
+    pending: dict[str, str] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#EXT-X-STREAM-INF:"):
+            pending = _attributes(line.split(":", 1)[1])
+        elif line and not line.startswith("#") and pending is not None:
+            pending["URI"] = line
+            variants.append(pending)
+            pending = None
+    return variants
+
+
+def _attributes(text: str) -> dict[str, str]:
+    result, key, value, in_quotes, reading_key = {}, "", "", False, True
+    for char in text + ",":
+        if reading_key:
+            if char == "=":
+                reading_key = False
+            else:
+                key += char
+        elif char == '"':
+            in_quotes = not in_quotes
+        elif char == "," and not in_quotes:
+            result[key.strip()] = value
+            key, value, reading_key = "", "", True
+        else:
+            value += char
+    return result

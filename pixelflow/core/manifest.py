@@ -1,0 +1,155 @@
+"""The asset's description (``manifest.json``) and the per-rendition summaries it is built from."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from pixelflow.core.hls import AudioEntry, VariantEntry, bandwidths, parse_media_playlist
+
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RenditionOutput:
+    """One finished rendition (video rung or audio), measured from its files."""
+
+    name: str
+    kind: str  # "video" | "audio"
+    playlist: str  # path relative to the asset root, e.g. "720p/index.m3u8"
+    files: tuple[str, ...]  # every file, relative to the asset root, playlist last
+    size: int
+    segments: int
+    duration: float
+    bandwidth: int
+    average_bandwidth: int
+    codecs: str
+    width: int = 0
+    height: int = 0
+    frame_rate: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["files"] = list(self.files)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RenditionOutput":
+        data = dict(data)
+        data["files"] = tuple(data.get("files", ()))
+        return cls(**data)
+
+
+def summarize_rendition(name: str, kind: str, playlist_text: str, sizes: dict[str, int], codecs: str,
+                        width: int = 0, height: int = 0, frame_rate: float = 0.0) -> RenditionOutput:
+    """Measure a rendition from its media playlist and the sizes of its files.
+
+    Args:
+        name: Folder name of the rendition (``"720p"``, ``"audio"``).
+        kind: ``"video"`` or ``"audio"``.
+        playlist_text: The rendition's ``index.m3u8``.
+        sizes: Size in bytes of each file in the folder, by file name.
+        codecs: RFC 6381 codec string.
+    """
+    playlist = parse_media_playlist(playlist_text)
+    seg_sizes = [sizes[uri] for uri, _ in playlist.segments]
+    durations = [d for _, d in playlist.segments]
+    init_size = sizes.get(playlist.init, 0) if playlist.init else 0
+    peak, average = bandwidths(seg_sizes, durations, init_size)
+    files = ([playlist.init] if playlist.init else []) + [uri for uri, _ in playlist.segments] + ["index.m3u8"]
+    return RenditionOutput(
+        name=name,
+        kind=kind,
+        playlist=f"{name}/index.m3u8",
+        files=tuple(f"{name}/{f}" for f in files),
+        size=sum(seg_sizes) + init_size,
+        segments=len(seg_sizes),
+        duration=round(playlist.duration, 3),
+        bandwidth=peak,
+        average_bandwidth=average,
+        codecs=codecs,
+        width=width,
+        height=height,
+        frame_rate=round(frame_rate, 3),
+    )
+
+
+def variant_entry(r: RenditionOutput) -> VariantEntry:
+    return VariantEntry(r.playlist, r.bandwidth, r.average_bandwidth, r.width, r.height, r.codecs, r.frame_rate)
+
+
+def audio_entry(r: RenditionOutput) -> AudioEntry:
+    return AudioEntry(r.playlist, r.bandwidth, r.average_bandwidth, r.codecs)
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    bucket: str
+    key: str
+    etag: str | None
+    version_id: str | None
+    size: int
+
+
+def build_manifest(asset_id: str, source: SourceRef, probe_summary: dict[str, Any], videos: list[RenditionOutput],
+                   audio: RenditionOutput | None, ladder: str, flow_run_id: str | None = None,
+                   created_at: datetime | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``manifest.json``: everything a client needs to know about a ready asset."""
+    created = (created_at or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    renditions = sorted(videos, key=lambda r: (r.height * r.width, r.bandwidth))
+    manifest: dict[str, Any] = {
+        "manifest_version": MANIFEST_VERSION,
+        "asset_id": asset_id,
+        "status": "ready",
+        "created_at": created,
+        "source": asdict(source),
+        "probe": probe_summary,
+        "duration": probe_summary.get("duration"),
+        "master_playlist": "master.m3u8",
+        "poster": "poster.jpg",
+        "ladder": ladder,
+        "renditions": [r.to_dict() for r in renditions],
+        "audio": audio.to_dict() if audio else None,
+        "flow_run_id": flow_run_id,
+    }
+    manifest.update(extra or {})
+    return manifest
+
+
+@dataclass
+class PublishPlan:
+    """Object keys of an asset and the order they are published in."""
+
+    prefix: str
+    files: list[str] = field(default_factory=list)
+
+    def key(self, relative: str) -> str:
+        return f"{self.prefix}{relative}"
+
+
+CONTENT_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".jpg": "image/jpeg",
+    ".json": "application/json",
+}
+#: Segments, init segments and posters never change once published (an asset is immutable);
+#: playlists and the manifest are cached briefly so a re-published asset is picked up.
+IMMUTABLE = "public, max-age=31536000, immutable"
+SHORT = "public, max-age=60"
+
+
+def object_headers(name: str) -> dict[str, str]:
+    """``Content-Type`` and ``Cache-Control`` for a published file.
+
+    >>> object_headers("720p/seg_00001.m4s")
+    {'ContentType': 'video/iso.segment', 'CacheControl': 'public, max-age=31536000, immutable'}
+    >>> object_headers("master.m3u8")["CacheControl"]
+    'public, max-age=60'
+    """
+    suffix = name[name.rfind("."):] if "." in name else ""
+    content_type = CONTENT_TYPES.get(suffix, "application/octet-stream")
+    cache = SHORT if suffix in (".m3u8", ".json") else IMMUTABLE
+    return {"ContentType": content_type, "CacheControl": cache}

@@ -1,0 +1,1 @@
+"""PixelFlow's Prefect tasks: thin wrappers doing one side effect each."""

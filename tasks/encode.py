@@ -1,0 +1,170 @@
+"""Tasks that run FFmpeg: the shared decoder, one encoder per rung, the audio rendition, the poster."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+from pixelflow import ffmpeg
+from pixelflow.core.ffmpeg_args import (
+    EncodeInput, PLAYLIST, audio_args, decode_fanout_args, encode_args, poster_args,
+)
+from pixelflow.core.hls import AAC_LC, avc1_from_init
+from pixelflow.core.ladder import LadderConfig, Rendition
+from pixelflow.core.manifest import RenditionOutput, summarize_rendition
+from pixelflow.core.probe import SourceInfo
+from pixelflow.errors import ErrorCode, PixelFlowError
+from pixelflow.fanout import close_quietly, get_fanout
+from tasks._policy import RETRIES, RETRY_DELAYS, retry_transient
+
+
+def ffmpeg_timeout(duration: float, factor: float) -> float:
+    """Wall-clock limit of one FFmpeg process, scaled to the source duration."""
+    return 120.0 + max(duration, 1.0) * factor
+
+
+class _Progress:
+    """A Prefect progress artifact fed from FFmpeg's ``-progress`` output (throttled)."""
+
+    def __init__(self, label: str, duration: float, interval: float = 2.0):
+        self.duration = max(duration, 0.001)
+        self.interval = interval
+        self.last = 0.0
+        self.artifact_id = None
+        try:
+            self.artifact_id = create_progress_artifact(progress=0.0, description=f"{label}: percent of the source encoded")
+        except Exception:  # the UI nicety never breaks an encode
+            get_run_logger().debug("progress artifact unavailable", exc_info=True)
+
+    def __call__(self, seconds: float, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.artifact_id is None or (not force and now - self.last < self.interval):
+            return
+        self.last = now
+        update_progress_artifact(self.artifact_id, progress=min(100.0, round(100.0 * seconds / self.duration, 1)))
+
+
+def _check_duration(what: str, reached: float, expected: float) -> None:
+    tolerance = max(1.0, expected * 0.02)
+    if expected > 0 and reached + tolerance < expected:
+        raise PixelFlowError(
+            ErrorCode.TRUNCATED,
+            f"The {what} ends at {reached:.1f} s but the file claims {expected:.1f} s: the upload is truncated or damaged.",
+            {"decoded_seconds": round(reached, 3), "duration": round(expected, 3)},
+        )
+
+
+def _summarize(out_dir: Path, name: str, kind: str, width: int = 0, height: int = 0, fps: float = 0.0) -> RenditionOutput:
+    sizes = {p.name: p.stat().st_size for p in out_dir.iterdir() if p.is_file()}
+    playlist_text = (out_dir / PLAYLIST).read_text()
+    if kind == "video":
+        codecs = avc1_from_init((out_dir / "init.mp4").read_bytes())
+        if codecs is None:
+            raise PixelFlowError(ErrorCode.TRANSCODE_FAILED, f"The {name} init segment has no H.264 configuration.")
+    else:
+        codecs = AAC_LC
+    return summarize_rendition(name, kind, playlist_text, sizes, codecs, width, height, fps)
+
+
+@task(name="decode", task_run_name="decode-{source_path.name}")
+def decode_source(source_path: Path, info: SourceInfo, renditions: list[Rendition], fanout_id: str,
+                  timeout: float, threads: int = 0) -> float:
+    """Decode the source once and feed every pending rung's encoder through its pipe.
+
+    Damaged input is caught here, by the decode the transcode needs anyway: decoder errors
+    mean ``corrupt_stream``; a stream that ends well before its stated duration, ``truncated``.
+    """
+    logger = get_run_logger()
+    fanout = get_fanout(fanout_id)
+    if fanout is None:
+        raise PixelFlowError(ErrorCode.INTERNAL, "The decoder's pipes are gone.")
+    writers = fanout.take_writers()
+    open_fds = dict(writers)
+
+    def release_parent_copies(_process):
+        for name in list(open_fds):
+            close_quietly(open_fds.pop(name))
+
+    error: BaseException | None = None
+    reached = 0.0
+    try:
+        fds = [writers[r.name] for r in renditions]
+        args = decode_fanout_args(str(source_path), info, renditions, fds, threads)
+        result = ffmpeg.run_ffmpeg(args, timeout=timeout, pass_fds=tuple(fds), log=logger, on_start=release_parent_copies)
+        reached = result.out_time
+        damaged = ffmpeg.decode_errors(result.errors)
+        if damaged:
+            raise PixelFlowError(ErrorCode.CORRUPT_STREAM, "The video stream has decoding errors: the file is damaged.",
+                                 {"errors": damaged[:5]})
+        _check_duration("video stream", reached, info.duration)
+        logger.info("decoded %.2f s of video for %s in %.1f s", reached, ", ".join(r.name for r in renditions), result.elapsed)
+        return reached
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        release_parent_copies(None)
+        fanout.finish(error, reached)
+
+
+@task(name="transcode", task_run_name="transcode-{rendition.name}", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient)
+def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path: Path, info: SourceInfo,
+                        out_dir: Path, timeout: float, fanout_id: str | None = None) -> RenditionOutput:
+    """Encode one rung to fMP4 HLS: from the shared decoder's pipe when the flow set one up,
+    else (a retry of this rung alone) straight from the downloaded source."""
+    logger = get_run_logger()
+    fanout = get_fanout(fanout_id)
+    read_fd = None
+    if fanout is not None:
+        try:
+            read_fd = fanout.take_reader(rendition.name)
+        except KeyError:
+            read_fd = None  # a retry of this task: the pipe was used up by the first attempt
+    if out_dir.exists():
+        for stale in out_dir.iterdir():
+            stale.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source = EncodeInput.pipe() if read_fd is not None else EncodeInput.source(str(source_path), info)
+    args = encode_args(source, rendition, config, str(out_dir), info)
+    progress = _Progress(f"{rendition.name} ({rendition.width}x{rendition.height})", info.duration)
+    fds = [read_fd] if read_fd is not None else []
+
+    def release(_process):
+        while fds:
+            close_quietly(fds.pop())
+
+    try:
+        result = ffmpeg.run_ffmpeg(args, timeout=timeout, on_progress=progress, log=logger, stdin=read_fd,
+                                   on_start=release)
+    finally:
+        release(None)
+    if read_fd is not None:
+        fanout.wait(timeout)  # the decoder's verdict (damaged source, broken pipe) is ours too
+    progress(result.out_time, force=True)
+    output = _summarize(out_dir, rendition.name, "video", rendition.width, rendition.height, rendition.fps_float)
+    _check_duration(f"{rendition.name} rendition", output.duration, info.duration)
+    logger.info("%s: %d segments, %.2f s, %d bytes, peak %d bit/s", rendition.name, output.segments, output.duration,
+                output.size, output.bandwidth)
+    return output
+
+
+@task(name="transcode-audio", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, out_dir: Path, timeout: float) -> RenditionOutput:
+    """The audio rendition: the default (else first) audio track as stereo AAC in fMP4 HLS."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = ffmpeg.run_ffmpeg(audio_args(str(source_path), info, config, str(out_dir)), timeout=timeout, log=get_run_logger())
+    return _summarize(out_dir, "audio", "audio")
+
+
+@task(name="poster", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+def make_poster(source_path: Path, info: SourceInfo, rendition: Rendition, out_path: Path, timeout: float) -> Path:
+    """A JPEG poster frame the size of ``rendition``."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    ffmpeg.run_ffmpeg(poster_args(str(source_path), info, rendition, str(out_path)), timeout=timeout, log=get_run_logger())
+    if not out_path.exists() or out_path.stat().st_size == 0:
+        raise PixelFlowError(ErrorCode.TRANSCODE_FAILED, "FFmpeg wrote no poster frame.")
+    return out_path

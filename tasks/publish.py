@@ -1,0 +1,91 @@
+"""Tasks that write to the production bucket: renditions as they finish, then the asset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
+from prefect import get_run_logger, task
+
+from pixelflow.aws import s3_client
+from pixelflow.core.manifest import RenditionOutput, object_headers
+from pixelflow.errors import ErrorCode, PixelFlowError
+from tasks._policy import RETRIES, RETRY_DELAYS, retry_transient
+
+MANIFEST = "manifest.json"
+
+
+def rendition_cache_key(context, parameters: dict[str, Any]) -> str:
+    """A published rendition is identified by asset, rung and ladder settings: never by a local
+    path, so a retried run in a fresh container finds it."""
+    return f"pixelflow-rendition-{parameters['asset_id']}-{parameters['name']}-{parameters['fingerprint']}"
+
+
+def _upload(s3, local: Path, bucket: str, key: str, config: TransferConfig) -> None:
+    s3.upload_file(str(local), bucket, key, ExtraArgs=object_headers(key), Config=config)
+
+
+def _transfer_config() -> TransferConfig:
+    return TransferConfig(multipart_threshold=64 * 1024**2, multipart_chunksize=16 * 1024**2, max_concurrency=8)
+
+
+@task(name="upload-rendition", task_run_name="upload-{name}", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient, cache_key_fn=rendition_cache_key, persist_result=True)
+def publish_rendition(name: str, output: RenditionOutput | None, local_root: Path, bucket: str, prefix: str,
+                      asset_id: str, fingerprint: str) -> RenditionOutput:
+    """Upload one finished rendition (segments first, its playlist last). The asset stays
+    invisible to clients until its manifest is written. Cached by asset, rung and ladder
+    settings: a retried run skips renditions an earlier attempt published."""
+    if output is None:
+        raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"The {name} rendition was expected to be published already.")
+    s3 = s3_client()
+    config = _transfer_config()
+    try:
+        for relative in output.files:
+            _upload(s3, local_root / relative, bucket, f"{prefix}{relative}", config)
+    except ClientError as exc:
+        raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Uploading {output.name} failed: {exc}") from None
+    get_run_logger().info("published %s (%d files) to s3://%s/%s%s/", output.name, len(output.files), bucket, prefix, output.name)
+    return output
+
+
+@task(name="find-published", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+def find_published(bucket: str, prefix: str) -> dict[str, Any] | None:
+    """The manifest of an already published asset, or ``None``."""
+    try:
+        body = s3_client().get_object(Bucket=bucket, Key=f"{prefix}{MANIFEST}")["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Reading the manifest failed: {exc}") from None
+    return json.loads(body)
+
+
+@task(name="publish-asset", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], bucket: str, prefix: str) -> dict[str, Any]:
+    """Upload the poster and master playlist, then ``manifest.json`` last: an asset is visible
+    (ready) only once every file it names is in place. The manifest is written with
+    ``If-None-Match: *``, so of two runs racing on one asset exactly one publishes it and the
+    other finds it published."""
+    s3 = s3_client()
+    for relative, content in files.items():
+        key = f"{prefix}{relative}"
+        if isinstance(content, Path):
+            _upload(s3, content, bucket, key, _transfer_config())
+        else:
+            s3.put_object(Bucket=bucket, Key=key, Body=content, **object_headers(key))
+    body = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    try:
+        s3.put_object(Bucket=bucket, Key=f"{prefix}{MANIFEST}", Body=body, IfNoneMatch="*", **object_headers(MANIFEST))
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+            existing = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}{MANIFEST}")["Body"].read())
+            get_run_logger().info("asset %s was published by another run meanwhile", manifest["asset_id"])
+            return existing
+        raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Writing the manifest failed: {exc}") from None
+    get_run_logger().info("published asset %s: s3://%s/%smaster.m3u8", manifest["asset_id"], bucket, prefix)
+    return manifest

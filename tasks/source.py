@@ -1,0 +1,105 @@
+"""Tasks that read the uploaded object: look it up, download it, probe and validate it."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
+from prefect import get_run_logger, task
+
+from pixelflow import ffmpeg
+from pixelflow.aws import s3_client
+from pixelflow.core.ids import normalize_etag
+from pixelflow.core.probe import SourceInfo, interpret_probe
+from pixelflow.core.validation import Limits, check_size, validate_source
+from pixelflow.errors import ErrorCode, PixelFlowError
+from tasks._policy import RETRIES, RETRY_DELAYS, retry_transient
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    bucket: str
+    key: str
+    etag: str | None
+    version_id: str | None
+    size: int
+    content_type: str | None = None
+
+
+def _storage_error(action: str, exc: ClientError) -> PixelFlowError:
+    code = exc.response.get("Error", {}).get("Code", "")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in ("404", "NoSuchKey", "NotFound", "NoSuchVersion") or status == 404:
+        return PixelFlowError(ErrorCode.SOURCE_NOT_FOUND, "The uploaded object no longer exists.", {"action": action})
+    return PixelFlowError(ErrorCode.STORAGE_ERROR, f"S3 {action} failed: {code or status}.", {"action": action, "code": code})
+
+
+@task(name="inspect-upload", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+def inspect_source(bucket: str, key: str, version_id: str | None = None) -> SourceObject:
+    """HEAD the uploaded object: size, ETag and version, before anything is downloaded."""
+    extra = {"VersionId": version_id} if version_id else {}
+    try:
+        head = s3_client().head_object(Bucket=bucket, Key=key, **extra)
+    except ClientError as exc:
+        raise _storage_error("HeadObject", exc) from None
+    return SourceObject(
+        bucket=bucket,
+        key=key,
+        etag=normalize_etag(head.get("ETag")),
+        version_id=head.get("VersionId") or version_id,
+        size=int(head.get("ContentLength", 0)),
+        content_type=head.get("ContentType"),
+    )
+
+
+@task(name="check-upload")
+def check_upload(source: SourceObject, limits: Limits) -> None:
+    """Reject by size before spending any transfer or compute."""
+    check_size(source.size, limits)
+
+
+@task(name="download", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+def download_source(source: SourceObject, dest: Path, headroom: float = 2.5, chunk_mb: int = 16,
+                    concurrency: int = 8) -> Path:
+    """Stream the object to local scratch space with a multipart managed transfer (never the
+    whole file in memory), after checking there is room for it and the renditions."""
+    logger = get_run_logger()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(dest.parent).free
+    needed = int(source.size * headroom)
+    if free < needed:
+        raise PixelFlowError(
+            ErrorCode.INSUFFICIENT_DISK,
+            f"Scratch space has {free} bytes free; {needed} are needed for this upload.",
+            {"free": free, "needed": needed},
+        )
+    config = TransferConfig(multipart_threshold=chunk_mb * 1024**2, multipart_chunksize=chunk_mb * 1024**2,
+                            max_concurrency=concurrency, use_threads=True)
+    extra = {"VersionId": source.version_id} if source.version_id else None
+    partial = dest.with_name(dest.name + ".part")
+    try:
+        s3_client().download_file(source.bucket, source.key, str(partial), ExtraArgs=extra, Config=config)
+    except ClientError as exc:
+        partial.unlink(missing_ok=True)
+        raise _storage_error("GetObject", exc) from None
+    got = partial.stat().st_size
+    if got != source.size:
+        partial.unlink(missing_ok=True)
+        raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Downloaded {got} bytes of {source.size}.")
+    partial.rename(dest)
+    logger.info("downloaded s3://%s/%s (%d bytes)", source.bucket, source.key, got)
+    return dest
+
+
+@task(name="validate")
+def validate(path: Path, size: int, limits: Limits) -> SourceInfo:
+    """Probe the local copy's headers with ffprobe (demuxers limited to the allow-list, file
+    protocol only) and check it is a video PixelFlow can transcode."""
+    data = ffmpeg.probe(str(path), formats=sorted(limits.containers))
+    info = interpret_probe(data, size=size)
+    validate_source(info, limits)
+    get_run_logger().info("source: %s", info.summary())
+    return info
