@@ -86,7 +86,7 @@ def avc1_from_init(data: bytes) -> str | None:
     """RFC 6381 codec string read from the ``avcC`` box of an fMP4 init segment: profile,
     constraint flags and level exactly as the encoder wrote them.
 
-    >>> avc1_from_init(b"....avcC\x01\x64\x00\x1f\xff")
+    >>> avc1_from_init(bytes.fromhex("00000000") + b"avcC" + bytes.fromhex("0164001fff"))
     'avc1.64001f'
     """
     at = data.find(b"avcC")

@@ -98,7 +98,7 @@ class Rendition:
 
 
 def _even(value: float) -> int:
-    return max(2, int(round(value / 2.0)) * 2)
+    return max(2, int(math.floor(value / 2.0 + 0.5)) * 2)
 
 
 def output_size(display_width: int, display_height: int, rung: int) -> tuple[int, int]:

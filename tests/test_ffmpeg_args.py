@@ -1,0 +1,86 @@
+"""FFmpeg commands: argument lists, local files only, aligned keyframes, capped bitrates."""
+
+from fractions import Fraction
+
+import pytest
+
+from pixelflow.core.ffmpeg_args import (EncodeInput, audio_args, decode_fanout_args, encode_args, file_url,
+                                        poster_args)
+from pixelflow.core.ladder import LadderConfig, plan_ladder
+from pixelflow.core.probe import interpret_probe
+
+PROBE = {
+    "format": {"format_name": "mov,mp4,m4a,3gp,3g2,mj2", "duration": "10.0", "size": "1000"},
+    "streams": [
+        {"index": 0, "codec_type": "video", "codec_name": "h264", "width": 3840, "height": 2160,
+         "r_frame_rate": "30/1", "avg_frame_rate": "30/1", "pix_fmt": "yuv420p"},
+        {"index": 1, "codec_type": "audio", "codec_name": "aac", "channels": 2, "sample_rate": "48000"},
+    ],
+}
+INFO = interpret_probe(PROBE)
+CFG = LadderConfig()
+PLAN = plan_ladder(3840, 2160, Fraction(30), CFG)
+
+
+def value_after(args, flag):
+    return args[args.index(flag) + 1]
+
+
+def test_inputs_are_local_files_with_forced_demuxer_and_file_protocol_only():
+    args = decode_fanout_args("/scratch/a/source", INFO, PLAN, [5, 6, 7, 8])
+    assert value_after(args, "-protocol_whitelist") == "file"
+    assert value_after(args, "-f") == "mov"
+    assert value_after(args, "-i") == "file:/scratch/a/source"
+    with pytest.raises(ValueError):
+        file_url("-i_am_an_option.mp4")
+    with pytest.raises(ValueError):
+        file_url("http://example.com/x.mp4")
+
+
+def test_one_decode_feeds_every_rung():
+    args = decode_fanout_args("/s/source", INFO, PLAN, [5, 6, 7, 8])
+    assert args.count("-i") == 1
+    graph = value_after(args, "-filter_complex")
+    assert "split=4" in graph
+    for r in PLAN:
+        assert f"scale={r.width}:{r.height}" in graph
+    assert [a for a in args if a.startswith("pipe:") and a != "pipe:1"] == ["pipe:5", "pipe:6", "pipe:7", "pipe:8"]
+
+
+def test_encoder_settings_align_keyframes_and_cap_bitrate():
+    r720 = PLAN[2]
+    args = encode_args(EncodeInput.pipe(), r720, CFG, "/s/out/720p")
+    assert value_after(args, "-c:v") == "libx264"
+    assert value_after(args, "-g") == value_after(args, "-keyint_min") == "60"
+    assert value_after(args, "-sc_threshold") == "0"
+    assert value_after(args, "-force_key_frames") == "expr:gte(t,n_forced*2)"
+    assert value_after(args, "-maxrate") == f"{r720.maxrate_kbps}k"
+    assert value_after(args, "-bufsize") == f"{2 * r720.maxrate_kbps}k"
+    assert value_after(args, "-crf") == "23"
+    assert value_after(args, "-hls_segment_type") == "fmp4"
+    assert value_after(args, "-hls_time") == "4"
+    assert value_after(args, "-hls_playlist_type") == "vod"
+    assert args[-1] == "/s/out/720p/index.m3u8"
+    assert "-an" in args
+    assert value_after(args, "-protocol_whitelist") == "pipe"
+
+
+def test_a_single_rung_can_be_encoded_straight_from_the_source():
+    args = encode_args(EncodeInput.source("/s/source", INFO), PLAN[0], CFG, "/s/out/360p", INFO)
+    assert value_after(args, "-i") == "file:/s/source"
+    assert "scale=640:360" in value_after(args, "-filter:v")
+
+
+def test_audio_uses_the_chosen_stream_and_poster_is_one_frame():
+    args = audio_args("/s/source", INFO, CFG, "/s/out/audio")
+    assert value_after(args, "-map") == "0:1"
+    assert value_after(args, "-c:a") == "aac" and value_after(args, "-b:a") == "128k"
+    poster = poster_args("/s/source", INFO, PLAN[2], "/s/poster.jpg")
+    assert value_after(poster, "-frames:v") == "1" and poster[-1] == "file:/s/poster.jpg"
+
+
+def test_no_argument_is_ever_a_shell_string():
+    for args in (decode_fanout_args("/s/source", INFO, PLAN, [5, 6, 7, 8]),
+                 encode_args(EncodeInput.pipe(), PLAN[0], CFG, "/s/o"), audio_args("/s/source", INFO, CFG, "/s/a")):
+        assert all(isinstance(a, str) for a in args)
+        assert args[0] == "ffmpeg"
