@@ -184,12 +184,14 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         logger.info("asset %s: ladder %s", asset, ", ".join(f"{r.name} {r.width}x{r.height}@{float(r.fps):.3g}" for r in plan))
 
         store = get_result_store().update_for_task(publish_rendition)
-        done = {r.name for r in plan
-                if store.exists(rendition_cache_key(None, {"asset_id": asset, "name": r.name, "fingerprint": fingerprint}))}
+        names = [r.name for r in plan] + (["audio"] if info.audio is not None else [])
+        done = {name for name in names
+                if store.exists(rendition_cache_key(None, {"asset_id": asset, "name": name, "fingerprint": fingerprint}))}
         pending = [r for r in plan if r.name not in done]
         if done:
             logger.info("renditions already published by an earlier attempt: %s", ", ".join(sorted(done)))
         out_root = scratch / "out"
+        encode = transcode_rendition.with_options(retries=settings.task_retries)
         futures = []
         if pending:
             fanout = open_fanout([r.name for r in pending])
@@ -198,12 +200,15 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         for r in plan:
             encoded = None
             if r.name not in done:
-                encoded = transcode_rendition.submit(r, config, local, info, out_root / r.name, timeout, fanout.id)
+                encoded = encode.submit(r, config, local, info, out_root / r.name, timeout, fanout.id)
                 futures.append(encoded)
             uploads.append(publish_rendition.submit(r.name, encoded, out_root, settings.output_bucket, prefix, asset, fingerprint))
         audio_upload = None
         if info.audio is not None:
-            audio_encoded = transcode_audio.submit(local, info, config, out_root / "audio", timeout)
+            audio_encoded = None
+            if "audio" not in done:
+                audio_encoded = transcode_audio.with_options(retries=settings.task_retries).submit(
+                    local, info, config, out_root / "audio", timeout)
             audio_upload = publish_rendition.submit("audio", audio_encoded, out_root, settings.output_bucket, prefix, asset,
                                                     fingerprint)
         poster = make_poster.submit(local, info, plan[min(len(plan) - 1, 2)], scratch / "poster.jpg", timeout)

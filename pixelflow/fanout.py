@@ -1,10 +1,13 @@
 """Pipes from one decoder process to one encoder process per rung, inside one flow run.
 
-The flow opens a :class:`Fanout` for the rungs that need encoding; the decode task and each
-rung's encode task (threads of the same flow-run process) take their ends of the pipes by the
-fanout's id. Every end is closed by the task that owns it, whatever happens, so a failed decoder
-gives the encoders end-of-file and a failed encoder gives the decoder a broken pipe: nobody
-waits forever.
+The flow opens a :class:`Fanout` for the rungs that need encoding. The decode task's FFmpeg
+writes each rung's raw frames into its own pipe; a relay thread per rung moves them (with
+``splice``, no copy through Python) into the pipe its encoder reads. When an encoder dies, its
+relay keeps draining the decoder's pipe and drops the frames, so the decoder and the other rungs
+carry on: one failed rung costs a retry of that rung, not of the whole ladder.
+
+Every end is closed by the task that owns it, whatever happens, so a failed decoder gives the
+encoders end-of-file and nobody waits forever.
 """
 
 from __future__ import annotations
@@ -17,10 +20,62 @@ from dataclasses import dataclass, field
 
 from pixelflow.errors import PixelFlowError
 
-PIPE_SIZE = 1 << 20  # 1 MiB pipe buffers: fewer context switches per raw frame
+PIPE_SIZE = 1 << 20  # 1 MiB pipe buffers: fewer wake-ups per raw frame
+CHUNK = 1 << 20
 
 _registry: dict[str, "Fanout"] = {}
 _lock = threading.Lock()
+
+
+def _pipe() -> tuple[int, int]:
+    read_fd, write_fd = os.pipe()
+    try:
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass
+    return read_fd, write_fd
+
+
+def close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _relay(source: int, sink: int, rung: str, fanout: "Fanout") -> None:
+    """Move bytes from the decoder's pipe to the encoder's until the decoder closes it."""
+    alive = True
+    try:
+        while True:
+            if alive:
+                try:
+                    moved = os.splice(source, sink, CHUNK)
+                except BrokenPipeError:
+                    alive = False
+                    fanout.dropped.add(rung)
+                    close_quietly(sink)
+                    continue
+                except OSError:
+                    chunk = os.read(source, CHUNK)
+                    if not chunk:
+                        break
+                    try:
+                        os.write(sink, chunk)
+                    except BrokenPipeError:
+                        alive = False
+                        fanout.dropped.add(rung)
+                        close_quietly(sink)
+                    continue
+                if moved == 0:
+                    break
+            else:
+                if not os.read(source, CHUNK):
+                    break
+    finally:
+        close_quietly(source)
+        if alive:
+            close_quietly(sink)
 
 
 @dataclass
@@ -29,13 +84,16 @@ class Fanout:
     rungs: list[str]
     read_fds: dict[str, int] = field(default_factory=dict)
     write_fds: dict[str, int] = field(default_factory=dict)
+    relays: list[threading.Thread] = field(default_factory=list)
+    dropped: set[str] = field(default_factory=set)
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     decoded_seconds: float = 0.0
 
-    def take_reader(self, rung: str) -> int:
+    def take_reader(self, rung: str) -> int | None:
+        """The encoder's end of its pipe (once; ``None`` afterwards, e.g. for a task retry)."""
         with _lock:
-            return self.read_fds.pop(rung)
+            return self.read_fds.pop(rung, None)
 
     def take_writers(self) -> dict[str, int]:
         with _lock:
@@ -67,23 +125,17 @@ class Fanout:
             close_quietly(fd)
 
 
-def close_quietly(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-
-
 def open_fanout(rungs: list[str]) -> Fanout:
     fanout = Fanout(id=uuid.uuid4().hex, rungs=list(rungs))
     for rung in rungs:
-        read_fd, write_fd = os.pipe()
-        try:
-            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-        except OSError:
-            pass
-        fanout.read_fds[rung] = read_fd
-        fanout.write_fds[rung] = write_fd
+        decoder_read, decoder_write = _pipe()
+        encoder_read, encoder_write = _pipe()
+        fanout.write_fds[rung] = decoder_write
+        fanout.read_fds[rung] = encoder_read
+        relay = threading.Thread(target=_relay, args=(decoder_read, encoder_write, rung, fanout),
+                                 name=f"pixelflow-relay-{rung}", daemon=True)
+        relay.start()
+        fanout.relays.append(relay)
     with _lock:
         _registry[fanout.id] = fanout
     return fanout

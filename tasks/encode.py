@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -118,19 +119,8 @@ def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path:
     else (a retry of this rung alone) straight from the downloaded source."""
     logger = get_run_logger()
     fanout = get_fanout(fanout_id)
-    read_fd = None
-    if fanout is not None:
-        try:
-            read_fd = fanout.take_reader(rendition.name)
-        except KeyError:
-            read_fd = None  # a retry of this task: the pipe was used up by the first attempt
-    if out_dir.exists():
-        for stale in out_dir.iterdir():
-            stale.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    source = EncodeInput.pipe() if read_fd is not None else EncodeInput.source(str(source_path), info)
-    args = encode_args(source, rendition, config, str(out_dir), info)
-    progress = _Progress(f"{rendition.name} ({rendition.width}x{rendition.height})", info.duration)
+    # Take this rung's pipe first and close it on every path: an unread pipe would stall the relay.
+    read_fd = fanout.take_reader(rendition.name) if fanout is not None else None
     fds = [read_fd] if read_fd is not None else []
 
     def release(_process):
@@ -138,12 +128,20 @@ def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path:
             close_quietly(fds.pop())
 
     try:
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        source = EncodeInput.pipe() if read_fd is not None else EncodeInput.source(str(source_path), info)
+        if read_fd is None:
+            logger.info("%s: encoding straight from the source", rendition.name)
+        args = encode_args(source, rendition, config, str(out_dir), info)
+        progress = _Progress(f"{rendition.name} ({rendition.width}x{rendition.height})", info.duration)
         result = ffmpeg.run_ffmpeg(args, timeout=timeout, on_progress=progress, log=logger, stdin=read_fd,
                                    on_start=release)
     finally:
         release(None)
     if read_fd is not None:
-        fanout.wait(timeout)  # the decoder's verdict (damaged source, broken pipe) is ours too
+        fanout.wait(timeout)  # the decoder's verdict (a damaged source) is ours too
     progress(result.out_time, force=True)
     output = _summarize(out_dir, rendition.name, "video", rendition.width, rendition.height, rendition.fps_float)
     _check_duration(f"{rendition.name} rendition", output.duration, info.duration)

@@ -58,6 +58,12 @@ def prefect_server(session_dir):
 
     with temporary_settings({PREFECT_API_URL: service.url, PREFECT_HOME: str(home)}):
         yield service.url
+        try:  # send buffered logs and events while the server is still there
+            from prefect._internal.concurrency.services import QueueService
+
+            QueueService.drain_all(timeout=10)
+        except Exception:
+            pass
     service.stop()
 
 

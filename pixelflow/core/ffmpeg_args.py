@@ -180,7 +180,7 @@ def encode_args(source: EncodeInput, rendition: Rendition, config: LadderConfig,
         chain = ",".join(prefilters(info) + rung_filters(rendition))
         args += ["-map", f"0:{source.stream_index}", "-filter:v", chain]
     else:
-        args += ["-protocol_whitelist", "pipe", "-f", "nut", "-i", "pipe:0", "-map", "0:v:0"]
+        args += ["-protocol_whitelist", "pipe", "-f", "nut", "-i", "pipe:0", "-map", "0"]
     args += ["-an", "-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1"]
     args += x264_args(rendition, config)
     return args + hls_output_args(config, out_dir)

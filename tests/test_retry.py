@@ -1,0 +1,62 @@
+"""Retries redo only what failed: a killed FFmpeg encoder costs one rung, never the ladder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pixelflow.aws import s3_client
+from pixelflow.core.ids import asset_id
+from tests.conftest import make_clip
+from tests.fault_helpers import Killer
+
+pytestmark = pytest.mark.integration
+
+
+def task_runs(flow_run_id) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
+
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200)
+
+
+def test_killed_encoder_is_retried_alone_and_the_asset_completes(prefect_server, buckets, media_dir, tmp_path, monkeypatch):
+    from flows.transcode import transcode
+
+    up, out = buckets
+    scratch = tmp_path / "scratch"
+    monkeypatch.setenv("PIXELFLOW_SCRATCH_DIR", str(scratch))
+    monkeypatch.setenv("PIXELFLOW_LADDER", "360,480,720")
+    monkeypatch.setenv("PIXELFLOW_TASK_RETRIES", "1")
+    clip = make_clip(media_dir / "retry-720p.mp4", seconds=6, size="1280x720")
+    s3 = s3_client()
+    s3.upload_file(str(clip), up, "retry.mp4")
+    etag = s3.head_object(Bucket=up, Key="retry.mp4")["ETag"]
+
+    # Kill the 720p encoder fed by the shared decoder, part way through.
+    killer = Killer(str(scratch), "/720p/index.m3u8", "pipe:0", after=0.3)
+    killer.start()
+    state = transcode(bucket=up, key="retry.mp4", etag=etag, return_state=True)
+    killer.join(5)
+    assert killer.killed, "the 720p encoder was never seen"
+    assert state.is_completed(), state.message
+    manifest = state.result()
+    assert [r["name"] for r in manifest["renditions"]] == ["360p", "480p", "720p"]
+
+    runs = task_runs(state.state_details.flow_run_id)
+    by_name = {}
+    for run in runs:
+        by_name.setdefault(run.name, []).append(run)
+    # the 720p task ran twice (the killed attempt, then its retry from the source); every other
+    # rung and the shared decode ran once
+    assert by_name["transcode-720p"][0].run_count == 2
+    assert all(by_name[f"transcode-{r}"][0].run_count == 1 for r in ("360p", "480p"))
+    assert [r.run_count for r in runs if r.name.startswith("decode-")] == [1]
+    # and the published 720p rendition is whole
+    aid = asset_id(up, "retry.mp4", etag)
+    playlist = s3.get_object(Bucket=out, Key=f"assets/{aid}/720p/index.m3u8")["Body"].read().decode()
+    assert playlist.count("#EXTINF") == 2 and "#EXT-X-ENDLIST" in playlist
+    assert not any(scratch.iterdir()) if scratch.exists() else True
