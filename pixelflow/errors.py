@@ -30,6 +30,9 @@ class ErrorCode(StrEnum):
     TRANSCODE_TIMEOUT = "transcode_timeout"
     STORAGE_ERROR = "storage_error"
     INTERNAL = "internal"
+    # Command-line answers about assets.
+    ASSET_NOT_FOUND = "asset_not_found"
+    WAIT_TIMEOUT = "wait_timeout"
 
 
 #: Codes that describe the uploaded bytes: retrying cannot help.

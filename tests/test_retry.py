@@ -60,3 +60,45 @@ def test_killed_encoder_is_retried_alone_and_the_asset_completes(prefect_server,
     playlist = s3.get_object(Bucket=out, Key=f"assets/{aid}/720p/index.m3u8")["Body"].read().decode()
     assert playlist.count("#EXTINF") == 2 and "#EXT-X-ENDLIST" in playlist
     assert not any(scratch.iterdir()) if scratch.exists() else True
+
+
+def test_a_second_trigger_for_the_same_upload_does_no_second_transcode(prefect_server, buckets, media_dir):
+    from flows.transcode import transcode
+
+    up, out = buckets
+    clip = make_clip(media_dir / "dup-360p.mp4", seconds=2, size="640x360")
+    s3 = s3_client()
+    s3.upload_file(str(clip), up, "dup.mp4")
+    etag = s3.head_object(Bucket=up, Key="dup.mp4")["ETag"]
+    first = transcode(bucket=up, key="dup.mp4", etag=etag)
+    objects = {o["Key"]: o["LastModified"] for o in s3.list_objects_v2(Bucket=out)["Contents"]}
+
+    again = transcode(bucket=up, key="dup.mp4", etag=etag, return_state=True)
+    assert again.is_completed() and "already published" in again.message
+    assert again.result()["asset_id"] == first["asset_id"]
+    names = [r.name for r in task_runs(again.state_details.flow_run_id)]
+    assert not [n for n in names if n.startswith(("transcode-", "decode-", "download"))], names
+    assert {o["Key"]: o["LastModified"] for o in s3.list_objects_v2(Bucket=out)["Contents"]} == objects
+
+
+def test_two_runs_racing_on_one_upload_publish_one_whole_asset(prefect_server, buckets, media_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flows.transcode import transcode
+
+    up, out = buckets
+    clip = make_clip(media_dir / "race-360p.mp4", seconds=2, size="640x360")
+    s3 = s3_client()
+    s3.upload_file(str(clip), up, "race.mp4")
+    etag = s3.head_object(Bucket=up, Key="race.mp4")["ETag"]
+    with ThreadPoolExecutor(2) as pool:
+        states = list(pool.map(lambda _: transcode(bucket=up, key="race.mp4", etag=etag, return_state=True), range(2)))
+    assert all(s.is_completed() for s in states), [s.message for s in states]
+    manifests = [s.result() for s in states]
+    assert manifests[0]["asset_id"] == manifests[1]["asset_id"]
+    aid = manifests[0]["asset_id"]
+    stored = json.loads(s3.get_object(Bucket=out, Key=f"assets/{aid}/manifest.json")["Body"].read())
+    # whichever run won, the stored manifest names files that exist with the sizes it states
+    for rendition in stored["renditions"]:
+        keys = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket=out, Prefix=f"assets/{aid}/{rendition['name']}/")["Contents"]}
+        assert sum(size for key, size in keys.items() if not key.endswith(".m3u8")) == rendition["size"]

@@ -1,0 +1,293 @@
+"""Read-side view of PixelFlow assets, straight from the buckets.
+
+An asset's state is derived from three places, so no database is needed:
+
+* **ready** — ``<asset_prefix><asset_id>/manifest.json`` exists in the output bucket (it is the
+  last object a transcode writes).
+* **rejected** / **failed** — ``<quarantine_prefix><asset_id>/error.json`` exists in the upload
+  bucket (written by the flow's ``quarantine`` task): ``{"code", "message", "status"?, "details"?,
+  "source"?: {"bucket", "key", "etag", "version_id"}, "recorded_at"?, ...}``. Without a
+  ``status``, codes from :data:`pixelflow.errors.REJECTION_CODES` mean *rejected* (the source is
+  unacceptable) and any other code means *failed*.
+* **processing** — a source in the upload bucket whose asset id has neither record yet.
+
+Everything else is unknown (:class:`AssetNotFound`). An upload's asset id is
+:func:`pixelflow.core.ids.asset_id` of its bucket, key and ETag/VersionId.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Iterator
+
+from botocore.exceptions import ClientError
+
+from pixelflow.core.ids import asset_id as compute_asset_id
+from pixelflow.errors import REJECTION_CODES, ErrorCode, PixelFlowError
+from pixelflow.settings import PixelFlowSettings
+
+READY, PROCESSING, REJECTED, FAILED = "ready", "processing", "rejected", "failed"
+
+#: Asset ids are lowercase hex (see :func:`pixelflow.core.ids.asset_id`).
+ASSET_ID_RE = re.compile(r"^[0-9a-f]{24}$")
+
+_MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+
+
+class AssetNotFound(LookupError):
+    """No asset, rejection or pending source matches the reference.
+
+    Attributes:
+        code: Stable machine-readable code (``asset_not_found``).
+        message: A sentence for the user.
+    """
+
+    code = "asset_not_found"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass
+class AssetInfo:
+    """What a user sees about one asset.
+
+    Attributes:
+        asset_id: The asset's id.
+        status: ``ready``, ``processing``, ``rejected`` or ``failed``.
+        renditions: Video renditions from the manifest (``name``, ``width``, ``height``,
+            ``bandwidth``...; without the per-file lists), empty unless ready.
+        duration: Duration in seconds, when known.
+        created: When the asset was published, rejected or uploaded (UTC).
+        error: ``{"code", "message"}`` of a rejected or failed asset.
+        source: ``{"bucket", "key", ...}`` of the upload, when known.
+    """
+
+    asset_id: str
+    status: str
+    renditions: list[dict[str, Any]] = field(default_factory=list)
+    duration: float | None = None
+    created: datetime | None = None
+    error: dict[str, Any] | None = None
+    source: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created"] = self.created.isoformat() if self.created else None
+        return data
+
+
+def is_asset_id(value: str) -> bool:
+    """Whether ``value`` has the shape of an asset id.
+
+    >>> is_asset_id("0123456789abcdef01234567"), is_asset_id("../etc/passwd")
+    (True, False)
+    """
+    return bool(ASSET_ID_RE.match(value or ""))
+
+
+def asset_key(settings: PixelFlowSettings, asset_id: str, name: str = "") -> str:
+    """Key of an asset's object in the output bucket.
+
+    >>> asset_key(PixelFlowSettings(), "0123456789abcdef01234567", "master.m3u8")
+    'assets/0123456789abcdef01234567/master.m3u8'
+    """
+    return f"{settings.asset_prefix}{asset_id}/{name}"
+
+
+def rejection_key(settings: PixelFlowSettings, asset_id: str) -> str:
+    """Key of an asset's ``error.json`` record in the upload bucket.
+
+    >>> rejection_key(PixelFlowSettings(), "0123456789abcdef01234567")
+    'quarantine/0123456789abcdef01234567/error.json'
+    """
+    return f"{settings.quarantine_prefix}{asset_id}/error.json"
+
+
+def _missing(exc: ClientError) -> bool:
+    return str(exc.response.get("Error", {}).get("Code")) in _MISSING
+
+
+def _get_json(s3, bucket: str, key: str) -> tuple[dict[str, Any], datetime] | None:
+    try:
+        obj = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if _missing(exc):
+            return None
+        raise
+    with obj["Body"] as body:
+        data = json.loads(body.read())
+    return data, obj["LastModified"]
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
+
+
+def _from_manifest(asset_id: str, manifest: dict[str, Any], modified: datetime) -> AssetInfo:
+    created = None
+    for name in ("created_at", "created", "published_at"):
+        created = created or _parse_time(manifest.get(name))
+    duration = manifest.get("duration")
+    return AssetInfo(
+        asset_id=asset_id,
+        status=READY,
+        renditions=[{k: v for k, v in r.items() if k != "files"} for r in manifest.get("renditions") or []],
+        duration=float(duration) if duration is not None else None,
+        created=created or modified,
+        source=manifest.get("source"),
+    )
+
+
+def _from_error(asset_id: str, record: dict[str, Any], modified: datetime) -> AssetInfo:
+    code = str(record.get("code") or ErrorCode.INTERNAL.value)
+    status = record.get("status")
+    if status not in (REJECTED, FAILED):
+        status = REJECTED if code in {c.value for c in REJECTION_CODES} else FAILED
+    created = _parse_time(record.get("recorded_at")) or modified
+    return AssetInfo(
+        asset_id=asset_id,
+        status=status,
+        created=created,
+        error={"code": code, "message": str(record.get("message") or "")},
+        source=record.get("source"),
+    )
+
+
+def read_manifest(asset_id: str, settings: PixelFlowSettings, s3) -> dict[str, Any] | None:
+    """The published ``manifest.json`` of an asset, or ``None`` when not published (yet)."""
+    found = _get_json(s3, settings.output_bucket, asset_key(settings, asset_id, "manifest.json"))
+    return found[0] if found else None
+
+
+def read_rejection(asset_id: str, settings: PixelFlowSettings, s3) -> dict[str, Any] | None:
+    """The quarantine ``error.json`` record of an asset, or ``None`` when there is none."""
+    found = _get_json(s3, settings.upload_bucket, rejection_key(settings, asset_id))
+    return found[0] if found else None
+
+
+def published_or_rejected(asset_id: str, settings: PixelFlowSettings, s3) -> AssetInfo | None:
+    """The asset's final state (ready, rejected or failed), or ``None`` while it has none."""
+    found = _get_json(s3, settings.output_bucket, asset_key(settings, asset_id, "manifest.json"))
+    if found:
+        return _from_manifest(asset_id, *found)
+    found = _get_json(s3, settings.upload_bucket, rejection_key(settings, asset_id))
+    if found:
+        return _from_error(asset_id, *found)
+    return None
+
+
+def _bucket_versioned(s3, bucket: str) -> bool:
+    return s3.get_bucket_versioning(Bucket=bucket).get("Status") in {"Enabled", "Suspended"}
+
+
+def iter_sources(settings: PixelFlowSettings, s3) -> Iterator[tuple[str, dict[str, Any], datetime]]:
+    """Current uploads in the upload bucket as ``(asset_id, source, uploaded_at)``.
+
+    The quarantine prefix is skipped. In a versioned bucket the latest version of each key is
+    used, as that is what the upload notification carried.
+    """
+    bucket = settings.upload_bucket
+    if _bucket_versioned(s3, bucket):
+        pages = s3.get_paginator("list_object_versions").paginate(Bucket=bucket)
+        objects = (v for page in pages for v in page.get("Versions", []) if v.get("IsLatest"))
+    else:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        objects = (o for page in pages for o in page.get("Contents", []))
+    for obj in objects:
+        key = obj["Key"]
+        if key.startswith(settings.quarantine_prefix) or key.endswith("/"):
+            continue
+        version_id = obj.get("VersionId")
+        source = {"bucket": bucket, "key": key, "etag": obj.get("ETag", "").strip('"'),
+                  "version_id": version_id, "size": obj.get("Size")}
+        yield compute_asset_id(bucket, key, obj.get("ETag"), version_id), source, obj["LastModified"]
+
+
+def resolve(ref: str, settings: PixelFlowSettings, s3) -> str:
+    """The asset id a reference names: an asset id itself, or a key in the upload bucket.
+
+    A key resolves through ``head_object`` (its current ETag and VersionId).
+
+    Raises:
+        PixelFlowError: ``source_not_found`` when ``ref`` is neither an asset id nor an
+            existing key.
+    """
+    if is_asset_id(ref):
+        return ref
+    try:
+        head = s3.head_object(Bucket=settings.upload_bucket, Key=ref)
+    except ClientError as exc:
+        if _missing(exc):
+            raise PixelFlowError(
+                ErrorCode.SOURCE_NOT_FOUND,
+                f"{ref!r} is not an asset id nor a key in bucket {settings.upload_bucket!r}.",
+            ) from None
+        raise
+    return compute_asset_id(settings.upload_bucket, ref, head.get("ETag"), head.get("VersionId"))
+
+
+def get_asset(asset_id: str, settings: PixelFlowSettings, s3) -> AssetInfo:
+    """The current state of one asset.
+
+    Raises:
+        AssetNotFound: Nothing is published, recorded or uploaded for ``asset_id``.
+    """
+    if not is_asset_id(asset_id):
+        raise AssetNotFound(f"{asset_id!r} is not an asset id.")
+    info = published_or_rejected(asset_id, settings, s3)
+    if info:
+        return info
+    for found_id, source, uploaded in iter_sources(settings, s3):
+        if found_id == asset_id:
+            return AssetInfo(asset_id=asset_id, status=PROCESSING, created=uploaded, source=source)
+    raise AssetNotFound(f"No asset {asset_id} (nothing published, rejected or uploaded with this id).")
+
+
+def list_assets(settings: PixelFlowSettings, s3) -> list[AssetInfo]:
+    """Every asset: published ones, rejected/failed ones and uploads still processing.
+
+    Sorted newest first.
+    """
+    found: dict[str, AssetInfo] = {}
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=settings.output_bucket, Prefix=settings.asset_prefix, Delimiter="/"
+    )
+    for page in pages:
+        for prefix in page.get("CommonPrefixes", []):
+            candidate = prefix["Prefix"][len(settings.asset_prefix):].rstrip("/")
+            if not is_asset_id(candidate):
+                continue
+            manifest = _get_json(s3, settings.output_bucket, asset_key(settings, candidate, "manifest.json"))
+            if manifest:
+                found[candidate] = _from_manifest(candidate, *manifest)
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=settings.upload_bucket, Prefix=settings.quarantine_prefix, Delimiter="/"
+    )
+    for page in pages:
+        for prefix in page.get("CommonPrefixes", []):
+            candidate = prefix["Prefix"][len(settings.quarantine_prefix):].rstrip("/")
+            if not is_asset_id(candidate) or candidate in found:
+                continue
+            record = _get_json(s3, settings.upload_bucket, rejection_key(settings, candidate))
+            if record:
+                found[candidate] = _from_error(candidate, *record)
+    for candidate, source, uploaded in iter_sources(settings, s3):
+        info = found.get(candidate)
+        if info is None:
+            found[candidate] = AssetInfo(asset_id=candidate, status=PROCESSING, created=uploaded, source=source)
+        elif info.source is None:
+            info.source = source
+    return sorted(found.values(), key=lambda a: (a.created is not None, a.created), reverse=True)
