@@ -3,6 +3,7 @@ wall-clock limits, and failures mapped to :class:`~pixelflow.errors.PixelFlowErr
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shlex
@@ -13,26 +14,57 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-import ffmpeg as ffmpeg_python
-
-from pixelflow.core.ffmpeg_args import file_url, probe_args
+from pixelflow.core.ffmpeg_args import FFMPEG, FFPROBE, file_url, probe_args
 from pixelflow.errors import ErrorCode, PixelFlowError
 
 logger = logging.getLogger("pixelflow.ffmpeg")
 
-#: stderr fragments that mean the input itself is damaged.
+#: Decoder and demuxer messages (lower case) that mean the input itself is damaged. Messages a
+#: decoder prints while it waits for the first keyframe of a stream cut mid-GOP (a TV or camera
+#: recording: "non-existing PPS", "no frame!", "decode_slice_header error", "missing reference
+#: picture") are left out on purpose: such files play, and the frames before the keyframe are
+#: simply dropped.
 CORRUPT_MARKERS = (
-    "invalid data found when processing input",
     "error while decoding",
-    "corrupt",
-    "invalid nal unit",
-    "no frame!",
-    "missing reference picture",
     "concealing",
+    "invalid nal unit",
     "error splitting the input into nal units",
-    "decode_slice_header error",
+    "corrupt",
+    "invalid data found when processing input",
+    "ac-tex damaged",
+    "invalid mb type",
+    "error parsing nal unit",
 )
-TRUNCATED_MARKERS = ("moov atom not found", "truncat", "partial file", "end of file", "stream ends prematurely")
+#: Messages (lower case) that mean the input ends before its streams do.
+TRUNCATED_MARKERS = ("moov atom not found", "partial file", "stream ends prematurely", "truncat", "end of file")
+#: The subset a demuxer prints even when FFmpeg then exits normally: still a truncated input.
+INPUT_ENDED_MARKERS = ("partial file", "stream ends prematurely")
+
+#: Demuxers ffprobe may recognise that are not video files at all, by what PixelFlow answers.
+IMAGE_DEMUXERS = frozenset({"image2", "apng", "webp_pipe", "png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe",
+                            "gif_pipe", "svg_pipe", "qoi_pipe", "jpegxl_pipe", "dpx_pipe", "exr_pipe", "pam_pipe",
+                            "pbm_pipe", "pgm_pipe", "ppm_pipe", "psd_pipe", "xpm_pipe", "j2k_pipe", "photocd_pipe"})
+AUDIO_DEMUXERS = frozenset({"mp3", "wav", "w64", "flac", "aac", "ac3", "eac3", "dts", "dtshd", "truehd", "mlp",
+                            "aiff", "amr", "amrnb", "amrwb", "ape", "wv", "tta", "caf", "au", "voc", "mpc", "mpc8",
+                            "gsm", "spdif", "tak", "dsf", "shorten", "sox", "loas", "latm", "xwma", "wsaud"})
+TEXT_DEMUXERS = frozenset({"srt", "ass", "webvtt", "microdvd", "subviewer", "subviewer1", "sami", "realtext",
+                           "stl", "pjs", "jacosub", "mpl2", "mpsub", "vplayer", "aqtitle", "lrc", "scc",
+                           "tedcaptions", "tty", "sup", "vobsub"})
+#: Demuxers that open further files or URLs named in the input (playlists, descriptors).
+REFERENCE_DEMUXERS = frozenset({"hls", "applehttp", "concat", "dash", "webm_dash_manifest", "sdp", "rtsp",
+                                "imf", "tee", "mpjpeg", "rtp"})
+
+_ADDRESS = re.compile(r" @ 0x[0-9a-f]+")
+_PATH = re.compile(r"(?<![\w.])(?:file:)?/[^\s'\"]*[^\s'\":,.]")
+
+
+def clean_stderr(lines: list[str]) -> list[str]:
+    """FFmpeg's messages without local paths or memory addresses, fit for error records.
+
+    >>> clean_stderr(["[mov,mp4 @ 0x55d0] file:/tmp/pixelflow/a-1/source: Invalid data"])
+    ['[mov,mp4] <file>: Invalid data']
+    """
+    return [_PATH.sub("<file>", _ADDRESS.sub("", line)) for line in lines]
 
 
 @dataclass
@@ -146,14 +178,21 @@ def run_ffmpeg(
         tail = "\n".join(result.errors[-8:])
         log.error("ffmpeg exited with %s:\n%s", process.returncode, tail)
         raise classify_failure(result)
+    ended = input_ended(result.errors)
+    if ended:
+        log.error("ffmpeg reached the end of the input early:\n%s", "\n".join(ended[:5]))
+        raise PixelFlowError(ErrorCode.TRUNCATED, "The file ends before its streams do: the upload looks truncated.",
+                             {"errors": clean_stderr(ended[:5])})
     if result.errors:
         log.warning("ffmpeg reported:\n%s", "\n".join(result.errors[-8:]))
     return result
 
 
 def classify_failure(result: FFmpegResult) -> PixelFlowError:
+    """The error a failed FFmpeg run means: a damaged input (``truncated``, ``corrupt_stream``,
+    never retried) or a service failure (``transcode_failed``)."""
     text = "\n".join(result.errors).lower()
-    detail = {"returncode": result.returncode, "stderr_tail": result.errors[-5:]}
+    detail = {"returncode": result.returncode, "stderr_tail": clean_stderr(result.errors[-5:])}
     if result.returncode < 0:
         return PixelFlowError(ErrorCode.TRANSCODE_FAILED, f"FFmpeg was killed by signal {-result.returncode}.", detail)
     if any(marker in text for marker in TRUNCATED_MARKERS):
@@ -163,32 +202,137 @@ def classify_failure(result: FFmpegResult) -> PixelFlowError:
     return PixelFlowError(ErrorCode.TRANSCODE_FAILED, f"FFmpeg failed with exit code {result.returncode}.", detail)
 
 
+def input_ended(errors: list[str]) -> list[str]:
+    """The lines of FFmpeg's error output that say the input ended before its streams did."""
+    return [line for line in errors if any(marker in line.lower() for marker in INPUT_ENDED_MARKERS)]
+
+
 def decode_errors(errors: list[str]) -> list[str]:
-    """The lines of FFmpeg's error output that report damaged input."""
+    """The lines of FFmpeg's error output that report damaged input.
+
+    >>> decode_errors(["[h264 @ 0x1] error while decoding MB 14 1", "[h264 @ 0x1] no frame!"])
+    ['[h264 @ 0x1] error while decoding MB 14 1']
+    """
     return [line for line in errors if any(marker in line.lower() for marker in CORRUPT_MARKERS)]
 
 
-def probe(path: str, demuxer: str | None = None, formats: list[str] | None = None) -> dict:
-    """ffprobe a local file through ffmpeg-python, restricted to the file protocol and, when
-    given, to an allow-list of demuxers (``format_whitelist``).
+def input_damage(errors: list[str]) -> PixelFlowError | None:
+    """The verdict on a decode that exited normally: ``truncated`` when the input ended early,
+    ``corrupt_stream`` when the decoder reported damaged data, else ``None``."""
+    ended = input_ended(errors)
+    if ended:
+        return PixelFlowError(ErrorCode.TRUNCATED, "The file ends before its streams do: the upload looks truncated.",
+                              {"errors": clean_stderr(ended[:5])})
+    damaged = decode_errors(errors)
+    if damaged:
+        return PixelFlowError(ErrorCode.CORRUPT_STREAM, "The video stream has decoding errors: the file is damaged.",
+                              {"errors": clean_stderr(damaged[:5])})
+    return None
+
+
+def _unreadable(demuxer: str) -> PixelFlowError:
+    """Why a file ffprobe recognised as ``demuxer`` (outside the allow-list) is rejected."""
+    detail = {"container": demuxer}
+    if demuxer in IMAGE_DEMUXERS or demuxer.endswith("_pipe") and demuxer != "yuv4mpegpipe":
+        return PixelFlowError(ErrorCode.NOT_MEDIA, f"The file is a still image ({demuxer}), not a video.",
+                              {**detail, "kind": "image"})
+    if demuxer in AUDIO_DEMUXERS:
+        return PixelFlowError(ErrorCode.NO_VIDEO_STREAM,
+                              f"The file is audio only ({demuxer}); PixelFlow transcodes video (audio-only files are rejected).",
+                              {**detail, "kind": "audio"})
+    if demuxer in TEXT_DEMUXERS:
+        return PixelFlowError(ErrorCode.NOT_MEDIA, f"The file is text ({demuxer} subtitles or similar), not a video.",
+                              {**detail, "kind": "text"})
+    if demuxer in REFERENCE_DEMUXERS:
+        return PixelFlowError(ErrorCode.UNSUPPORTED_CONTAINER,
+                              f"The file is a '{demuxer}' playlist or descriptor that points at other files or URLs; "
+                              "upload the video itself.", {**detail, "kind": "playlist"})
+    return PixelFlowError(ErrorCode.UNSUPPORTED_CONTAINER,
+                          f"The file is a '{demuxer}' file, which PixelFlow does not accept as a video source.", detail)
+
+
+def probe(path: str, demuxer: str | None = None, formats: list[str] | None = None, timeout: float = 120.0) -> dict:
+    """ffprobe a local file: the file protocol only and, when given, only the demuxers in
+    ``formats`` (``format_whitelist``: playlists, images and other formats are refused before
+    they are opened) or exactly ``demuxer``.
+
+    Returns ffprobe's ``-show_format -show_streams`` JSON, plus ``"stderr"``: its error lines
+    (paths removed), which :func:`pixelflow.core.probe.interpret_probe` reads for headers FFmpeg
+    refused (``Picture size 30000x30000 is invalid``). When the container states no duration (a
+    live-recorded WebM or Matroska file) and the video stream none either, the duration is
+    measured by reading the packets once (no decoding) and stored as ``format.duration`` with
+    ``format.duration_measured``.
 
     Raises:
-        PixelFlowError: ``truncated`` or ``not_media`` when ffprobe cannot read it.
+        PixelFlowError: ``not_media``, ``no_video_stream`` (audio formats),
+            ``unsupported_container``, ``truncated`` or ``corrupt_stream`` when ffprobe cannot
+            read it; ``transcode_timeout`` past ``timeout``.
     """
     options = probe_args(path, demuxer)
     if formats and not demuxer:
         options["format_whitelist"] = ",".join(formats)
-    logger.info("ffprobe %s %s", file_url(path), options)
+    args = [FFPROBE, "-hide_banner"]
+    for option, value in options.items():
+        args += [f"-{option}", str(value)]
+    args += ["-show_format", "-show_streams", "-of", "json", file_url(path)]
+    logger.info("ffprobe: %s", shlex.join(args))
     try:
-        return ffmpeg_python.probe(file_url(path), **options)
-    except ffmpeg_python.Error as exc:
-        stderr = (exc.stderr or b"").decode("utf-8", "replace")
-        lowered = stderr.lower()
-        detail = {"stderr_tail": stderr.strip().splitlines()[-5:]}
-        if "not on whitelist" in lowered:
-            found = re.search(r"\[(\w+) @", stderr)
-            name = found.group(1) if found else "unknown"
-            raise PixelFlowError(ErrorCode.UNSUPPORTED_CONTAINER, f"The file is a '{name}' file, which PixelFlow does not accept as a video source.", {"container": name}) from None
-        if "moov atom not found" in lowered:
-            raise PixelFlowError(ErrorCode.TRUNCATED, "The MP4/MOV index (moov) is missing: the upload is truncated or unfinished.", detail) from None
-        raise PixelFlowError(ErrorCode.NOT_MEDIA, "The file is not a readable audio or video file.", detail) from None
+        done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise PixelFlowError(ErrorCode.TRANSCODE_TIMEOUT, f"ffprobe did not finish within {timeout:.0f} s.",
+                             {"timeout": timeout}) from None
+    stderr = done.stderr.decode("utf-8", "replace").replace(file_url(path), "<file>").replace(str(path), "<file>")
+    lines = clean_stderr([line for line in stderr.splitlines() if line.strip()])
+    if done.returncode != 0:
+        raise _probe_failure(done.returncode, stderr, lines)
+    try:
+        data = json.loads(done.stdout.decode("utf-8", "replace") or "{}")
+    except json.JSONDecodeError:
+        raise PixelFlowError(ErrorCode.NOT_MEDIA, "The file is not a readable audio or video file.",
+                             {"stderr_tail": lines[-5:]}) from None
+    data["stderr"] = lines[-50:]
+    _measure_missing_duration(path, data, timeout)
+    return data
+
+
+def _probe_failure(returncode: int, stderr: str, lines: list[str]) -> PixelFlowError:
+    lowered = stderr.lower()
+    detail = {"stderr_tail": lines[-5:]}
+    if returncode < 0:
+        return PixelFlowError(ErrorCode.CORRUPT_STREAM, f"ffprobe could not read the file (killed by signal {-returncode}).",
+                              detail)
+    if "not on whitelist" in lowered:
+        found = re.search(r"\[([^\]@]+?) @ 0x[0-9a-f]+\] format not on whitelist", lowered)
+        return _unreadable(found.group(1).split(",")[0] if found else "unknown")
+    if "moov atom not found" in lowered:
+        return PixelFlowError(ErrorCode.TRUNCATED, "The MP4/MOV index (moov) is missing: the upload is truncated or unfinished.",
+                              detail)
+    return PixelFlowError(ErrorCode.NOT_MEDIA, "The file is not a readable audio or video file.", detail)
+
+
+def _measure_missing_duration(path: str, data: dict, timeout: float) -> None:
+    fmt = data.get("format") or {}
+    videos = [s for s in data.get("streams") or [] if s.get("codec_type") == "video"]
+    if not videos or _positive(fmt.get("duration")) is not None or _positive(videos[0].get("duration")) is not None:
+        return
+    if fmt.get("duration") not in (None, "N/A"):
+        return  # a stated zero or negative duration is the file's claim: validation judges it
+    demuxer = (fmt.get("format_name") or "").split(",")[0]
+    if not demuxer:
+        return
+    args = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "level+error", "-progress", "pipe:1", "-nostats",
+            "-protocol_whitelist", "file", "-f", demuxer, "-i", file_url(path),
+            "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
+    result = run_ffmpeg(args, timeout=timeout)
+    if result.out_time > 0:
+        fmt["duration"] = f"{result.out_time:.6f}"
+        fmt["duration_measured"] = True
+        data["format"] = fmt
+
+
+def _positive(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None

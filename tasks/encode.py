@@ -70,7 +70,7 @@ def _summarize(out_dir: Path, name: str, kind: str, width: int = 0, height: int 
     return summarize_rendition(name, kind, playlist_text, sizes, codecs, width, height, fps)
 
 
-@task(name="decode", task_run_name="decode-{source_path.name}")
+@task(name="decode", task_run_name="decode")
 def decode_source(source_path: Path, info: SourceInfo, renditions: list[Rendition], fanout_id: str,
                   timeout: float, threads: int = 0) -> float:
     """Decode the source once and feed every pending rung's encoder through its pipe.
@@ -150,7 +150,7 @@ def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path:
     return output
 
 
-@task(name="transcode-audio", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+@task(name="transcode-audio", task_run_name="transcode-audio", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, out_dir: Path, timeout: float) -> RenditionOutput:
     """The audio rendition: the default (else first) audio track as stereo AAC in fMP4 HLS."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +158,7 @@ def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, o
     return _summarize(out_dir, "audio", "audio")
 
 
-@task(name="poster", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+@task(name="poster", task_run_name="poster", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def make_poster(source_path: Path, info: SourceInfo, rendition: Rendition, out_path: Path, timeout: float) -> Path:
     """A JPEG poster frame the size of ``rendition``."""
     out_path.parent.mkdir(parents=True, exist_ok=True)

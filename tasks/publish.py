@@ -52,7 +52,7 @@ def publish_rendition(name: str, output: RenditionOutput | None, local_root: Pat
     return output
 
 
-@task(name="find-published", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+@task(name="find-published", task_run_name="find-published", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def find_published(bucket: str, prefix: str) -> dict[str, Any] | None:
     """The manifest of an already published asset, or ``None``."""
     try:
@@ -64,7 +64,7 @@ def find_published(bucket: str, prefix: str) -> dict[str, Any] | None:
     return json.loads(body)
 
 
-@task(name="publish-asset", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+@task(name="publish-asset", task_run_name="publish-asset", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], bucket: str, prefix: str) -> dict[str, Any]:
     """Upload the poster and master playlist, then ``manifest.json`` last: an asset is visible
     (ready) only once every file it names is in place. The manifest is written with

@@ -34,7 +34,7 @@ def error_record(asset_id: str, bucket: str, key: str, etag: str | None, version
     }
 
 
-@task(name="quarantine", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS)
+@task(name="quarantine", task_run_name="quarantine", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS)
 def quarantine_source(bucket: str, key: str, version_id: str | None, asset_id: str, prefix: str,
                       record: dict[str, Any]) -> dict[str, Any]:
     """Copy the source under ``<prefix><asset_id>/source`` (server-side; the original stays where

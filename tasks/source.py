@@ -37,7 +37,7 @@ def _storage_error(action: str, exc: ClientError) -> PixelFlowError:
     return PixelFlowError(ErrorCode.STORAGE_ERROR, f"S3 {action} failed: {code or status}.", {"action": action, "code": code})
 
 
-@task(name="inspect-upload", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+@task(name="inspect-upload", task_run_name="inspect-upload", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def inspect_source(bucket: str, key: str, version_id: str | None = None) -> SourceObject:
     """HEAD the uploaded object: size, ETag and version, before anything is downloaded."""
     extra = {"VersionId": version_id} if version_id else {}
@@ -55,13 +55,13 @@ def inspect_source(bucket: str, key: str, version_id: str | None = None) -> Sour
     )
 
 
-@task(name="check-upload")
+@task(name="check-upload", task_run_name="check-upload")
 def check_upload(source: SourceObject, limits: Limits) -> None:
     """Reject by size before spending any transfer or compute."""
     check_size(source.size, limits)
 
 
-@task(name="download", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+@task(name="download", task_run_name="download", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def download_source(source: SourceObject, dest: Path, headroom: float = 2.5, chunk_mb: int = 16,
                     concurrency: int = 8) -> Path:
     """Stream the object to local scratch space with a multipart managed transfer (never the
@@ -94,7 +94,7 @@ def download_source(source: SourceObject, dest: Path, headroom: float = 2.5, chu
     return dest
 
 
-@task(name="validate")
+@task(name="validate", task_run_name="validate")
 def validate(path: Path, size: int, limits: Limits) -> SourceInfo:
     """Probe the local copy's headers with ffprobe (demuxers limited to the allow-list, file
     protocol only) and check it is a video PixelFlow can transcode."""

@@ -82,8 +82,33 @@ def input_args(path: str, demuxer: str, extra: list[str] | None = None) -> list[
     return ["-protocol_whitelist", "file", *(extra or []), "-f", demuxer, "-i", file_url(path)]
 
 
+#: Colour tags the HDR chain passes on as stated; anything else (often "unknown" on HDR files
+#: tagged with their transfer only) is taken as the BT.2020 HDR default.
+_HDR_PRIMARIES = ("bt2020", "bt709", "smpte431", "smpte432")
+_HDR_MATRICES = ("bt2020nc", "bt2020c", "bt709")
+_RANGES = ("tv", "pc")
+
+
 def prefilters(info: SourceInfo) -> list[str]:
-    """Filters every rung needs before scaling: deinterlacing, HDR tone mapping, 8-bit 4:2:0."""
+    """Filters every rung needs before scaling: deinterlacing, HDR tone mapping, 8-bit 4:2:0.
+
+    * Interlaced sources (``field_order`` set) are deinterlaced with ``bwdif``, one frame per
+      frame, only where frames are flagged interlaced.
+    * HDR sources (PQ ``smpte2084`` or HLG ``arib-std-b67`` transfer) are tone mapped to SDR
+      BT.709 with zimg (``zscale``) and ``tonemap=hable``. ``setparams`` first states the
+      source's colour properties explicitly (BT.2020 where the file leaves them unknown), as
+      zimg refuses to convert from unknown primaries or matrix ("no path between colorspaces").
+
+    The rung filters then scale and convert to 8-bit ``yuv420p``.
+
+    Example:
+        >>> from pixelflow.core.probe import interpret_probe
+        >>> info = interpret_probe({"format": {"format_name": "mov", "duration": "2"}, "streams": [
+        ...     {"index": 0, "codec_type": "video", "codec_name": "hevc", "width": 3840, "height": 2160,
+        ...      "r_frame_rate": "30/1", "pix_fmt": "yuv420p10le", "color_transfer": "smpte2084"}]})
+        >>> prefilters(info)[0]
+        'setparams=color_primaries=bt2020:color_trc=smpte2084:colorspace=bt2020nc:range=tv'
+    """
     chain: list[str] = []
     video = info.video
     if video is None:
@@ -91,7 +116,11 @@ def prefilters(info: SourceInfo) -> list[str]:
     if video.interlaced:
         chain.append("bwdif=mode=send_frame:deint=interlaced")
     if video.hdr:
+        primaries = video.color_primaries if video.color_primaries in _HDR_PRIMARIES else "bt2020"
+        matrix = video.color_space if video.color_space in _HDR_MATRICES else "bt2020nc"
+        color_range = video.color_range if video.color_range in _RANGES else "tv"
         chain += [
+            f"setparams=color_primaries={primaries}:color_trc={video.color_transfer}:colorspace={matrix}:range={color_range}",
             "zscale=t=linear:npl=100",
             "format=gbrpf32le",
             "zscale=p=bt709",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
@@ -14,6 +15,9 @@ STANDARD_RATES = [
 ]
 
 HDR_TRANSFERS = {"smpte2084", "arib-std-b67"}
+
+#: FFmpeg's complaint about a header whose frame size it refuses to allocate.
+_REFUSED_SIZE = re.compile(r"picture size (\d+)x(\d+) is invalid", re.IGNORECASE)
 
 
 def parse_rate(text: str | None) -> Fraction | None:
@@ -74,6 +78,9 @@ class VideoInfo:
     field_order: str
     color_transfer: str
     nb_frames: int | None
+    color_primaries: str = ""
+    color_space: str = ""
+    color_range: str = ""
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -135,6 +142,9 @@ class SourceInfo:
     video: VideoInfo | None
     audio: AudioInfo | None
     audio_stream_count: int
+    #: ``"<index>:<type>"`` of streams FFmpeg could not identify (no codec), for example an AVI
+    #: GAB2 subtitle stream carrying something other than subtitles.
+    unidentified_streams: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly summary for manifests, error records and the UI."""
@@ -185,11 +195,56 @@ def _default_first(streams: list[dict[str, Any]]) -> dict[str, Any] | None:
     return streams[0] if streams else None
 
 
+def _claimed_size(stderr: list[str] | None) -> tuple[int, int] | None:
+    """The frame size a header claimed when FFmpeg refused it (ffprobe then reports 0x0)."""
+    for line in stderr or []:
+        found = _REFUSED_SIZE.search(line)
+        if found:
+            return int(found.group(1)), int(found.group(2))
+    return None
+
+
+def _timeless(text: str | None) -> bool:
+    """Whether a rate is ``N/0`` (every frame stamped at the same instant): no usable timing.
+
+    >>> _timeless("1/0"), _timeless("0/0"), _timeless("30/1")
+    (True, False, False)
+    """
+    num, _, den = str(text or "").partition("/")
+    return den.strip() == "0" and num.strip() not in ("", "0")
+
+
+def _duration(fmt: dict[str, Any], video: dict[str, Any] | None) -> float:
+    """The source duration: the container's, else (absent or zero) the video stream's; ``-1``
+    when neither states one. A negative or zero claim is kept for validation to reject."""
+    stated = _float(fmt.get("duration"))
+    stream = _float(video.get("duration")) if video is not None else None
+    if stated is not None and stated > 0:
+        return stated
+    if stream is not None and stream > 0:
+        return stream
+    if stated is not None:
+        return stated
+    return stream if stream is not None else -1.0
+
+
 def interpret_probe(data: dict[str, Any], size: int | None = None) -> SourceInfo:
     """Turn ffprobe's ``-show_format -show_streams`` JSON into a :class:`SourceInfo`.
 
     Raises ``not_media`` when there is no recognisable container. Stream-level judgement
     (codecs, limits) is :func:`pixelflow.core.validation.validate_source`'s job.
+
+    ``data`` may carry ``"stderr"``, ffprobe's error lines (:func:`pixelflow.ffmpeg.probe` adds
+    them): a frame size FFmpeg refused to allocate (``Picture size 30000x30000 is invalid``) is
+    reported as the stream's size, so validation names the real reason.
+
+    Example:
+        >>> data = {"format": {"format_name": "mov,mp4,m4a,3gp,3g2,mj2", "duration": "2.0"},
+        ...         "streams": [{"index": 0, "codec_type": "video", "codec_name": "h264", "width": 0,
+        ...                      "height": 0, "r_frame_rate": "30/1", "avg_frame_rate": "30/1"}],
+        ...         "stderr": ["[h264] [IMGUTILS] Picture size 30000x30000 is invalid"]}
+        >>> interpret_probe(data).video.width
+        30000
     """
     fmt = data.get("format") or {}
     format_name = fmt.get("format_name") or ""
@@ -206,20 +261,27 @@ def interpret_probe(data: dict[str, Any], size: int | None = None) -> SourceInfo
     if chosen is not None:
         sar = parse_rate((chosen.get("sample_aspect_ratio") or "1:1").replace(":", "/")) or Fraction(1)
         nb_frames = chosen.get("nb_frames")
+        width, height = int(chosen.get("width") or 0), int(chosen.get("height") or 0)
+        if width <= 0 or height <= 0:
+            width, height = _claimed_size(data.get("stderr")) or (width, height)
+        timeless = _timeless(chosen.get("r_frame_rate"))
         video = VideoInfo(
             index=int(chosen.get("index", 0)),
             codec=chosen.get("codec_name") or "unknown",
-            width=int(chosen.get("width") or 0),
-            height=int(chosen.get("height") or 0),
+            width=width,
+            height=height,
             sar=sar,
             rotation=_rotation(chosen),
-            fps=parse_rate(chosen.get("r_frame_rate")),
-            avg_fps=parse_rate(chosen.get("avg_frame_rate")),
+            fps=None if timeless else parse_rate(chosen.get("r_frame_rate")),
+            avg_fps=None if timeless else parse_rate(chosen.get("avg_frame_rate")),
             pix_fmt=chosen.get("pix_fmt") or "",
             bit_depth=_bit_depth(chosen),
             field_order=chosen.get("field_order") or "",
             color_transfer=chosen.get("color_transfer") or "",
             nb_frames=int(nb_frames) if str(nb_frames or "").isdigit() else None,
+            color_primaries=chosen.get("color_primaries") or "",
+            color_space=chosen.get("color_space") or "",
+            color_range=chosen.get("color_range") or "",
         )
     audio = None
     chosen_audio = _default_first(audios)
@@ -230,17 +292,20 @@ def interpret_probe(data: dict[str, Any], size: int | None = None) -> SourceInfo
             channels=int(chosen_audio.get("channels") or 0),
             sample_rate=int(chosen_audio.get("sample_rate") or 0),
         )
-    duration = _float(fmt.get("duration"))
-    if duration is None and chosen is not None:
-        duration = _float(chosen.get("duration"))
+    duration = _duration(fmt, chosen)
+    unidentified = tuple(
+        f"{s.get('index', '?')}:{s.get('codec_type') or 'unknown'}" for s in streams
+        if (s.get("codec_name") or "unknown") in ("unknown", "none") and s.get("codec_type") != "attachment"
+    )
     bit_rate = _float(fmt.get("bit_rate"))
     return SourceInfo(
         format_name=format_name,
         demuxer=format_name.split(",")[0],
-        duration=duration if duration is not None else -1.0,
+        duration=duration,
         size=int(size if size is not None else (_float(fmt.get("size")) or 0)),
         bit_rate=int(bit_rate) if bit_rate else None,
         video=video,
         audio=audio,
         audio_stream_count=len(audios),
+        unidentified_streams=unidentified,
     )

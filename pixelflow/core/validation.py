@@ -46,14 +46,40 @@ def check_size(size: int, limits: Limits) -> None:
         )
 
 
+#: Containers whose unidentified streams are refused: an AVI "GAB2" subtitle stream can hide a
+#: whole other file (an HLS playlist naming local files or URLs); FFmpeg 5.1 declines to open
+#: anything but SRT/ASS there, and PixelFlow refuses the file rather than rely on that alone.
+HIDDEN_PAYLOAD_CONTAINERS = frozenset({"avi"})
+
+
 def validate_source(info: SourceInfo, limits: Limits) -> None:
-    """Raise :class:`PixelFlowError` with the first reason the source cannot be transcoded."""
+    """Raise :class:`PixelFlowError` with the first reason the source cannot be transcoded.
+
+    Checks, in order: container (allow-list; playlists never), hidden payloads, a video stream,
+    its codec, usable and bounded dimensions (coded and as displayed), frame rate, duration.
+
+    Example:
+        >>> from pixelflow.core.probe import interpret_probe
+        >>> info = interpret_probe({"format": {"format_name": "mp3", "duration": "3.0"},
+        ...                         "streams": [{"index": 0, "codec_type": "audio", "codec_name": "mp3"}]})
+        >>> validate_source(info, Limits())
+        Traceback (most recent call last):
+        ...
+        pixelflow.errors.PixelFlowError: unsupported_container: The container 'mp3' is not accepted; upload MP4, MOV, MKV, WebM or another common video file.
+    """
     demuxers = set(info.format_name.split(","))
     if demuxers & PLAYLIST_DEMUXERS or not (demuxers & limits.containers):
         raise PixelFlowError(
             ErrorCode.UNSUPPORTED_CONTAINER,
             f"The container '{info.format_name}' is not accepted; upload MP4, MOV, MKV, WebM or another common video file.",
             {"container": info.format_name},
+        )
+    if demuxers & HIDDEN_PAYLOAD_CONTAINERS and info.unidentified_streams:
+        raise PixelFlowError(
+            ErrorCode.UNSUPPORTED_CONTAINER,
+            "The AVI file embeds a stream FFmpeg cannot identify (such as a GAB2 subtitle stream carrying a "
+            "playlist); export the video as MP4 and upload that.",
+            {"container": info.format_name, "streams": list(info.unidentified_streams)},
         )
     video = info.video
     if video is None:
@@ -71,12 +97,18 @@ def validate_source(info: SourceInfo, limits: Limits) -> None:
     if video.width <= 0 or video.height <= 0:
         raise PixelFlowError(ErrorCode.CORRUPT_STREAM, "The video stream has no usable dimensions.")
     width, height = video.display_size
-    if video.width > limits.max_width or video.height > limits.max_height or video.width * video.height > limits.max_pixels:
+    too_large = (
+        max(video.width, video.height, width, height) > max(limits.max_width, limits.max_height)
+        or min(video.width, video.height) > min(limits.max_width, limits.max_height)
+        or video.width * video.height > limits.max_pixels
+        or width * height > limits.max_pixels
+    )
+    if too_large:
         raise PixelFlowError(
             ErrorCode.DIMENSIONS_TOO_LARGE,
-            f"The video is {video.width}x{video.height}; the limit is {limits.max_width}x{limits.max_height} "
-            f"and {limits.max_pixels} pixels.",
-            {"width": video.width, "height": video.height},
+            f"The video is {video.width}x{video.height} (shown as {width}x{height}); the limit is "
+            f"{limits.max_width}x{limits.max_height} and {limits.max_pixels} pixels.",
+            {"width": video.width, "height": video.height, "display_width": width, "display_height": height},
         )
     if min(video.width, video.height, width, height) < limits.min_dimension:
         raise PixelFlowError(
