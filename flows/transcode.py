@@ -148,6 +148,15 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
     limits = settings.limits()
     config = settings.ladder_config()
 
+    attempt = get_run_context().flow_run.run_count
+    if attempt > settings.max_attempts:
+        error = PixelFlowError(ErrorCode.TOO_MANY_ATTEMPTS,
+                               f"Gave up after {attempt - 1} attempts (PIXELFLOW_MAX_ATTEMPTS={settings.max_attempts}).")
+        asset = make_asset_id(bucket, key, etag, version_id)
+        _emit("pixelflow.asset.alert", asset, {"asset_id": asset, "bucket": bucket, "key": key,
+                                                "code": error.code.value, "message": error.message})
+        return _reject(error, asset, bucket, key, etag, version_id, None, flow_run_id, settings, keep=False)
+
     try:
         source = inspect_source(bucket, key, version_id)
     except PixelFlowError as error:

@@ -75,6 +75,7 @@ class PixelFlowSettings(BaseSettings):
     max_fps: float = Field(60.0, description="Frame-rate cap of rungs above 480p.")
     low_rung_max_fps: float = Field(30.0, description="Frame-rate cap of rungs at 480p and below.")
     encoder_threads: int = Field(0, description="libx264 threads per rendition (0: automatic).")
+    max_attempts: int = Field(4, description="Attempts of one transcode run (crash re-runs and retries) before it gives up.")
     task_retries: int = Field(2, description="Automatic retries of a failed transcode or transfer task (transient errors only).")
 
     # --- limits ----------------------------------------------------------------------------
