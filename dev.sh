@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # PixelFlow's two entry points for a fresh clone:
-#   ./dev.sh up     set everything up, start the local stack and transcode a sample upload
+#   ./dev.sh up     set everything up, start the local event-driven stack and transcode a sample upload
 #   ./dev.sh test   set everything up and run the whole test suite
 # Other commands: ./dev.sh setup [--test] | down | bench
 set -euo pipefail
@@ -54,7 +54,7 @@ case "$cmd" in
   up)
     install_system "${APT_RUN[@]}"
     install_python
-    exec .venv/bin/pixelflow demo "$@"
+    exec .venv/bin/pixelflow stack up "$@"
     ;;
   down)
     exec .venv/bin/pixelflow stack down "$@"

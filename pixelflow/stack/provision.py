@@ -1,0 +1,138 @@
+"""Provision the upload notification chain: buckets, queue, dead-letter queue, notification.
+
+:func:`provision` works against AWS and against a local endpoint such as moto's server, and is
+idempotent: run it as often as you like.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pixelflow.settings import PixelFlowSettings
+
+#: Id of PixelFlow's entry in the upload bucket's notification configuration.
+NOTIFICATION_ID = "pixelflow-upload-created"
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """What :func:`provision` created or found."""
+
+    upload_bucket: str
+    output_bucket: str
+    queue_url: str
+    queue_arn: str
+    dlq_url: str
+    dlq_arn: str
+
+
+def provision(settings: PixelFlowSettings, *, s3: Any = None, sqs: Any = None) -> Provisioned:
+    """Create the buckets, queues and notification PixelFlow's event chain needs.
+
+    Idempotent: running it again converges existing resources to the settings (queue
+    attributes, redrive ``maxReceiveCount``, queue policy) and rewrites the bucket notification
+    only when PixelFlow's entry changed, keeping any other notification entries of the bucket.
+
+    Args:
+        settings: Bucket and queue names, ``max_receive_count``, visibility timeout, wait.
+        s3: A boto3 S3 client (default: :func:`pixelflow.aws.s3_client`).
+        sqs: A boto3 SQS client (default: :func:`pixelflow.aws.sqs_client`).
+
+    Returns:
+        The names, URLs and ARNs of the provisioned resources.
+    """
+    from pixelflow import aws
+
+    s3 = s3 or aws.s3_client()
+    sqs = sqs or aws.sqs_client()
+    region = s3.meta.region_name or aws.region()
+    for bucket in dict.fromkeys([settings.upload_bucket, settings.output_bucket]):
+        _ensure_bucket(s3, bucket, region)
+
+    dlq_url = _ensure_queue(sqs, settings.dlq_name, {"MessageRetentionPeriod": str(14 * 24 * 3600)})
+    dlq_arn = _queue_arn(sqs, dlq_url)
+    bucket_arn = f"arn:aws:s3:::{settings.upload_bucket}"
+    queue_url = _ensure_queue(
+        sqs,
+        settings.queue_name,
+        {
+            "VisibilityTimeout": str(settings.bridge_visibility_timeout),
+            "ReceiveMessageWaitTimeSeconds": str(min(20, max(0, settings.bridge_wait_seconds))),
+            "MessageRetentionPeriod": str(4 * 24 * 3600),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(settings.max_receive_count)}
+            ),
+        },
+    )
+    queue_arn = _queue_arn(sqs, queue_url)
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AllowUploadBucketNotifications",
+                "Effect": "Allow",
+                "Principal": {"Service": "s3.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnLike": {"aws:SourceArn": bucket_arn}},
+            }
+        ],
+    }
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
+    _ensure_notification(s3, settings.upload_bucket, queue_arn)
+    return Provisioned(settings.upload_bucket, settings.output_bucket, queue_url, queue_arn, dlq_url, dlq_arn)
+
+
+def _ensure_bucket(s3: Any, bucket: str, region: str) -> None:
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_bucket(Bucket=bucket)
+        return
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+    kwargs: dict[str, Any] = {"Bucket": bucket}
+    if region and region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**kwargs)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+            raise
+
+
+def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
+    from botocore.exceptions import ClientError
+
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError as exc:
+        if "NonExistentQueue" not in exc.response.get("Error", {}).get("Code", ""):
+            raise
+        return sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    return url
+
+
+def _queue_arn(sqs: Any, url: str) -> str:
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def _ensure_notification(s3: Any, bucket: str, queue_arn: str) -> None:
+    current = s3.get_bucket_notification_configuration(Bucket=bucket)
+    current.pop("ResponseMetadata", None)
+    ours = {"Id": NOTIFICATION_ID, "QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}
+    queues = current.get("QueueConfigurations", [])
+    existing = [q for q in queues if q.get("Id") == NOTIFICATION_ID]
+    if len(existing) == 1 and existing[0].get("QueueArn") == queue_arn and existing[0].get("Events") == ours["Events"] \
+            and not existing[0].get("Filter"):
+        return
+    config = {k: v for k, v in current.items() if k in (
+        "TopicConfigurations", "QueueConfigurations", "LambdaFunctionConfigurations", "EventBridgeConfiguration")}
+    config["QueueConfigurations"] = [q for q in queues if q.get("Id") != NOTIFICATION_ID] + [ours]
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
+
+

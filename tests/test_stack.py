@@ -1,0 +1,112 @@
+"""The real event chain on loopback, end to end.
+
+A dedicated local stack (:class:`pixelflow.stack.Stack`) with its own Prefect server, on the
+session's moto server with fresh bucket and queue names: ``prefect deploy --name local``
+creates the deployment trigger, a process worker and the bridge run as real processes. An upload
+made with boto3 must become exactly one flow run, created by the automation, that completes and
+publishes the asset; a redelivered notification must not start a second run; a malformed
+message must end in the dead-letter queue and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from pixelflow.core.ids import asset_id, normalize_etag
+from pixelflow.local import free_port
+from pixelflow.stack import Stack, StackConfig
+from tests.conftest import make_clip
+from tests.events_helpers import queue_counts, wait_for
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def stack(moto_server, tmp_path_factory):
+    suffix = uuid.uuid4().hex[:8]
+    home = tmp_path_factory.mktemp("stack")
+    config = StackConfig(
+        home=home,
+        prefect_port=free_port(),
+        aws_endpoint=moto_server,
+        env={
+            "PIXELFLOW_UPLOAD_BUCKET": f"stack-up-{suffix}",
+            "PIXELFLOW_OUTPUT_BUCKET": f"stack-out-{suffix}",
+            "PIXELFLOW_QUEUE_NAME": f"stack-uploads-{suffix}",
+            "PIXELFLOW_DLQ_NAME": f"stack-uploads-dlq-{suffix}",
+            "PIXELFLOW_MAX_RECEIVE_COUNT": "2",
+            "PIXELFLOW_BRIDGE_WAIT_SECONDS": "1",
+            "PIXELFLOW_BRIDGE_VISIBILITY_TIMEOUT": "3",
+            "PIXELFLOW_LADDER": "240,360",
+            "PIXELFLOW_SCRATCH_DIR": str(home / "scratch"),
+        },
+    )
+    instance = Stack(config, log=lambda message: print(f"stack: {message}", flush=True))
+    instance.up()
+    yield instance
+    instance.down()
+
+
+def _runs(stack: Stack) -> list[dict]:
+    return stack.flow_runs()
+
+
+def test_upload_starts_exactly_one_run_that_publishes_the_asset(stack, media_dir):
+    settings = stack.settings()
+    s3, sqs = stack.clients()
+    queue_url, dlq_url = stack.provisioned.queue_url, stack.provisioned.dlq_url
+    malformed = "this is not an S3 notification"
+    sqs.send_message(QueueUrl=queue_url, MessageBody=malformed)
+
+    clip = make_clip(media_dir / "stack-360p.mp4", seconds=2, size="640x360")
+    key = "incoming/my first clip.mp4"
+    etag = normalize_etag(s3.put_object(Bucket=settings.upload_bucket, Key=key, Body=clip.read_bytes())["ETag"])
+    uploaded_at = time.time()
+    asset = asset_id(settings.upload_bucket, key, etag, None)
+
+    manifest = stack.wait_for_manifest(asset, timeout=600)
+    assert manifest["asset_id"] == asset and manifest["status"] == "ready"
+    run = wait_for(lambda: (r := stack.flow_run_for(key, etag)) and r["state_type"] == "COMPLETED" and r,
+                   timeout=120, what="the flow run to complete")
+    print(f"upload -> manifest: {time.time() - uploaded_at:.1f} s")
+
+    # Started by the deployment trigger, with typed parameters from the event payload.
+    assert run["created_by"]["type"] == "AUTOMATION"
+    assert run["created_by"]["display_value"] == "pixelflow-local-upload-created"
+    assert run["parameters"] == {"bucket": settings.upload_bucket, "key": key, "etag": etag, "version_id": None,
+                                 "size": clip.stat().st_size}
+
+    # The asset is in the production bucket.
+    prefix = f"{settings.asset_prefix}{asset}/"
+    keys = {o["Key"][len(prefix):] for o in s3.list_objects_v2(Bucket=settings.output_bucket, Prefix=prefix)["Contents"]}
+    assert {"master.m3u8", "manifest.json"} <= keys
+    assert any(k.endswith("/index.m3u8") for k in keys)
+
+    # A redelivered notification (same bucket, key and ETag) carries the same event id: no second run.
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    duplicate = {"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1", "eventTime": now,
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": settings.upload_bucket}, "object": {"key": "incoming/my+first+clip.mp4",
+                                                                         "size": clip.stat().st_size, "eTag": etag}},
+    }]}
+    sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(duplicate))
+
+    # The malformed message goes to the DLQ after max_receive_count receives; the queue drains.
+    wait_for(lambda: queue_counts(sqs, dlq_url)[0] == 1, timeout=60, what="the malformed message in the DLQ")
+    wait_for(lambda: queue_counts(sqs, queue_url) == (0, 0), timeout=60, what="an empty upload queue")
+    time.sleep(5)  # several worker polls: a second run would have been created and picked up by now
+
+    runs = _runs(stack)
+    assert [r["id"] for r in runs] == [run["id"]], [(r["name"], r["parameters"]) for r in runs]
+    assert runs[0]["state_type"] == "COMPLETED"
+
+    assert queue_counts(sqs, queue_url) == (0, 0)
+    bodies = [m["Body"] for m in sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10,
+                                                     WaitTimeSeconds=1).get("Messages", [])]
+    assert bodies == [malformed]
