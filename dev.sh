@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 # System packages: FFmpeg always; the test suite also drives Chromium, builds the transcoder
 # image with buildah (no Docker engine needed) and bootstraps its Debian base with debootstrap.
 APT_RUN=(ffmpeg)
-APT_TEST=(ffmpeg chromium buildah debootstrap fuse-overlayfs uidmap)
+APT_TEST=(ffmpeg chromium buildah debootstrap mmdebstrap fuse-overlayfs uidmap)
 
 log() { printf '\033[1mpixelflow:\033[0m %s\n' "$*" >&2; }
 
