@@ -244,6 +244,9 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         shutil.rmtree(scratch, ignore_errors=True)
 
     _asset_table(published)
+    if published.get("flow_run_id") not in (None, flow_run_id):
+        logger.info("asset %s was published by flow run %s, which announces it", asset, published["flow_run_id"])
+        return published
     _emit("pixelflow.asset.ready", asset, {
         "asset_id": asset, "bucket": bucket, "key": key, "status": "ready",
         "master_playlist": published.get("location"), "renditions": [r["name"] for r in published["renditions"]],
@@ -273,6 +276,7 @@ def _reject(error: PixelFlowError, asset: str, bucket: str, key: str, etag: str 
             probe: dict[str, Any] | None, flow_run_id: str, settings: PixelFlowSettings, keep: bool = True):
     """Record why the upload was not published, tell listeners, and fail the run with the code."""
     logger = get_run_logger()
+    _tag_run([f"asset:{asset}"])
     logger.error("%s: %s", error.code.value, error.message)
     record = error_record(asset, bucket, key, etag, version_id, error, probe, flow_run_id, None)
     if keep:

@@ -142,9 +142,9 @@ def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path:
         release(None)
     if read_fd is not None:
         fanout.wait(timeout)  # the decoder's verdict (a damaged source) is ours too
-    progress(result.out_time, force=True)
     output = _summarize(out_dir, rendition.name, "video", rendition.width, rendition.height, rendition.fps_float)
     _check_duration(f"{rendition.name} rendition", output.duration, info.duration)
+    progress(info.duration, force=True)  # complete: 100 %, not the start time of the last frame
     logger.info("%s: %d segments, %.2f s, %d bytes, peak %d bit/s", rendition.name, output.segments, output.duration,
                 output.size, output.bandwidth)
     return output
