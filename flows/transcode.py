@@ -202,16 +202,22 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         out_root = scratch / "out"
         encode = transcode_rendition.with_options(retries=settings.task_retries)
         futures = []
+        decoded = None
         if pending:
             fanout = open_fanout([r.name for r in pending])
-            futures.append(decode_source.submit(local, info, pending, fanout.id, timeout, settings.encoder_threads))
+            decoded = decode_source.submit(local, info, pending, fanout.id, timeout, settings.encoder_threads)
+            futures.append(decoded)
+        # Nothing is uploaded before the one full decode has vouched for the source: a file found
+        # damaged half-way must leave nothing behind in the production bucket.
+        vouched = [decoded] if decoded is not None else None
         uploads = []
         for r in plan:
             encoded = None
             if r.name not in done:
                 encoded = encode.submit(r, config, local, info, out_root / r.name, timeout, fanout.id)
                 futures.append(encoded)
-            uploads.append(publish_rendition.submit(r.name, encoded, out_root, settings.output_bucket, prefix, asset, fingerprint))
+            uploads.append(publish_rendition.submit(r.name, encoded, out_root, settings.output_bucket, prefix, asset, fingerprint,
+                                                    wait_for=vouched))
         audio_upload = None
         if info.audio is not None:
             audio_encoded = None
@@ -219,7 +225,7 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
                 audio_encoded = transcode_audio.with_options(retries=settings.task_retries).submit(
                     local, info, config, out_root / "audio", timeout)
             audio_upload = publish_rendition.submit("audio", audio_encoded, out_root, settings.output_bucket, prefix, asset,
-                                                    fingerprint)
+                                                    fingerprint, wait_for=vouched)
         poster = make_poster.submit(local, info, plan[min(len(plan) - 1, 2)], scratch / "poster.jpg", timeout)
         all_futures = futures + uploads + [poster] + ([audio_upload] if audio_upload else [])
         wait(all_futures)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shlex
 import subprocess
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from pixelflow.core.ffmpeg_args import FFMPEG, FFPROBE, file_url, probe_args
+from pixelflow.core.validation import PLAYLIST_DEMUXERS
 from pixelflow.errors import ErrorCode, PixelFlowError
 
 logger = logging.getLogger("pixelflow.ffmpeg")
@@ -31,14 +33,16 @@ CORRUPT_MARKERS = (
     "error splitting the input into nal units",
     "corrupt",
     "invalid data found when processing input",
-    "ac-tex damaged",
+    "damaged at",
+    "error at mb",
     "invalid mb type",
     "error parsing nal unit",
 )
 #: Messages (lower case) that mean the input ends before its streams do.
-TRUNCATED_MARKERS = ("moov atom not found", "partial file", "stream ends prematurely", "truncat", "end of file")
-#: The subset a demuxer prints even when FFmpeg then exits normally: still a truncated input.
-INPUT_ENDED_MARKERS = ("partial file", "stream ends prematurely")
+TRUNCATED_MARKERS = ("moov atom not found", "partial file", "prematurely", "truncat", "end of file")
+#: The subset a demuxer prints even when FFmpeg then exits normally ("stream 0, offset 0x1bb65:
+#: partial file" from MP4/MOV, "File ended prematurely" from Matroska/WebM): still a truncated input.
+INPUT_ENDED_MARKERS = ("partial file", "prematurely")
 
 #: Demuxers ffprobe may recognise that are not video files at all, by what PixelFlow answers.
 IMAGE_DEMUXERS = frozenset({"image2", "apng", "webp_pipe", "png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe",
@@ -50,9 +54,9 @@ AUDIO_DEMUXERS = frozenset({"mp3", "wav", "w64", "flac", "aac", "ac3", "eac3", "
 TEXT_DEMUXERS = frozenset({"srt", "ass", "webvtt", "microdvd", "subviewer", "subviewer1", "sami", "realtext",
                            "stl", "pjs", "jacosub", "mpl2", "mpsub", "vplayer", "aqtitle", "lrc", "scc",
                            "tedcaptions", "tty", "sup", "vobsub"})
-#: Demuxers that open further files or URLs named in the input (playlists, descriptors).
-REFERENCE_DEMUXERS = frozenset({"hls", "applehttp", "concat", "dash", "webm_dash_manifest", "sdp", "rtsp",
-                                "imf", "tee", "mpjpeg", "rtp"})
+#: Demuxers that open further files or URLs named in the input (playlists, descriptors): never
+#: let through ffprobe's ``format_whitelist``, whatever the configured allow-list says.
+REFERENCE_DEMUXERS = PLAYLIST_DEMUXERS
 
 _ADDRESS = re.compile(r" @ 0x[0-9a-f]+")
 _PATH = re.compile(r"(?<![\w.])(?:file:)?/[^\s'\"]*[^\s'\":,.]")
@@ -216,14 +220,31 @@ def decode_errors(errors: list[str]) -> list[str]:
     return [line for line in errors if any(marker in line.lower() for marker in CORRUPT_MARKERS)]
 
 
-def input_damage(errors: list[str]) -> PixelFlowError | None:
+def input_damage(errors: list[str], reached: float | None = None, duration: float | None = None) -> PixelFlowError | None:
     """The verdict on a decode that exited normally: ``truncated`` when the input ended early,
-    ``corrupt_stream`` when the decoder reported damaged data, else ``None``."""
+    ``corrupt_stream`` when the decoder reported damaged data, else ``None``.
+
+    A decode that reported damage and also stopped well short of the stated ``duration`` (at
+    ``reached`` seconds) is ``truncated``: cutting a file mid-frame damages its last frame.
+
+    >>> input_damage(["[mpeg4 @ 0x1] Error at MB: 157"], reached=0.9, duration=3.0).code.value
+    'truncated'
+    >>> input_damage(["[mpeg4 @ 0x1] Error at MB: 157"], reached=3.0, duration=3.0).code.value
+    'corrupt_stream'
+    >>> input_damage(["[h264 @ 0x1] non-existing PPS 0 referenced"]) is None
+    True
+    """
     ended = input_ended(errors)
     if ended:
         return PixelFlowError(ErrorCode.TRUNCATED, "The file ends before its streams do: the upload looks truncated.",
                               {"errors": clean_stderr(ended[:5])})
     damaged = decode_errors(errors)
+    if damaged and reached is not None and duration and reached + max(0.5, duration * 0.02) < duration:
+        return PixelFlowError(ErrorCode.TRUNCATED,
+                              f"The video stream breaks off at {reached:.1f} s of the {duration:.1f} s the file claims: "
+                              "the upload looks truncated.",
+                              {"decoded_seconds": round(reached, 3), "duration": round(duration, 3),
+                               "errors": clean_stderr(damaged[:5])})
     if damaged:
         return PixelFlowError(ErrorCode.CORRUPT_STREAM, "The video stream has decoding errors: the file is damaged.",
                               {"errors": clean_stderr(damaged[:5])})
@@ -268,9 +289,11 @@ def probe(path: str, demuxer: str | None = None, formats: list[str] | None = Non
             ``unsupported_container``, ``truncated`` or ``corrupt_stream`` when ffprobe cannot
             read it; ``transcode_timeout`` past ``timeout``.
     """
+    if demuxer in REFERENCE_DEMUXERS:
+        raise ValueError(f"the {demuxer} demuxer reads other files or URLs")
     options = probe_args(path, demuxer)
     if formats and not demuxer:
-        options["format_whitelist"] = ",".join(formats)
+        options["format_whitelist"] = ",".join(f for f in formats if f not in REFERENCE_DEMUXERS)
     args = [FFPROBE, "-hide_banner"]
     for option, value in options.items():
         args += [f"-{option}", str(value)]
@@ -290,7 +313,7 @@ def probe(path: str, demuxer: str | None = None, formats: list[str] | None = Non
     except json.JSONDecodeError:
         raise PixelFlowError(ErrorCode.NOT_MEDIA, "The file is not a readable audio or video file.",
                              {"stderr_tail": lines[-5:]}) from None
-    data["stderr"] = lines[-50:]
+    data["stderr"] = lines if len(lines) <= 50 else lines[:25] + lines[-25:]  # where a header was refused, and how it ended
     _measure_missing_duration(path, data, timeout)
     return data
 
@@ -323,7 +346,8 @@ def _measure_missing_duration(path: str, data: dict, timeout: float) -> None:
     args = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "level+error", "-progress", "pipe:1", "-nostats",
             "-protocol_whitelist", "file", "-f", demuxer, "-i", file_url(path),
             "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
-    result = run_ffmpeg(args, timeout=timeout)
+    # reading every packet once: allow for the file's size (20 MB/s) on top of the probe's limit
+    result = run_ffmpeg(args, timeout=timeout + os.path.getsize(path) / 20e6)
     if result.out_time > 0:
         fmt["duration"] = f"{result.out_time:.6f}"
         fmt["duration_measured"] = True

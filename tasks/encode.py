@@ -96,10 +96,9 @@ def decode_source(source_path: Path, info: SourceInfo, renditions: list[Renditio
         args = decode_fanout_args(str(source_path), info, renditions, fds, threads)
         result = ffmpeg.run_ffmpeg(args, timeout=timeout, pass_fds=tuple(fds), log=logger, on_start=release_parent_copies)
         reached = result.out_time
-        damaged = ffmpeg.decode_errors(result.errors)
-        if damaged:
-            raise PixelFlowError(ErrorCode.CORRUPT_STREAM, "The video stream has decoding errors: the file is damaged.",
-                                 {"errors": damaged[:5]})
+        damage = ffmpeg.input_damage(result.errors, reached, info.duration)
+        if damage is not None:
+            raise damage
         _check_duration("video stream", reached, info.duration)
         logger.info("decoded %.2f s of video for %s in %.1f s", reached, ", ".join(r.name for r in renditions), result.elapsed)
         return reached

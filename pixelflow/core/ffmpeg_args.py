@@ -79,7 +79,7 @@ class EncodeInput:
 
 def input_args(path: str, demuxer: str, extra: list[str] | None = None) -> list[str]:
     """Open one local file with a forced demuxer and nothing but the file protocol."""
-    return ["-protocol_whitelist", "file", *(extra or []), "-f", demuxer, "-i", file_url(path)]
+    return ["-protocol_whitelist", "file", "-format_whitelist", demuxer, *(extra or []), "-f", demuxer, "-i", file_url(path)]
 
 
 #: Colour tags the HDR chain passes on as stated; anything else (often "unknown" on HDR files

@@ -9,7 +9,8 @@ from pixelflow.errors import ErrorCode, PixelFlowError
 
 #: Demuxers that read other files or URLs named inside the input. Never accepted, whatever the
 #: allow-list says: they are the local-file-disclosure / SSRF class of FFmpeg input.
-PLAYLIST_DEMUXERS = frozenset({"hls", "applehttp", "concat", "ffconcat", "m3u8", "dash", "webm_dash_manifest", "mpjpeg", "image2", "sdp", "rtsp", "tee", "data", "lavfi"})
+PLAYLIST_DEMUXERS = frozenset({"hls", "applehttp", "concat", "ffconcat", "m3u8", "dash", "webm_dash_manifest", "mpjpeg",
+                               "image2", "sdp", "rtsp", "rtp", "tee", "data", "lavfi", "imf"})
 
 
 @dataclass(frozen=True)
