@@ -29,9 +29,11 @@ def download_asset(bucket: str, prefix: str, dest: Path) -> list[str]:
     return keys
 
 
-def ffprobe_json(*args: str) -> dict:
-    out = subprocess.run(["ffprobe", "-v", "error", "-of", "json", *args], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
+def ffprobe_json(path: Path, **options: str) -> dict:
+    """Inspect a published file with ffprobe, through ffmpeg-python."""
+    import ffmpeg
+
+    return ffmpeg.probe(str(path), v="error", **options)
 
 
 def keyframe_times(init: Path, segments: list[Path], tmp: Path) -> list[float]:
@@ -39,7 +41,7 @@ def keyframe_times(init: Path, segments: list[Path], tmp: Path) -> list[float]:
     with open(joined, "wb") as out:
         for part in [init, *segments]:
             out.write(part.read_bytes())
-    data = ffprobe_json("-select_streams", "v:0", "-show_entries", "packet=pts_time,flags", str(joined))
+    data = ffprobe_json(joined, select_streams="v:0", show_entries="packet=pts_time,flags")
     return [round(float(p["pts_time"]), 2) for p in data["packets"] if "K" in p.get("flags", "")]
 
 
@@ -84,7 +86,7 @@ def test_upload_becomes_playable_hls_ladder(prefect_server, buckets, landscape_c
         assert float(v["FRAME-RATE"]) == pytest.approx(30.0)
     assert '#EXT-X-MEDIA:TYPE=AUDIO' in (tmp_path / "master.m3u8").read_text()
 
-    source_duration = float(ffprobe_json("-show_format", str(landscape_clip))["format"]["duration"])
+    source_duration = float(ffprobe_json(landscape_clip)["format"]["duration"])
     keyframes = {}
     for v in variants:
         folder = tmp_path / Path(v["URI"]).parent
@@ -98,7 +100,7 @@ def test_upload_becomes_playable_hls_ladder(prefect_server, buckets, landscape_c
         decoded = subprocess.run(["ffmpeg", "-v", "error", "-i", str(joined), "-f", "null", "-"], capture_output=True, text=True)
         assert decoded.returncode == 0 and decoded.stderr.strip() == ""
         width, height = (int(x) for x in v["RESOLUTION"].split("x"))
-        stream = ffprobe_json("-show_streams", str(joined))["streams"][0]
+        stream = ffprobe_json(joined)["streams"][0]
         assert (stream["width"], stream["height"]) == (width, height)
         assert stream.get("sample_aspect_ratio", "1:1") in ("1:1", "0:1")
     assert len(set(map(tuple, keyframes.values()))) == 1, keyframes

@@ -235,7 +235,7 @@ def poster_args(source: str, info: SourceInfo, rendition: Rendition, out_path: s
 
 
 def probe_args(path: str, demuxer: str | None = None) -> dict[str, str]:
-    """Keyword options for ``ffmpeg.probe`` (ffmpeg-python) on a local file: file protocol only,
+    """ffprobe options for a local file: file protocol only,
     bounded analysis, and the demuxer forced when known."""
     options = {"protocol_whitelist": "file", "v": "error", "probesize": "50000000", "analyzeduration": "20000000"}
     if demuxer:
