@@ -136,3 +136,28 @@ def test_rejected_source_fails_with_code_and_publishes_nothing(prefect_server, b
     # the upload is kept where it was, and a copy beside the record
     assert s3_client().head_object(Bucket=up, Key="notes.mp4")["ContentLength"] == bogus.stat().st_size
     assert s3_client().head_object(Bucket=up, Key=f"quarantine/{aid}/source")["ContentLength"] == bogus.stat().st_size
+
+
+def test_transcode_command_prints_the_asset_or_exits_1_with_the_code(prefect_server, buckets, tmp_path):
+    up, out = buckets
+    clip = make_clip(tmp_path / "cli.mp4", seconds=2, size="640x360")
+    upload(clip, up, "cli/clip one.mp4")
+    bogus = tmp_path / "bogus.mp4"
+    bogus.write_bytes(b"")
+    upload(bogus, up, "cli/empty.mp4")
+
+    import os
+    import sys
+
+    env = dict(os.environ)
+    ok = subprocess.run([sys.executable, "-m", "pixelflow.cli", "transcode", f"s3://{up}/cli/clip one.mp4", "--json"],
+                        capture_output=True, text=True, env=env, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    manifest = json.loads(ok.stdout)
+    assert manifest["status"] == "ready" and manifest["location"].endswith("/master.m3u8")
+    assert s3_client().head_object(Bucket=out, Key=f"assets/{manifest['asset_id']}/manifest.json")
+
+    rejected = subprocess.run([sys.executable, "-m", "pixelflow.cli", "transcode", f"s3://{up}/cli/empty.mp4"],
+                              capture_output=True, text=True, env=env, timeout=300)
+    assert rejected.returncode == 1
+    assert "error [empty_file]" in rejected.stderr
