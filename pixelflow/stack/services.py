@@ -1,10 +1,17 @@
-"""The local stack as real child processes: moto server, Prefect server, worker and bridge.
+"""The local stack as real child processes: moto server, Prefect server, worker, bridge and
+reconciler.
 
 Start order: moto server (S3/SQS) and Prefect server (SQLite, UI), then :func:`provision` of the
-buckets, queue, dead-letter queue and notification, then the ``pixelflow-local`` process work
-pool, then a process worker and ``pixelflow bridge`` while ``prefect deploy --name local``
-creates the deployment and its upload trigger. Every child runs in its own session (process
-group) with its output in ``<home>/logs/<name>.log``.
+buckets, queue, dead-letter queue and notification, the crash-recovery automations
+(:mod:`pixelflow.automations`), the ``pixelflow-local`` process work pool, then a process worker,
+``pixelflow bridge`` and ``pixelflow reconcile`` (:mod:`pixelflow.reconcile`) while
+``prefect deploy --name local`` creates the deployment and its upload trigger. Every child runs
+in its own session (process group) with its output in ``<home>/logs/<name>.log``.
+
+The worker, the bridge and the reconciler are supervised: when one exits (e.g. the worker gives
+up after a long Prefect server outage) it is started again. Single services can also be stopped,
+killed and started again on purpose (:meth:`Stack.stop_worker`, :meth:`Stack.start_bridge`,
+:meth:`Stack.stop_prefect_server`, ...), which is how the reliability tests inject faults.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ WORK_POOL = "pixelflow-local"
 FLOW_NAME = "transcode"
 DEPLOYMENT_NAME = "local"
 
+#: How often a supervised service (worker, bridge, reconciler) is restarted before the stack gives up.
+MAX_RESTARTS = 20
+
 DEFAULT_MOTO_PORT = 5000
 DEFAULT_PREFECT_PORT = 4200
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -52,6 +62,18 @@ class StackConfig:
         aws_endpoint: Use this S3/SQS endpoint instead of starting a moto server.
         worker_query_seconds: How often the process worker polls for scheduled runs.
         env: Extra environment for every child process (e.g. ``PIXELFLOW_*`` overrides).
+        worker_env: Extra environment for the worker (and so every flow run) only, applied
+            after ``env``: e.g. ``{"PIXELFLOW_TASK_RETRIES": "0"}``.
+        heartbeat_seconds: ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` of flow runs (at least 30,
+            Prefect's minimum); a run without a heartbeat for 2.5 times this is marked Crashed
+            and scheduled again by the crash-recovery automations.
+        automations: Install the crash-recovery automations on the stack's Prefect server.
+        concurrency_slot_wait_seconds: How long a run waiting for a slot of the deployment's
+            concurrency limit waits before it asks again (Prefect's default is 30 s; shorter
+            keeps a burst of uploads moving).
+        supervise: Start the worker, the bridge or the reconciler again when it exits.
+        reconcile_after_seconds: Run ``pixelflow reconcile`` alongside: an upload that has no
+            run this long after it was made (its event was lost) gets one. ``None`` disables it.
     """
 
     home: Path = field(default_factory=lambda: Path(".pixelflow").resolve())
@@ -61,6 +83,12 @@ class StackConfig:
     aws_endpoint: str | None = None
     worker_query_seconds: float = 1.0
     env: dict[str, str] = field(default_factory=dict)
+    worker_env: dict[str, str] = field(default_factory=dict)
+    heartbeat_seconds: int = 30
+    automations: bool = True
+    concurrency_slot_wait_seconds: float = 10.0
+    supervise: bool = True
+    reconcile_after_seconds: float | None = 120.0
 
     @property
     def log_dir(self) -> Path:
@@ -96,6 +124,12 @@ class Stack:
         self.aws_endpoint: str | None = None
         self.api_url: str | None = None
         self.provisioned: Provisioned | None = None
+        #: How often each supervised service was started again after it exited by itself.
+        self.restarts: dict[str, int] = {}
+        self._worker_serial = 0
+        self._worker_name: str | None = None
+        self._worker_env_overrides: dict[str, str] = {}
+        self._bridge_env_overrides: dict[str, str] = {}
 
     @classmethod
     def attach(cls, config: StackConfig, log: Log = print) -> "Stack":
@@ -168,7 +202,8 @@ class Stack:
 
     # --- start / stop -----------------------------------------------------------------------
     def up(self) -> None:
-        """Start every service, provision, deploy, and start the worker and the bridge.
+        """Start every service, provision, install the automations, deploy, and start the worker
+        and the bridge.
 
         Raises:
             StackError: When a port is taken or a service does not come up; everything already
@@ -177,6 +212,8 @@ class Stack:
         from pixelflow import local
 
         config = self.config
+        if config.heartbeat_seconds < 30:
+            raise StackError("heartbeat_seconds must be at least 30 (PREFECT_FLOWS_HEARTBEAT_FREQUENCY's minimum)")
         config.log_dir.mkdir(parents=True, exist_ok=True)
         running = read_state(config.state_file)
         if running and any(process_alive(p) for p in running.get("processes", [])):
@@ -195,9 +232,7 @@ class Stack:
                 self._adopt("moto", moto.process, moto.log_path)
                 self.aws_endpoint = moto.url
             self.log(f"starting Prefect server on port {config.prefect_port} (SQLite in {config.home / 'prefect'})")
-            server = local.start_prefect_server(config.prefect_port, home=config.home / "prefect", log_dir=config.log_dir)
-            self._adopt("prefect-server", server.process, server.log_path)
-            self.api_url = server.url
+            self.start_prefect_server()
 
             settings = self.settings()
             s3, sqs = self.clients()
@@ -206,25 +241,154 @@ class Stack:
                 f"provisioned s3://{settings.upload_bucket} -> SQS {settings.queue_name} (DLQ {settings.dlq_name} "
                 f"after {settings.max_receive_count} receives); output bucket s3://{settings.output_bucket}"
             )
+            if config.automations:
+                names = self.install_automations()
+                self.log(f"installed automations {', '.join(names)} (heartbeat every {config.heartbeat_seconds} s)")
             self.ensure_work_pool()
             self.settle_previous_runs(sources_lost=not config.aws_endpoint)
-            worker_env = self.env()
-            worker_env.setdefault("PREFECT_WORKER_QUERY_SECONDS", str(config.worker_query_seconds))
-            worker_env.setdefault("PREFECT_WORKER_PREFETCH_SECONDS", "10")
-            self._spawn(
-                "worker",
-                [local._bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process",
-                 "--name", f"pixelflow-local-{os.getpid()}"],
-                worker_env,
-            )
-            self._spawn("bridge", [sys.executable, "-m", "pixelflow.cli", "bridge"], self.env())
+            self.start_worker(wait=False)
+            self.start_bridge()
+            if config.reconcile_after_seconds:
+                self.start_reconciler()
             self.log(f"deploying {FLOW_NAME}/{DEPLOYMENT_NAME} and its upload trigger (prefect deploy --name {DEPLOYMENT_NAME})")
             self._prefect_cli(["deploy", "--no-prompt", "--name", DEPLOYMENT_NAME], "deploy")
-            self._wait_worker_online()
+            self._wait_worker_online(name=self._worker_name)
             self.log("worker and bridge are running")
         except BaseException:
             self.down()
             raise
+
+    # --- single services (supervision and fault injection) ---------------------------------
+    def child(self, name: str) -> subprocess.Popen | None:
+        """The running process of a service (``moto``, ``prefect-server``, ``worker``, ``bridge``)."""
+        for child in self.children:
+            if child.name == name:
+                return child.process
+        return None
+
+    def worker_env(self, env: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment of the worker, which its flow runs inherit."""
+        worker_env = self.env()
+        worker_env.setdefault("PREFECT_WORKER_QUERY_SECONDS", str(self.config.worker_query_seconds))
+        # Runs created by the upload trigger are due at once: prefetching only matters for
+        # runs waiting for a concurrency slot, which must not be picked up again right away.
+        worker_env.setdefault("PREFECT_WORKER_PREFETCH_SECONDS", "1")
+        worker_env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(self.config.heartbeat_seconds)
+        worker_env.update(self.config.worker_env)
+        worker_env.update(env or {})
+        return worker_env
+
+    def start_worker(self, env: dict[str, str] | None = None, wait: bool = True) -> subprocess.Popen:
+        """Start a process worker for the ``pixelflow-local`` pool.
+
+        Args:
+            env: Environment overrides for this worker (and its flow runs) only.
+            wait: Wait until the worker is online in the Prefect API.
+        """
+        from pixelflow.local import _bin
+
+        if self.child("worker") is not None:
+            raise StackError("a worker is already running; stop it first")
+        self._worker_serial += 1
+        name = self._worker_name = f"pixelflow-local-{os.getpid()}-{self._worker_serial}"
+        self._worker_env_overrides = dict(env or {})
+        process = self._spawn(
+            "worker",
+            [_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process", "--name", name],
+            self.worker_env(env),
+        )
+        if wait:
+            self._wait_worker_online(name=name)
+        return process
+
+    def stop_worker(self, kill: bool = False) -> None:
+        """Stop the worker: SIGTERM (it lets its flow runs finish) or, with ``kill``, SIGKILL of
+        its process group, as when its machine is lost.
+
+        Flow runs are started in their own sessions, so a killed worker leaves them running;
+        kill them separately to simulate a lost machine.
+        """
+        self._stop_child("worker", kill=kill, timeout=30)
+
+    def restart_worker(self, env: dict[str, str] | None = None, kill: bool = False) -> subprocess.Popen:
+        """Stop the worker and start a new one (optionally with other environment overrides)."""
+        self.stop_worker(kill=kill)
+        return self.start_worker(env)
+
+    def start_bridge(self, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start ``pixelflow bridge`` (``env``: overrides, e.g. another ``PREFECT_API_URL``)."""
+        if self.child("bridge") is not None:
+            raise StackError("a bridge is already running; stop it first")
+        self._bridge_env_overrides = dict(env or {})
+        return self._spawn("bridge", [sys.executable, "-m", "pixelflow.cli", "bridge"], {**self.env(), **(env or {})})
+
+    def start_reconciler(self) -> subprocess.Popen:
+        """Start ``pixelflow reconcile --every ...``: uploads left without a run get one."""
+        if self.child("reconciler") is not None:
+            raise StackError("a reconciler is already running; stop it first")
+        after = self.config.reconcile_after_seconds or 120.0
+        every = max(5.0, min(30.0, after / 4))
+        return self._spawn("reconciler", [sys.executable, "-m", "pixelflow.cli", "reconcile", "--deployment",
+                                          DEPLOYMENT_NAME, "--older-than", f"{after:g}", "--every", f"{every:g}"],
+                           self.env())
+
+    def stop_bridge(self, kill: bool = False) -> None:
+        """Stop the bridge: SIGTERM (it releases what it has not delivered) or SIGKILL."""
+        self._stop_child("bridge", kill=kill, timeout=15)
+
+    def start_prefect_server(self) -> None:
+        """Start the stack's Prefect server (its SQLite database survives a stop)."""
+        from pixelflow.local import _bin, prefect_env, wait_http
+
+        if self.child("prefect-server") is not None:
+            raise StackError("the Prefect server is already running")
+        home = (self.config.home / "prefect").resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        port = self.config.prefect_port
+        env = prefect_env(home=home)
+        env.pop("PREFECT_API_URL", None)
+        env.update(
+            PREFECT_SERVER_API_HOST="127.0.0.1",
+            PREFECT_SERVER_API_PORT=str(port),
+            PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS=str(self.config.concurrency_slot_wait_seconds),
+        )
+        process = self._spawn(
+            "prefect-server", [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env
+        )
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        try:
+            wait_http(f"{self.api_url}/health", timeout=180, process=process)
+        except (RuntimeError, TimeoutError) as exc:
+            raise StackError(f"the Prefect server did not start: {exc}; see {self.config.log_dir / 'prefect-server.log'}") from None
+
+    def stop_prefect_server(self, kill: bool = False) -> None:
+        """Stop the Prefect server (an outage: the bridge holds messages until it is back)."""
+        self._stop_child("prefect-server", kill=kill, timeout=30)
+
+    def install_automations(self) -> list[str]:
+        """Install (or replace) the crash-recovery automations on the stack's Prefect server."""
+        from prefect.client.orchestration import SyncPrefectClient
+
+        from pixelflow.automations import install
+
+        with SyncPrefectClient(self.api_url) as client:
+            return install(client, self.config.heartbeat_seconds)
+
+    def _stop_child(self, name: str, kill: bool, timeout: float) -> None:
+        from pixelflow.local import stop_process
+
+        for child in [c for c in self.children if c.name == name]:
+            if kill:
+                try:
+                    os.killpg(child.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                child.process.wait(10)
+            else:
+                stop_process(child.process, timeout=timeout)
+            self.children.remove(child)
+        self._write_state()
 
     def ensure_work_pool(self) -> None:
         """Create (or keep) the ``pixelflow-local`` process work pool."""
@@ -244,9 +408,9 @@ class Stack:
         """Close the runs a previous stack left behind in the (persistent) Prefect database.
 
         Runs that were Pending or Running died with the previous worker: they are marked Crashed,
-        which also frees their deployment concurrency slots. When the S3 endpoint is a fresh
-        moto server, runs still waiting to start refer to objects that no longer exist: they are
-        cancelled.
+        which also frees their deployment concurrency slots (and lets the re-run automation
+        schedule them again). When the S3 endpoint is a fresh moto server, every unfinished run
+        refers to an object that no longer exists: they are all cancelled instead.
 
         Returns:
             How many runs were closed.
@@ -257,7 +421,7 @@ class Stack:
             return 0  # first start: nothing deployed yet
         states = {"PENDING": "CRASHED", "RUNNING": "CRASHED", "CANCELLING": "CANCELLED"}
         if sources_lost:
-            states.update(SCHEDULED="CANCELLED", PAUSED="CANCELLED")
+            states = dict.fromkeys(["PENDING", "RUNNING", "CANCELLING", "SCHEDULED", "PAUSED"], "CANCELLED")
         runs = self.api("POST", "/flow_runs/filter", json={
             "deployments": {"id": {"any_": [deployment]}},
             "flow_runs": {"state": {"type": {"any_": sorted(states)}}},
@@ -296,7 +460,7 @@ class Stack:
         if result.returncode != 0:
             raise StackError(f"`prefect {' '.join(args)}` failed (exit {result.returncode}); see {log_path}:\n{tail(log_path)}")
 
-    def _wait_worker_online(self, timeout: float = 120.0) -> None:
+    def _wait_worker_online(self, timeout: float = 120.0, name: str | None = None) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_children()
@@ -304,23 +468,38 @@ class Stack:
                 workers = self.api("POST", f"/work_pools/{WORK_POOL}/workers/filter", json={})
             except Exception:
                 workers = []
-            if any(w.get("status") == "ONLINE" for w in workers):
+            if any(w.get("status") == "ONLINE" and name in (None, w.get("name")) for w in workers):
                 return
             time.sleep(0.5)
         raise StackError(f"the worker did not come online within {timeout:.0f} s; see {self.config.log_dir / 'worker.log'}")
 
     def check_children(self) -> None:
-        """Raise :class:`StackError` when a child process has exited."""
-        for child in self.children:
+        """Start an exited worker or bridge again (when supervised); raise :class:`StackError`
+        when another service has exited."""
+        for child in list(self.children):
             code = child.process.poll()
-            if code is not None:
-                raise StackError(f"{child.name} exited with {code}; see {child.log_path}:\n{tail(child.log_path)}")
+            if code is None:
+                continue
+            if self.config.supervise and child.name in ("worker", "bridge", "reconciler") \
+                    and self.restarts.get(child.name, 0) < MAX_RESTARTS:
+                self.children.remove(child)
+                self.restarts[child.name] = self.restarts.get(child.name, 0) + 1
+                self.log(f"{child.name} exited with {code}; starting it again (see {child.log_path})")
+                if child.name == "worker":
+                    self.start_worker(self._worker_env_overrides, wait=False)
+                elif child.name == "bridge":
+                    self.start_bridge(self._bridge_env_overrides)
+                else:
+                    self.start_reconciler()
+                continue
+            raise StackError(f"{child.name} exited with {code}; see {child.log_path}:\n{tail(child.log_path)}")
 
     def down(self) -> None:
-        """Stop every process this stack started, newest first (bridge before worker)."""
+        """Stop every process this stack started: bridge and reconciler, worker, Prefect server, moto."""
         from pixelflow.local import stop_process
 
-        for child in reversed(self.children):
+        order = {"reconciler": 0, "bridge": 0, "worker": 1, "prefect-server": 2, "moto": 3}
+        for child in sorted(reversed(self.children), key=lambda c: order.get(c.name, -1)):
             if child.process.poll() is None:
                 self.log(f"stopping {child.name} (pid {child.process.pid})")
             stop_process(child.process, timeout=30 if child.name == "worker" else 15)
@@ -353,7 +532,8 @@ class Stack:
         self.children.clear()
 
     def wait(self, poll: float = 1.0) -> None:
-        """Block until SIGINT/SIGTERM or until a child exits; then stop everything."""
+        """Block until SIGINT/SIGTERM or until a service that is not supervised (moto, the Prefect
+        server) exits; then stop everything."""
         stop: dict[str, int | None] = {"signal": None}
 
         def handler(signum, _frame):

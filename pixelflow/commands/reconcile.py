@@ -1,0 +1,58 @@
+"""``pixelflow reconcile``: start the transcode of uploads whose event was lost on the way."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from datetime import datetime, timezone
+
+from pixelflow.commands._common import EXIT_OK, add_json_flag, emit
+
+
+def run(args: argparse.Namespace) -> int:
+    from pixelflow.reconcile import reconcile, reconcile_forever
+    from pixelflow.settings import PixelFlowSettings
+
+    settings = PixelFlowSettings()
+    if args.every:
+        stopping = {"now": False}
+
+        def handler(_signum, _frame):
+            stopping["now"] = True
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+        stamp = lambda m: print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} pixelflow.reconcile: {m}", flush=True)  # noqa: E731
+        stamp(f"checking every {args.every:g} s for uploads older than {args.older_than:g} s without a run")
+        reconcile_forever(settings, args.deployment, args.every, args.older_than, args.within, log=stamp,
+                          stop=lambda: stopping["now"])
+        return EXIT_OK
+
+    from prefect.client.orchestration import get_client
+
+    from pixelflow.aws import s3_client
+
+    with get_client(sync_client=True) as client:
+        orphans = reconcile(settings, s3_client(), client, args.deployment, older_than=args.older_than,
+                            within=args.within)
+    data = [{"asset_id": o.asset_id, "bucket": o.source["bucket"], "key": o.source["key"],
+             "uploaded_at": o.uploaded_at.isoformat(), "flow_run_id": o.flow_run_id} for o in orphans]
+    lines = [f"started {o.flow_run_id}  s3://{o.source['bucket']}/{o.source['key']}  (asset {o.asset_id})"
+             for o in orphans] or ["every upload has its run"]
+    emit(args, data, "\n".join(lines))
+    return EXIT_OK
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "reconcile", help="start runs for uploads whose event was lost (the event chain's safety net)",
+        description="Find uploads that are neither published nor rejected and have no transcode run, once they are "
+                    "older than a grace period, and start their run (once, whoever else reconciles).")
+    parser.add_argument("--deployment", default="local", help="transcode deployment to start runs of (default: local)")
+    parser.add_argument("--older-than", type=float, default=300.0, metavar="SECONDS",
+                        help="grace period before an upload without a run counts as lost (default: 300)")
+    parser.add_argument("--within", type=float, default=86400.0, metavar="SECONDS",
+                        help="only look at uploads younger than this (default: 86400)")
+    parser.add_argument("--every", type=float, metavar="SECONDS", help="keep running, checking every SECONDS")
+    add_json_flag(parser)
+    parser.set_defaults(func=run)
