@@ -149,6 +149,14 @@ def _ratio(a: dict | None, b: dict | None, field: str = "wall") -> float | None:
     return a[field]["median"] / b[field]["median"]
 
 
+def _peak(q: dict) -> str:
+    if not q.get("peak_kbps"):
+        return "-"
+    if q.get("short_segments") and q.get("peak_any_kbps", 0) > q["peak_kbps"]:
+        return f"{q['peak_kbps']} ({q['peak_any_kbps']} in a {q['short_segments'][-1]} s segment)"
+    return str(q["peak_kbps"])
+
+
 def _pair(row: dict, other: dict | None) -> str:
     wall, cpu = _ratio(row, other), _ratio(row, other, "cpu")
     if wall is None or cpu is None:
@@ -188,7 +196,7 @@ def targets(summary: dict, quality: list[dict], source: str) -> list[dict[str, A
     if capped:
         bad = [f"{q['contender']} {q['rendition']}" for q in capped if not q.get("within_cap")]
         results.append({"target": "PixelFlow bitrates within the ladder's caps (VBV: average ≤ maxrate + "
-                                  "bufsize/duration, every segment ≤ maxrate + bufsize/segment)",
+                                  "bufsize/duration, every segment of T s ≤ maxrate·T + bufsize)",
                         "value": "all within" if not bad else "over: " + ", ".join(bad), "met": not bad})
     for pf, label in ((pf3, "360p-720p"), (pf4, "default ladder")):
         if pf and pf.get("flow_process_maxrss"):
@@ -248,7 +256,7 @@ def markdown(data: dict[str, Any]) -> str:
             for q in quality:
                 lines.append(
                     f"| {q['contender']} | {q['rendition']} | {q['width']}x{q['height']} | {q.get('ssim', '-')} | "
-                    f"{q.get('ssim_y', '-')} | {q['avg_kbps']} | {q.get('peak_kbps') or '-'} | {q.get('cap_kbps') or '-'} | "
+                    f"{q.get('ssim_y', '-')} | {q['avg_kbps']} | {_peak(q)} | {q.get('cap_kbps') or '-'} | "
                     f"{'-' if q.get('within_cap') is None else ('yes' if q['within_cap'] else 'no')} |")
             lines.append("")
         checks = data["targets"].get(source, [])

@@ -34,15 +34,17 @@ class SourceSpec:
 
     def args(self, out: Path, piece_path: Path | None = None) -> list[str]:
         """The FFmpeg command that generates this source into ``out``."""
-        if self.piece:
+        if self.piece:  # the video looped as is; the audio made anew, so it has no seams
             return ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
                     "-stream_loop", str(self.loops - 1), "-i", str(piece_path or self.piece),
-                    "-map", "0", "-c", "copy", "-movflags", "+faststart", str(out)]
+                    "-f", "lavfi", "-i", self._tone(),
+                    "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-b:a", "128k", "-ac", "2",
+                    "-movflags", "+faststart", "-shortest", str(out)]
         size = f"{self.width}x{self.height}"
         return [
             "ffmpeg", "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
             "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={self.fps}:duration={self.seconds:g}",
-            "-f", "lavfi", "-i", f"sine=frequency=440:beep_factor=4:sample_rate=48000:duration={self.seconds:g}",
+            "-f", "lavfi", "-i", self._tone(),
             "-filter:v", "noise=alls=20:allf=t",
             "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high", "-pix_fmt", "yuv420p",
             "-b:v", f"{self.video_kbps}k", "-maxrate", f"{self.video_kbps}k", "-bufsize", f"{self.video_kbps * 2}k",
@@ -50,6 +52,9 @@ class SourceSpec:
             "-c:a", "aac", "-b:a", "128k", "-ac", "2",
             "-movflags", "+faststart", "-shortest", str(out),
         ]
+
+    def _tone(self) -> str:
+        return f"sine=frequency=440:beep_factor=4:sample_rate=48000:duration={self.seconds:g}"
 
     @property
     def recipe(self) -> str:

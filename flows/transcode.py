@@ -40,7 +40,7 @@ from pixelflow.fanout import open_fanout
 from pixelflow.settings import PixelFlowSettings
 from tasks.encode import decode_source, ffmpeg_timeout, make_poster, transcode_audio, transcode_rendition
 from tasks.publish import find_published, publish_asset, publish_rendition, rendition_cache_key
-from tasks.reject import error_record, quarantine_source
+from tasks.reject import clear_failure_record, error_record, quarantine_source
 from tasks.source import SourceObject, check_upload, download_source, inspect_source, validate
 
 FIX_HINTS = {
@@ -249,6 +249,10 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
             fanout.close()
         shutil.rmtree(scratch, ignore_errors=True)
 
+    try:
+        clear_failure_record(bucket, asset, settings.quarantine_prefix)
+    except Exception:  # noqa: BLE001 - the asset is published; a stale record is only cosmetic
+        logger.warning("could not remove an earlier attempt's failure record for asset %s", asset, exc_info=True)
     _asset_table(published)
     if published.get("flow_run_id") not in (None, flow_run_id):
         logger.info("asset %s was published by flow run %s, which announces it", asset, published["flow_run_id"])

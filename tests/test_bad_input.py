@@ -149,7 +149,10 @@ def check_rejected(batch: Batch, outcome: Outcome) -> dict[str, Any]:
     assert record["source"]["key"] == outcome.key and record["asset_id"] == outcome.asset
     size = outcome.path.stat().st_size
     assert s3.head_object(Bucket=batch.upload_bucket, Key=outcome.key)["ContentLength"] == size  # kept where it was
-    assert s3.head_object(Bucket=batch.upload_bucket, Key=f"quarantine/{outcome.asset}/source")["ContentLength"] == size
+    if error.is_rejection:  # a rejected source is also copied aside; a failed run's source is fine as it is
+        assert s3.head_object(Bucket=batch.upload_bucket, Key=f"quarantine/{outcome.asset}/source")["ContentLength"] == size
+    else:
+        assert record["kept_at"] is None
     text = json.dumps(record)
     assert str(batch.scratch) not in text and "file:/" not in text, record  # no local paths in the record
     assert batch.leftovers(outcome.asset) == []

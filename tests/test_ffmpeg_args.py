@@ -44,6 +44,19 @@ def test_one_decode_feeds_every_rung():
     assert "split=4" in graph
     for r in PLAN:
         assert f"scale={r.width}:{r.height}" in graph
+    # only the largest rung is scaled from the 4K picture; the others from the 1080p one
+    chains = graph.split(";")
+    assert chains[0].startswith("[0:0]fps=30/1,scale=1920:1080") and "split=4" in chains[0]
+    assert all("scale" not in c or c.startswith("[s") for c in chains[1:])
+
+
+def test_rungs_with_a_higher_rate_than_the_largest_are_scaled_from_the_source():
+    from dataclasses import replace
+    plan = [replace(PLAN[0], fps=Fraction(60)), *PLAN[1:]]
+    args = decode_fanout_args("/s/source", INFO, plan, [5, 6, 7, 8])
+    chains = value_after(args, "-filter_complex").split(";")
+    assert chains[0] == "[0:0]split=4[s0][s1][s2][s3]"
+    assert len(chains) == 5
     assert [a for a in args if a.startswith("pipe:") and a != "pipe:1"] == ["pipe:5", "pipe:6", "pipe:7", "pipe:8"]
 
 

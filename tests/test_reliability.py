@@ -145,6 +145,21 @@ def manifest_versions(stack: Stack, asset: str) -> int:
     return len([v for v in listed.get("Versions", []) if v["Key"] == key])
 
 
+def quarantined_keys(stack: Stack, asset: str) -> list[str]:
+    settings = stack.settings()
+    s3, _ = stack.clients()
+    prefix = f"{settings.quarantine_prefix}{asset}/"
+    listed = s3.list_objects_v2(Bucket=settings.upload_bucket, Prefix=prefix)
+    return sorted(o["Key"][len(prefix):] for o in listed.get("Contents", []))
+
+
+def failure_record(stack: Stack, asset: str) -> dict[str, Any]:
+    settings = stack.settings()
+    s3, _ = stack.clients()
+    body = s3.get_object(Bucket=settings.upload_bucket, Key=f"{settings.quarantine_prefix}{asset}/error.json")["Body"]
+    return json.loads(body.read())
+
+
 def assert_complete_asset(stack: Stack, asset: str, renditions: list[str]) -> dict[str, Any]:
     """The asset is published once and whole: manifest, master playlist, every rendition's
     playlist ending with ``#EXT-X-ENDLIST`` and every segment it names present."""
@@ -242,6 +257,9 @@ def test_manual_retry_redoes_only_the_failed_rendition(stack, media_dir):
         assert failed[name]["state"]["message"].startswith("transcode_failed:"), failed[name]["state"]["message"]
         # nothing is visible to clients: the renditions that finished are uploaded, no manifest
         assert manifest_versions(stack, upload["asset_id"]) == 0
+        # a service failure is recorded for `pixelflow status`; the source is fine and not copied
+        assert failure_record(stack, upload["asset_id"])["status"] == "failed"
+        assert quarantined_keys(stack, upload["asset_id"]) == ["error.json"]
 
     prefect_run, pixelflow_run = failed["prefect-cli"]["id"], failed["pixelflow-cli"]["id"]
     done = cli(stack, _bin("prefect"), "flow-run", "retry", prefect_run)
@@ -255,6 +273,8 @@ def test_manual_retry_redoes_only_the_failed_rendition(stack, media_dir):
         assert run["state_type"] == "COMPLETED", run["state"]
         assert run["run_count"] == 2
         assert_complete_asset(stack, upload["asset_id"], ["360p", "480p", "720p"])
+        # the published asset leaves no stale failure record behind
+        assert quarantined_keys(stack, upload["asset_id"]) == []
 
         tasks = task_runs(stack, run["id"])
         first = {t["name"]: t for t in tasks if t["flow_run_run_count"] == 1}
