@@ -1,10 +1,11 @@
 """Pipes from one decoder process to one encoder process per rung, inside one flow run.
 
 The flow opens a :class:`Fanout` for the rungs that need encoding. The decode task's FFmpeg
-writes each rung's raw frames into its own pipe; a relay thread per rung moves them (with
-``splice``, no copy through Python) into the pipe its encoder reads. When an encoder dies, its
-relay keeps draining the decoder's pipe and drops the frames, so the decoder and the other rungs
-carry on: one failed rung costs a retry of that rung, not of the whole ladder.
+writes each rung's raw frames into its own pipe, and that rung's encoder reads the other end:
+one pipe hop, nothing copied through Python. The flow process keeps a spare read end of every
+pipe, so the decoder never sees a broken pipe: when an encoder dies, its task releases the rung
+and a thread drains that pipe and drops the frames. The decoder and the other rungs carry on:
+one failed rung costs a retry of that rung, not of the whole ladder.
 
 Every end is closed by the task that owns it, whatever happens, so a failed decoder gives the
 encoders end-of-file and nobody waits forever.
@@ -43,39 +44,15 @@ def close_quietly(fd: int) -> None:
         pass
 
 
-def _relay(source: int, sink: int, rung: str, fanout: "Fanout") -> None:
-    """Move bytes from the decoder's pipe to the encoder's until the decoder closes it."""
-    alive = True
+def _drain(source: int) -> None:
+    """Read a pipe until its writer closes it, dropping the bytes."""
     try:
-        while True:
-            if alive:
-                try:
-                    moved = os.splice(source, sink, CHUNK)
-                except BrokenPipeError:
-                    alive = False
-                    fanout.dropped.add(rung)
-                    close_quietly(sink)
-                    continue
-                except OSError:
-                    chunk = os.read(source, CHUNK)
-                    if not chunk:
-                        break
-                    try:
-                        os.write(sink, chunk)
-                    except BrokenPipeError:
-                        alive = False
-                        fanout.dropped.add(rung)
-                        close_quietly(sink)
-                    continue
-                if moved == 0:
-                    break
-            else:
-                if not os.read(source, CHUNK):
-                    break
+        while os.read(source, CHUNK):
+            pass
+    except OSError:
+        pass
     finally:
         close_quietly(source)
-        if alive:
-            close_quietly(sink)
 
 
 @dataclass
@@ -84,7 +61,8 @@ class Fanout:
     rungs: list[str]
     read_fds: dict[str, int] = field(default_factory=dict)
     write_fds: dict[str, int] = field(default_factory=dict)
-    relays: list[threading.Thread] = field(default_factory=list)
+    spare_fds: dict[str, int] = field(default_factory=dict)
+    drains: list[threading.Thread] = field(default_factory=list)
     dropped: set[str] = field(default_factory=set)
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
@@ -94,6 +72,19 @@ class Fanout:
         """The encoder's end of its pipe (once; ``None`` afterwards, e.g. for a task retry)."""
         with _lock:
             return self.read_fds.pop(rung, None)
+
+    def release(self, rung: str, failed: bool = False) -> None:
+        """The rung's encoder is gone (finished or failed): drain what the decoder still writes
+        for it. Idempotent."""
+        with _lock:
+            spare = self.spare_fds.pop(rung, None)
+            if failed:
+                self.dropped.add(rung)
+        if spare is None:
+            return
+        drain = threading.Thread(target=_drain, args=(spare,), name=f"pixelflow-drain-{rung}", daemon=True)
+        drain.start()
+        self.drains.append(drain)
 
     def take_writers(self) -> dict[str, int]:
         with _lock:
@@ -115,11 +106,12 @@ class Fanout:
             raise PixelFlowError("transcode_failed", f"The decoder failed: {self.error}")
 
     def close(self) -> None:
-        """Close every end nobody took (a task that never started)."""
+        """Close every end nobody took (a task that never started) and the spare read ends."""
         with _lock:
-            fds = list(self.read_fds.values()) + list(self.write_fds.values())
+            fds = list(self.read_fds.values()) + list(self.write_fds.values()) + list(self.spare_fds.values())
             self.read_fds.clear()
             self.write_fds.clear()
+            self.spare_fds.clear()
             _registry.pop(self.id, None)
         for fd in fds:
             close_quietly(fd)
@@ -128,14 +120,10 @@ class Fanout:
 def open_fanout(rungs: list[str]) -> Fanout:
     fanout = Fanout(id=uuid.uuid4().hex, rungs=list(rungs))
     for rung in rungs:
-        decoder_read, decoder_write = _pipe()
-        encoder_read, encoder_write = _pipe()
-        fanout.write_fds[rung] = decoder_write
-        fanout.read_fds[rung] = encoder_read
-        relay = threading.Thread(target=_relay, args=(decoder_read, encoder_write, rung, fanout),
-                                 name=f"pixelflow-relay-{rung}", daemon=True)
-        relay.start()
-        fanout.relays.append(relay)
+        read_fd, write_fd = _pipe()
+        fanout.write_fds[rung] = write_fd
+        fanout.read_fds[rung] = read_fd
+        fanout.spare_fds[rung] = os.dup(read_fd)
     with _lock:
         _registry[fanout.id] = fanout
     return fanout

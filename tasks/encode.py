@@ -28,12 +28,19 @@ def ffmpeg_timeout(duration: float, factor: float) -> float:
 
 
 class _Progress:
-    """A Prefect progress artifact fed from FFmpeg's ``-progress`` output (throttled)."""
+    """A Prefect progress artifact fed from FFmpeg's ``-progress`` output.
 
-    def __init__(self, label: str, duration: float, interval: float = 2.0):
+    Throttled by time and by step (at most one update per ``interval`` seconds and per ``step``
+    percent), so a long encode costs the Prefect API about 100 / ``step`` calls per rung, whatever
+    its length.
+    """
+
+    def __init__(self, label: str, duration: float, interval: float = 2.0, step: float = 2.0):
         self.duration = max(duration, 0.001)
         self.interval = interval
+        self.step = step
         self.last = 0.0
+        self.last_percent = 0.0
         self.artifact_id = None
         try:
             self.artifact_id = create_progress_artifact(progress=0.0, description=f"{label}: percent of the source encoded")
@@ -41,11 +48,14 @@ class _Progress:
             get_run_logger().debug("progress artifact unavailable", exc_info=True)
 
     def __call__(self, seconds: float, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.artifact_id is None or (not force and now - self.last < self.interval):
+        if self.artifact_id is None:
             return
-        self.last = now
-        update_progress_artifact(self.artifact_id, progress=min(100.0, round(100.0 * seconds / self.duration, 1)))
+        now = time.monotonic()
+        percent = min(100.0, round(100.0 * seconds / self.duration, 1))
+        if not force and (now - self.last < self.interval or percent - self.last_percent < self.step):
+            return
+        self.last, self.last_percent = now, percent
+        update_progress_artifact(self.artifact_id, progress=percent)
 
 
 def _check_duration(what: str, reached: float, expected: float) -> None:
@@ -118,9 +128,10 @@ def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path:
     else (a retry of this rung alone) straight from the downloaded source."""
     logger = get_run_logger()
     fanout = get_fanout(fanout_id)
-    # Take this rung's pipe first and close it on every path: an unread pipe would stall the relay.
+    # Take this rung's pipe first and release it on every path: an unread pipe would stall the decoder.
     read_fd = fanout.take_reader(rendition.name) if fanout is not None else None
     fds = [read_fd] if read_fd is not None else []
+    encoded = False
 
     def release(_process):
         while fds:
@@ -137,8 +148,11 @@ def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path:
         progress = _Progress(f"{rendition.name} ({rendition.width}x{rendition.height})", info.duration)
         result = ffmpeg.run_ffmpeg(args, timeout=timeout, on_progress=progress, log=logger, stdin=read_fd,
                                    on_start=release)
+        encoded = True
     finally:
         release(None)
+        if read_fd is not None:
+            fanout.release(rendition.name, failed=not encoded)
     if read_fd is not None:
         fanout.wait(timeout)  # the decoder's verdict (a damaged source) is ours too
     output = _summarize(out_dir, rendition.name, "video", rendition.width, rendition.height, rendition.fps_float)
