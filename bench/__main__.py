@@ -43,8 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"comma-separated sources for the contenders (default 4k60; --quick: 4k10); "
                              f"known: {', '.join(SOURCES)}")
     parser.add_argument("--repeats", type=int, default=None, help="runs of each contender per source (default 3; --quick: 1)")
-    parser.add_argument("--contenders", type=_csv, default=list(runner.CONTENDERS),
-                        help=f"comma-separated, from: {', '.join(runner.CONTENDERS)} (default all); 'none' to skip")
+    parser.add_argument("--contenders", type=_csv, default=list(runner.DEFAULT_CONTENDERS),
+                        help=f"comma-separated, from: {', '.join(runner.CONTENDERS)} (default: "
+                             f"{', '.join(runner.DEFAULT_CONTENDERS)}); 'none' to skip")
     parser.add_argument("--alternatives", type=_csv, default=None,
                         help=f"design variants to compare (default: {', '.join(commands.DEFAULT_VARIANTS)}; "
                              f"known: {', '.join(commands.ENGINE_VARIANTS)}); 'none' to skip")

@@ -145,12 +145,13 @@ class EngineVariant:
 ENGINE_VARIANTS: dict[str, EngineVariant] = {
     v.name: v
     for v in (
-        EngineVariant("fanout", "PixelFlow's engine: one decoder process (two-stage scaling: source -> "
+        EngineVariant("fanout", "PIXELFLOW_ENGINE=fanout: one decoder process (two-stage scaling: source -> "
                                 "largest rung -> each smaller rung), 1 MiB pipes, one libx264 process per rung"),
         EngineVariant("fanout-direct", "fanout, each rung scaled from the source (split)", scaling="direct"),
         EngineVariant("per-rung-decode", "each rung's process decodes and scales the source itself "
                                          "(EncodeInput.source)", mode="per-rung"),
-        EngineVariant("single-process", "one FFmpeg process for every rung (the bare command)", mode="single"),
+        EngineVariant("single-process", "PIXELFLOW_ENGINE=single (the default): one FFmpeg process for every "
+                                        "rung, PixelFlow's graph (the bare command's video)", mode="single"),
         EngineVariant("single-process-cascade", "one FFmpeg process, chained scaling", mode="single",
                       scaling="chain"),
         EngineVariant("single-process-2stage", "one FFmpeg process, two-stage scaling", mode="single",

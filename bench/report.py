@@ -125,6 +125,9 @@ def process_breakdown(run: dict) -> list[dict[str, Any]]:
         elif "pipe:0" in argv:
             out = argv[-1]
             role = f"encoder {out.rstrip('/').split('/')[-2]}"
+        elif "-filter_complex" in argv:
+            rungs = [a.rstrip("/").split("/")[-2] for a in argv if a.endswith("index.m3u8")]
+            role = f"ladder process (decode, scale, encode {', '.join(rungs)})"
         elif "-frames:v" in argv:
             role = "poster"
         elif "-vn" in argv:
@@ -180,8 +183,16 @@ def targets(summary: dict, quality: list[dict], source: str) -> list[dict[str, A
     for pf, bare, label in ((pf3, bare3, "360p-720p"), (pf4, bare4, "default ladder")):
         ratio = _ratio(pf, bare)
         if ratio is not None:
-            results.append({"target": f"PixelFlow ({label}) wall time ≤ {SPEED_VS_BARE}x the bare FFmpeg command",
+            results.append({"target": f"PixelFlow ({label}) wall time ≤ {SPEED_VS_BARE}x the bare FFmpeg command "
+                                      "(flow process start to exit)",
                             "value": f"{ratio:.2f}x (CPU time {_ratio(pf, bare, 'cpu'):.2f}x)",
+                            "met": ratio <= SPEED_VS_BARE})
+        published = (pf or {}).get("published", {}).get("median")
+        if published and bare:
+            ratio = published / bare["wall"]["median"]
+            results.append({"target": f"PixelFlow ({label}) upload bucket to published asset ≤ {SPEED_VS_BARE}x "
+                                      "the bare FFmpeg command (flow process start to manifest.json written)",
+                            "value": f"{ratio:.2f}x ({published:.1f} s vs {bare['wall']['median']:.1f} s)",
                             "met": ratio <= SPEED_VS_BARE})
     rows = {(q["contender"], q["height"]): q for q in quality if q["source"] == source and "contender" in q}
     for height in (360, 480, 720):

@@ -2,8 +2,10 @@
 rejection.
 
 Steps, each a Prefect task run visible in the UI: inspect the upload (HEAD), check its size,
-download it, validate it (ffprobe of the headers), decode it once, one ``transcode-<rung>``
-task per rung of the ladder (plus ``transcode-audio`` and ``poster``), ``upload-<rung>`` as
+download it, validate it (ffprobe of the headers), decode it once (``encode-ladder``: one FFmpeg
+process encoding every rung; or, with ``PIXELFLOW_ENGINE=fanout``, ``decode`` feeding one encoder
+process per rung), one ``transcode-<rung>`` task per rung of the ladder (plus ``transcode-audio``
+and ``poster``), ``upload-<rung>`` as
 each rendition finishes, then ``publish-asset`` writes the master playlist and, last,
 ``manifest.json``.
 
@@ -36,9 +38,10 @@ from pixelflow.core.ids import asset_id as make_asset_id, normalize_etag
 from pixelflow.core.ladder import plan_ladder
 from pixelflow.core.manifest import SourceRef, audio_entry, build_manifest, variant_entry
 from pixelflow.errors import ErrorCode, PixelFlowError
-from pixelflow.fanout import open_fanout
+from pixelflow.fanout import open_fanout, open_shared
 from pixelflow.settings import PixelFlowSettings
-from tasks.encode import decode_source, ffmpeg_timeout, make_poster, transcode_audio, transcode_rendition
+from tasks.encode import (decode_source, encode_ladder, ffmpeg_timeout, make_poster, transcode_audio,
+                          transcode_rendition)
 from tasks.publish import find_published, publish_asset, publish_rendition, rendition_cache_key
 from tasks.reject import clear_failure_record, error_record, quarantine_source
 from tasks.source import SourceObject, check_upload, download_source, inspect_source, validate
@@ -202,22 +205,34 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         out_root = scratch / "out"
         encode = transcode_rendition.with_options(retries=settings.task_retries)
         futures = []
+        shared = []  # the single engine's process: its failure is each rung's to retry, not the run's
         decoded = None
-        if pending:
+        single = settings.engine == "single"
+        if pending and single:
+            fanout = open_shared([r.name for r in pending])
+            decoded = encode_ladder.submit(local, info, pending, config, out_root, fanout.id, timeout)
+            shared.append(decoded)
+        elif pending:
             fanout = open_fanout([r.name for r in pending])
-            decoded = decode_source.submit(local, info, pending, fanout.id, timeout, settings.encoder_threads)
+            decoded = decode_source.submit(local, info, pending, fanout.id, timeout)
             futures.append(decoded)
-        # Nothing is uploaded before the one full decode has vouched for the source: a file found
-        # damaged half-way must leave nothing behind in the production bucket.
-        vouched = [decoded] if decoded is not None else None
+        # Nothing is uploaded before one full decode has vouched for the source: a file found
+        # damaged half-way must leave nothing behind in the production bucket. With the single
+        # engine each rung's task carries that verdict (the shared process's, or its own decode's
+        # when it retried alone); with fanout, the decoder's task does.
+        vouched = [decoded] if decoded is not None and not single else None
         uploads = []
+        encodes = []
         for r in plan:
             encoded = None
             if r.name not in done:
                 encoded = encode.submit(r, config, local, info, out_root / r.name, timeout, fanout.id)
                 futures.append(encoded)
+                encodes.append(encoded)
             uploads.append(publish_rendition.submit(r.name, encoded, out_root, settings.output_bucket, prefix, asset, fingerprint,
                                                     wait_for=vouched))
+        if single:
+            vouched = encodes or None
         audio_upload = None
         if info.audio is not None:
             audio_encoded = None
@@ -228,7 +243,7 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
                                                     fingerprint, wait_for=vouched)
         poster = make_poster.submit(local, info, plan[min(len(plan) - 1, 2)], scratch / "poster.jpg", timeout)
         all_futures = futures + uploads + [poster] + ([audio_upload] if audio_upload else [])
-        wait(all_futures)
+        wait(all_futures + shared)
         _raise_first_failure(all_futures)
 
         videos = [u.result() for u in uploads]

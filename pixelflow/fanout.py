@@ -1,11 +1,17 @@
-"""Pipes from one decoder process to one encoder process per rung, inside one flow run.
+"""How one decode of the source reaches every rung's task, inside one flow run.
 
-The flow opens a :class:`Fanout` for the rungs that need encoding. The decode task's FFmpeg
-writes each rung's raw frames into its own pipe, and that rung's encoder reads the other end:
-one pipe hop, nothing copied through Python. The flow process keeps a spare read end of every
-pipe, so the decoder never sees a broken pipe: when an encoder dies, its task releases the rung
-and a thread drains that pipe and drops the frames. The decoder and the other rungs carry on:
-one failed rung costs a retry of that rung, not of the whole ladder.
+Two engines (``PIXELFLOW_ENGINE``):
+
+* ``single`` (:func:`open_shared`): one FFmpeg process decodes the source once and encodes
+  every pending rung. Each rung's task claims its rung, follows the shared process's progress,
+  and takes over the rung's output once it ends; if the process fails for any reason but a
+  damaged source, each rung's task retries alone, straight from the downloaded source.
+* ``fanout`` (:func:`open_fanout`): the decode task's FFmpeg writes each rung's raw frames into
+  its own pipe, and that rung's encoder reads the other end: one pipe hop, nothing copied
+  through Python. The flow process keeps a spare read end of every pipe, so the decoder never
+  sees a broken pipe: when an encoder dies, its task releases the rung and a thread drains that
+  pipe and drops the frames. The decoder and the other rungs carry on: one failed rung costs a
+  retry of that rung, not of the whole ladder.
 
 Every end is closed by the task that owns it, whatever happens, so a failed decoder gives the
 encoders end-of-file and nobody waits forever.
@@ -16,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -59,6 +66,7 @@ def _drain(source: int) -> None:
 class Fanout:
     id: str
     rungs: list[str]
+    mode: str = "fanout"  # "fanout": pipes to one encoder per rung; "single": one process encodes every rung
     read_fds: dict[str, int] = field(default_factory=dict)
     write_fds: dict[str, int] = field(default_factory=dict)
     spare_fds: dict[str, int] = field(default_factory=dict)
@@ -67,6 +75,17 @@ class Fanout:
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     decoded_seconds: float = 0.0
+    claimed: set[str] = field(default_factory=set)
+    out_time: float = 0.0
+
+    def claim(self, rung: str) -> bool:
+        """A ``single`` engine's rung, taken by its task's first attempt (``False`` afterwards, so a
+        retry encodes the rung alone)."""
+        with _lock:
+            if self.mode != "single" or rung not in self.rungs or rung in self.claimed:
+                return False
+            self.claimed.add(rung)
+            return True
 
     def take_reader(self, rung: str) -> int | None:
         """The encoder's end of its pipe (once; ``None`` afterwards, e.g. for a task retry)."""
@@ -96,9 +115,22 @@ class Fanout:
         self.decoded_seconds = decoded_seconds
         self.done.set()
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait for the decoder; re-raise its failure for the encoders."""
-        if not self.done.wait(timeout):
+    def wait(self, timeout: float | None = None, on_tick=None, tick: float = 1.0) -> None:
+        """Wait for the decoder; re-raise its failure for the encoders.
+
+        Args:
+            timeout: Seconds to wait at most.
+            on_tick: Called with the media time the decoder reached, every ``tick`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done.is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            self.done.wait(tick if left is None else min(tick, left))
+            if on_tick is not None and not self.done.is_set():
+                on_tick(self.out_time)
+        if not self.done.is_set():
             raise PixelFlowError("transcode_failed", "The decoder did not finish in time.")
         if isinstance(self.error, PixelFlowError):
             raise PixelFlowError(self.error.code, self.error.message, self.error.details)
@@ -124,6 +156,14 @@ def open_fanout(rungs: list[str]) -> Fanout:
         fanout.write_fds[rung] = write_fd
         fanout.read_fds[rung] = read_fd
         fanout.spare_fds[rung] = os.dup(read_fd)
+    with _lock:
+        _registry[fanout.id] = fanout
+    return fanout
+
+
+def open_shared(rungs: list[str]) -> Fanout:
+    """The ``single`` engine: one process encodes ``rungs``; their tasks claim and follow it."""
+    fanout = Fanout(id=uuid.uuid4().hex, rungs=list(rungs), mode="single")
     with _lock:
         _registry[fanout.id] = fanout
     return fanout

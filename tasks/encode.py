@@ -1,4 +1,5 @@
-"""Tasks that run FFmpeg: the shared decoder, one encoder per rung, the audio rendition, the poster."""
+"""Tasks that run FFmpeg: the shared decoder (or the one process encoding the whole ladder), one
+task per rung, the audio rendition, the poster."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from pixelflow import ffmpeg
 from pixelflow.core.ffmpeg_args import (
-    EncodeInput, PLAYLIST, audio_args, decode_fanout_args, encode_args, poster_args,
+    EncodeInput, PLAYLIST, audio_args, decode_fanout_args, encode_args, ladder_encode_args, poster_args,
 )
 from pixelflow.core.hls import AAC_LC, avc1_from_init
 from pixelflow.core.ladder import LadderConfig, Rendition
@@ -55,7 +56,10 @@ class _Progress:
         if not force and (now - self.last < self.interval or percent - self.last_percent < self.step):
             return
         self.last, self.last_percent = now, percent
-        update_progress_artifact(self.artifact_id, progress=percent)
+        try:
+            update_progress_artifact(self.artifact_id, progress=percent)
+        except Exception:  # the UI nicety never breaks an encode
+            get_run_logger().debug("progress update failed", exc_info=True)
 
 
 def _check_duration(what: str, reached: float, expected: float) -> None:
@@ -120,14 +124,78 @@ def decode_source(source_path: Path, info: SourceInfo, renditions: list[Renditio
         fanout.finish(error, reached)
 
 
+@task(name="encode-ladder", task_run_name="encode-ladder")
+def encode_ladder(source_path: Path, info: SourceInfo, renditions: list[Rendition], config: LadderConfig,
+                  out_root: Path, fanout_id: str, timeout: float) -> float:
+    """Decode the source once and encode every pending rung in the same FFmpeg process (the
+    ``single`` engine); each rung's task then takes over its output.
+
+    Damaged input is caught here, by the decode the transcode needs anyway, and becomes every
+    rung's verdict: decoder errors mean ``corrupt_stream``; a stream that ends well before its
+    stated duration, ``truncated``. Any other failure leaves each rung to retry alone.
+    """
+    logger = get_run_logger()
+    fanout = get_fanout(fanout_id)
+    if fanout is None:
+        raise PixelFlowError(ErrorCode.INTERNAL, "The shared encoder's rungs are gone.")
+    error: BaseException | None = None
+    reached = 0.0
+
+    def progress(seconds: float) -> None:
+        fanout.out_time = seconds
+
+    try:
+        out_dirs = []
+        for r in renditions:
+            out_dir = out_root / r.name
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            out_dir.mkdir(parents=True)
+            out_dirs.append(str(out_dir))
+        args = ladder_encode_args(str(source_path), info, renditions, config, out_dirs)
+        result = ffmpeg.run_ffmpeg(args, timeout=timeout, on_progress=progress, log=logger)
+        reached = result.out_time
+        damage = ffmpeg.input_damage(result.errors, reached, info.duration)
+        if damage is not None:
+            raise damage
+        _check_duration("video stream", reached, info.duration)
+        logger.info("encoded %.2f s of video for %s in one process in %.1f s", reached,
+                    ", ".join(r.name for r in renditions), result.elapsed)
+        return reached
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        fanout.finish(error, reached)
+
+
+def _follow_shared(fanout, rendition: Rendition, info: SourceInfo, timeout: float, progress: "_Progress") -> None:
+    """Wait for the process encoding the whole ladder; its verdict on the source is this rung's."""
+    try:
+        fanout.wait(timeout, on_tick=progress)
+    except PixelFlowError as error:
+        if error.is_rejection:
+            raise
+        raise PixelFlowError(ErrorCode.TRANSCODE_FAILED,
+                             f"The process encoding the ladder failed ({error.message}); {rendition.name} is retried alone.",
+                             error.details) from error
+
+
 @task(name="transcode", task_run_name="transcode-{rendition.name}", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_transient)
 def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path: Path, info: SourceInfo,
                         out_dir: Path, timeout: float, fanout_id: str | None = None) -> RenditionOutput:
-    """Encode one rung to fMP4 HLS: from the shared decoder's pipe when the flow set one up,
-    else (a retry of this rung alone) straight from the downloaded source."""
+    """One rung as fMP4 HLS: taken over from the process encoding the whole ladder (``single``
+    engine) or encoded from the shared decoder's pipe (``fanout``), else (a retry of this rung
+    alone) encoded straight from the downloaded source."""
     logger = get_run_logger()
     fanout = get_fanout(fanout_id)
+    if fanout is not None and fanout.mode == "single":
+        if fanout.claim(rendition.name):
+            progress = _Progress(f"{rendition.name} ({rendition.width}x{rendition.height})", info.duration)
+            _follow_shared(fanout, rendition, info, timeout, progress)
+            return _finish_rendition(out_dir, rendition, info, progress, logger)
+        fanout = None
     # Take this rung's pipe first and release it on every path: an unread pipe would stall the decoder.
     read_fd = fanout.take_reader(rendition.name) if fanout is not None else None
     fds = [read_fd] if read_fd is not None else []
@@ -155,6 +223,14 @@ def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path:
             fanout.release(rendition.name, failed=not encoded)
     if read_fd is not None:
         fanout.wait(timeout)  # the decoder's verdict (a damaged source) is ours too
+    else:
+        damage = ffmpeg.input_damage(result.errors, result.out_time, info.duration)
+        if damage is not None:  # this encode decoded the source itself: its verdict is the source's
+            raise damage
+    return _finish_rendition(out_dir, rendition, info, progress, logger)
+
+
+def _finish_rendition(out_dir: Path, rendition: Rendition, info: SourceInfo, progress: "_Progress", logger) -> RenditionOutput:
     output = _summarize(out_dir, rendition.name, "video", rendition.width, rendition.height, rendition.fps_float)
     _check_duration(f"{rendition.name} rendition", output.duration, info.duration)
     progress(info.duration, force=True)  # complete: 100 %, not the start time of the last frame

@@ -85,8 +85,9 @@ def stack(moto_server, proxy, tmp_path_factory):
             "PIXELFLOW_SCRATCH_DIR": str(home / "scratch"),
         },
         # Every flow run reaches S3 through the fault proxy; a failed encode is not retried
-        # within the run, so that a killed encoder fails the run (for the manual retry).
-        worker_env={"AWS_ENDPOINT_URL": proxy.url, "PIXELFLOW_TASK_RETRIES": "0"},
+        # within the run, so that a killed encoder fails the run (for the manual retry), and
+        # each rung has its own encoder process (fanout), so one rung can fail alone.
+        worker_env={"AWS_ENDPOINT_URL": proxy.url, "PIXELFLOW_TASK_RETRIES": "0", "PIXELFLOW_ENGINE": "fanout"},
         reconcile_after_seconds=90,
     )
     instance = Stack(config, log=lambda message: print(f"{time.strftime('%H:%M:%S')} stack: {message}", flush=True))

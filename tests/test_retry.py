@@ -1,4 +1,6 @@
-"""Retries redo only what failed: a killed FFmpeg encoder costs one rung, never the ladder."""
+"""Retries redo only what failed: with the ``fanout`` engine a killed FFmpeg encoder costs one
+rung, never the ladder; with the ``single`` engine a killed ladder process costs one retry of each
+rung, each alone, and never a second run."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ def test_killed_encoder_is_retried_alone_and_the_asset_completes(prefect_server,
     monkeypatch.setenv("PIXELFLOW_SCRATCH_DIR", str(scratch))
     monkeypatch.setenv("PIXELFLOW_LADDER", "360,480,720")
     monkeypatch.setenv("PIXELFLOW_TASK_RETRIES", "1")
+    monkeypatch.setenv("PIXELFLOW_ENGINE", "fanout")
     clip = make_clip(media_dir / "retry-720p.mp4", seconds=6, size="1280x720")
     s3 = s3_client()
     s3.upload_file(str(clip), up, "retry.mp4")
@@ -62,6 +65,44 @@ def test_killed_encoder_is_retried_alone_and_the_asset_completes(prefect_server,
     assert not any(scratch.iterdir()) if scratch.exists() else True
 
 
+def test_killed_ladder_process_is_retried_rung_by_rung_and_the_asset_completes(prefect_server, buckets, media_dir,
+                                                                                 tmp_path, monkeypatch):
+    from flows.transcode import transcode
+
+    up, out = buckets
+    scratch = tmp_path / "scratch"
+    monkeypatch.setenv("PIXELFLOW_SCRATCH_DIR", str(scratch))
+    monkeypatch.setenv("PIXELFLOW_LADDER", "360,480,720")
+    monkeypatch.setenv("PIXELFLOW_TASK_RETRIES", "1")
+    monkeypatch.setenv("PIXELFLOW_ENGINE", "single")
+    clip = make_clip(media_dir / "retry-720p.mp4", seconds=6, size="1280x720")
+    s3 = s3_client()
+    s3.upload_file(str(clip), up, "retry-single.mp4")
+    etag = s3.head_object(Bucket=up, Key="retry-single.mp4")["ETag"]
+
+    # Kill the one FFmpeg process encoding every rung, part way through.
+    killer = Killer(str(scratch), "/360p/index.m3u8", "/720p/index.m3u8", after=0.3)
+    killer.start()
+    state = transcode(bucket=up, key="retry-single.mp4", etag=etag, return_state=True)
+    killer.join(5)
+    assert killer.killed, "the ladder process was never seen"
+    assert state.is_completed(), state.message
+    manifest = state.result()
+    assert [r["name"] for r in manifest["renditions"]] == ["360p", "480p", "720p"]
+
+    by_name = {run.name: run for run in task_runs(state.state_details.flow_run_id)}
+    # the ladder process failed once and is not retried; every rung then encoded alone, once
+    assert by_name["encode-ladder"].state.is_failed() and by_name["encode-ladder"].run_count == 1
+    assert all(by_name[f"transcode-{r}"].run_count == 2 and by_name[f"transcode-{r}"].state.is_completed()
+               for r in ("360p", "480p", "720p"))
+    assert by_name["transcode-audio"].run_count == 1
+    aid = asset_id(up, "retry-single.mp4", etag)
+    for rung in ("360p", "480p", "720p"):
+        playlist = s3.get_object(Bucket=out, Key=f"assets/{aid}/{rung}/index.m3u8")["Body"].read().decode()
+        assert playlist.count("#EXTINF") == 2 and "#EXT-X-ENDLIST" in playlist
+    assert not any(scratch.iterdir()) if scratch.exists() else True
+
+
 def test_a_second_trigger_for_the_same_upload_does_no_second_transcode(prefect_server, buckets, media_dir):
     from flows.transcode import transcode
 
@@ -77,7 +118,7 @@ def test_a_second_trigger_for_the_same_upload_does_no_second_transcode(prefect_s
     assert again.is_completed() and "already published" in again.message
     assert again.result()["asset_id"] == first["asset_id"]
     names = [r.name for r in task_runs(again.state_details.flow_run_id)]
-    assert not [n for n in names if n.startswith(("transcode", "decode", "download"))], names
+    assert not [n for n in names if n.startswith(("transcode", "decode", "encode-ladder", "download"))], names
     assert {o["Key"]: o["LastModified"] for o in s3.list_objects_v2(Bucket=out)["Contents"]} == objects
 
 

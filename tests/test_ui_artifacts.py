@@ -113,7 +113,7 @@ def test_ready_asset_in_the_ui(prefect_server, buckets, media_dir, monkeypatch):
         for rung in ("360p", "720p"):
             assert by_name[f"transcode-{rung}"].state.is_completed()
             assert by_name[f"upload-{rung}"].state.is_completed()
-        for name in ("decode", "transcode-audio", "poster", "publish-asset"):
+        for name in ("encode-ladder", "transcode-audio", "poster", "publish-asset"):
             assert by_name[name].state.is_completed(), name
 
         artifacts = flow_run_artifacts(client, run_id)

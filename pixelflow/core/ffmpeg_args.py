@@ -209,6 +209,38 @@ def decode_fanout_args(source: str, info: SourceInfo, renditions: list[Rendition
     return args
 
 
+def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition], config: LadderConfig,
+                       out_dirs: list[str], threads: int = 0) -> list[str]:
+    """One FFmpeg process for the whole ladder: one decode, the :func:`fanout_graph` pictures,
+    and one libx264 encoder and HLS output per rung, written to ``out_dirs`` (in the order of
+    ``renditions``). The same outputs as :func:`decode_fanout_args` feeding one
+    :func:`encode_args` per rung, without raw frames crossing a pipe.
+
+    Example:
+        >>> from fractions import Fraction
+        >>> from pixelflow.core.ladder import LadderConfig, plan_ladder
+        >>> from pixelflow.core.probe import interpret_probe
+        >>> info = interpret_probe({"format": {"format_name": "mov", "duration": "2"}, "streams": [
+        ...     {"index": 0, "codec_type": "video", "codec_name": "h264", "width": 1920, "height": 1080,
+        ...      "r_frame_rate": "30/1", "pix_fmt": "yuv420p"}]})
+        >>> plan = plan_ladder(1920, 1080, Fraction(30), LadderConfig(heights=(360, 720)))
+        >>> args = ladder_encode_args("/s/source", info, plan, LadderConfig(), ["/o/360p", "/o/720p"])
+        >>> [args[i + 1] for i, a in enumerate(args) if a == "-map"]
+        ['[v0]', '[v1]']
+        >>> [a for a in args if a.endswith("index.m3u8")]
+        ['/o/360p/index.m3u8', '/o/720p/index.m3u8']
+    """
+    if len(renditions) != len(out_dirs) or not renditions:
+        raise ValueError("one output folder per rendition")
+    graph, labels = fanout_graph(info, renditions)
+    args = base_args() + ["-threads", str(threads)] + input_args(source, info.demuxer)
+    args += ["-filter_complex", graph]
+    for label, rendition, out_dir in zip(labels, renditions, out_dirs):
+        args += ["-map", f"[{label}]", "-an", "-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1"]
+        args += x264_args(rendition, config) + hls_output_args(config, out_dir)
+    return args
+
+
 def hls_output_args(config: LadderConfig, out_dir: str) -> list[str]:
     out = PurePosixPath(out_dir)
     return [
