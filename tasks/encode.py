@@ -32,11 +32,11 @@ class _Progress:
     """A Prefect progress artifact fed from FFmpeg's ``-progress`` output.
 
     Throttled by time and by step (at most one update per ``interval`` seconds and per ``step``
-    percent), so a long encode costs the Prefect API about 100 / ``step`` calls per rung, whatever
-    its length.
+    percent), so a long encode costs the Prefect API at most 100 / ``step`` calls per rung (20),
+    whatever its length.
     """
 
-    def __init__(self, label: str, duration: float, interval: float = 2.0, step: float = 2.0):
+    def __init__(self, label: str, duration: float, interval: float = 5.0, step: float = 5.0):
         self.duration = max(duration, 0.001)
         self.interval = interval
         self.step = step
