@@ -138,6 +138,8 @@ class TreeSampler:
             record = self.seen.get(pid)
             if record is None:
                 record = self.seen[pid] = ProcessSample(pid, argv, first_seen=now)
+            elif argv != record.argv:  # first seen between fork and exec: keep the program it became
+                record.argv, record.peak_rss = argv, 0
             record.peak_rss = max(record.peak_rss, rss)
             record.cpu = max(record.cpu, cpu)
             record.last_seen = now

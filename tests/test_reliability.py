@@ -477,7 +477,11 @@ def test_an_upload_whose_event_was_lost_gets_its_run_from_the_reconciler(stack, 
     run = wait_run(stack, lost_event["key"], TERMINAL, timeout=300)
     assert run["state_type"] == "COMPLETED", run["state"]
     assert RECONCILED_TAG in run["tags"] and len(runs_for(stack, lost_event["key"])) == 1
-    created = _epoch(run["created"]) - lost_event["uploaded_at"]
+    # The grace period runs from the object's LastModified (what the reconciler reads; S3 keeps
+    # it to the second), not from this process's clock after the PUT returned.
+    s3, _ = stack.clients()
+    modified = s3.head_object(Bucket=lost_event["bucket"], Key=lost_event["key"])["LastModified"].timestamp()
+    created = _epoch(run["created"]) - modified
     print(f"the reconciler started the run {created:.0f} s after the upload")
     assert created >= stack.config.reconcile_after_seconds
     assert_complete_asset(stack, lost_event["asset_id"], _rendition_names(stack, lost_event["asset_id"]))
