@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pixelflow.core import ffmpeg_args
 from pixelflow.core.ffmpeg_args import (
-    EncodeInput, base_args, encode_args, hls_output_args, input_args, prefilters, rung_filters, x264_args,
+    EncodeInput, audio_output_args, base_args, encode_args, input_args, prefilters, rung_filters, rung_output_args,
 )
 from pixelflow.core.ladder import LadderConfig, Rendition
 from pixelflow.core.probe import SourceInfo
@@ -116,14 +116,11 @@ def bare_command(source: Path, info: SourceInfo, plan: list[Rendition], config: 
     for label, rendition in zip(labels, plan):
         folder = out_dir / rendition.name
         folder.mkdir(parents=True, exist_ok=True)
-        args += ["-map", f"[{label}]", "-an", "-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1"]
-        args += x264_args(rendition, config) + hls_output_args(config, str(folder))
+        args += ["-map", f"[{label}]"] + rung_output_args(rendition, config, str(folder))
     if info.audio is not None:
         folder = out_dir / "audio"
         folder.mkdir(parents=True, exist_ok=True)
-        args += ["-map", f"0:{info.audio.index}", "-vn", "-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1"]
-        args += ["-c:a", "aac", "-b:a", f"{config.audio_bitrate_kbps}k", "-ac", "2", "-ar", "48000"]
-        args += hls_output_args(config, str(folder))
+        args += ["-map", f"0:{info.audio.index}"] + audio_output_args(config, str(folder))
     return args
 
 

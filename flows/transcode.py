@@ -204,35 +204,30 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
             logger.info("renditions already published by an earlier attempt: %s", ", ".join(sorted(done)))
         out_root = scratch / "out"
         encode = transcode_rendition.with_options(retries=settings.task_retries)
-        futures = []
-        shared = []  # the single engine's process: its failure is each rung's to retry, not the run's
-        decoded = None
         single = settings.engine == "single"
-        if pending and single:
-            fanout = open_shared([r.name for r in pending])
-            decoded = encode_ladder.submit(local, info, pending, config, out_root, fanout.id, timeout)
-            shared.append(decoded)
-        elif pending:
-            fanout = open_fanout([r.name for r in pending])
-            decoded = decode_source.submit(local, info, pending, fanout.id, timeout)
-            futures.append(decoded)
+        decoded = None
+        if pending:
+            fanout = (open_shared if single else open_fanout)([r.name for r in pending])
+            decoded = (encode_ladder.submit(local, info, pending, config, out_root, fanout.id, timeout) if single
+                       else decode_source.submit(local, info, pending, fanout.id, timeout))
         # Nothing is uploaded before one full decode has vouched for the source: a file found
-        # damaged half-way must leave nothing behind in the production bucket. With the single
-        # engine each rung's task carries that verdict (the shared process's, or its own decode's
-        # when it retried alone); with fanout, the decoder's task does.
-        vouched = [decoded] if decoded is not None and not single else None
+        # damaged half-way must leave nothing behind in the production bucket. With fanout the
+        # decoder's task vouches. With the single engine each rung's task carries the verdict (the
+        # ladder process's, or its own decode's when it retried alone), and a failed ladder process
+        # is each rung's to retry, not the run's failure.
+        decoder_gate = [decoded] if decoded is not None and not single else None
+        futures = list(decoder_gate or [])
         uploads = []
         encodes = []
         for r in plan:
             encoded = None
             if r.name not in done:
                 encoded = encode.submit(r, config, local, info, out_root / r.name, timeout, fanout.id)
-                futures.append(encoded)
                 encodes.append(encoded)
             uploads.append(publish_rendition.submit(r.name, encoded, out_root, settings.output_bucket, prefix, asset, fingerprint,
-                                                    wait_for=vouched))
-        if single:
-            vouched = encodes or None
+                                                    wait_for=decoder_gate))
+        futures += encodes
+        audio_gate = (encodes or None) if single else decoder_gate
         audio_upload = None
         if info.audio is not None:
             audio_encoded = None
@@ -240,10 +235,10 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
                 audio_encoded = transcode_audio.with_options(retries=settings.task_retries).submit(
                     local, info, config, out_root / "audio", timeout)
             audio_upload = publish_rendition.submit("audio", audio_encoded, out_root, settings.output_bucket, prefix, asset,
-                                                    fingerprint, wait_for=vouched)
+                                                    fingerprint, wait_for=audio_gate)
         poster = make_poster.submit(local, info, plan[min(len(plan) - 1, 2)], scratch / "poster.jpg", timeout)
         all_futures = futures + uploads + [poster] + ([audio_upload] if audio_upload else [])
-        wait(all_futures + shared)
+        wait(all_futures + ([decoded] if single and decoded is not None else []))
         _raise_first_failure(all_futures)
 
         videos = [u.result() for u in uploads]

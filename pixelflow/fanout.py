@@ -24,7 +24,9 @@ import os
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from pixelflow.errors import PixelFlowError
 
@@ -70,11 +72,8 @@ class Fanout:
     read_fds: dict[str, int] = field(default_factory=dict)
     write_fds: dict[str, int] = field(default_factory=dict)
     spare_fds: dict[str, int] = field(default_factory=dict)
-    drains: list[threading.Thread] = field(default_factory=list)
-    dropped: set[str] = field(default_factory=set)
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
-    decoded_seconds: float = 0.0
     claimed: set[str] = field(default_factory=set)
     out_time: float = 0.0
 
@@ -92,28 +91,30 @@ class Fanout:
         with _lock:
             return self.read_fds.pop(rung, None)
 
-    def release(self, rung: str, failed: bool = False) -> None:
+    def release(self, rung: str) -> None:
         """The rung's encoder is gone (finished or failed): drain what the decoder still writes
         for it. Idempotent."""
         with _lock:
             spare = self.spare_fds.pop(rung, None)
-            if failed:
-                self.dropped.add(rung)
-        if spare is None:
-            return
-        drain = threading.Thread(target=_drain, args=(spare,), name=f"pixelflow-drain-{rung}", daemon=True)
-        drain.start()
-        self.drains.append(drain)
+        if spare is not None:
+            threading.Thread(target=_drain, args=(spare,), name=f"pixelflow-drain-{rung}", daemon=True).start()
 
     def take_writers(self) -> dict[str, int]:
         with _lock:
             fds, self.write_fds = self.write_fds, {}
             return fds
 
-    def finish(self, error: BaseException | None = None, decoded_seconds: float = 0.0) -> None:
-        self.error = error
-        self.decoded_seconds = decoded_seconds
-        self.done.set()
+    @contextmanager
+    def producing(self) -> Iterator[None]:
+        """Around the decoder's (or the ladder process's) work: whatever happens, the rungs'
+        tasks waiting in :meth:`wait` are released, with its failure if it failed."""
+        try:
+            yield
+        except BaseException as exc:
+            self.error = exc
+            raise
+        finally:
+            self.done.set()
 
     def wait(self, timeout: float | None = None, on_tick=None, tick: float = 1.0) -> None:
         """Wait for the decoder; re-raise its failure for the encoders.

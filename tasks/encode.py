@@ -84,44 +84,54 @@ def _summarize(out_dir: Path, name: str, kind: str, width: int = 0, height: int 
     return summarize_rendition(name, kind, playlist_text, sizes, codecs, width, height, fps)
 
 
+def _fresh_dir(path: Path) -> Path:
+    """An empty folder at ``path`` (what an earlier attempt left there is removed)."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def _check_source(result: ffmpeg.FFmpegResult, info: SourceInfo) -> None:
+    """The verdict of a full decode on the source: decoder errors mean ``corrupt_stream``; a
+    stream that ends well before its stated duration, ``truncated``."""
+    damage = ffmpeg.input_damage(result.errors, result.out_time, info.duration)
+    if damage is not None:
+        raise damage
+    _check_duration("video stream", result.out_time, info.duration)
+
+
 @task(name="decode", task_run_name="decode")
 def decode_source(source_path: Path, info: SourceInfo, renditions: list[Rendition], fanout_id: str,
-                  timeout: float, threads: int = 0) -> float:
-    """Decode the source once and feed every pending rung's encoder through its pipe.
+                  timeout: float) -> float:
+    """Decode the source once and feed every pending rung's encoder through its pipe (the
+    ``fanout`` engine).
 
-    Damaged input is caught here, by the decode the transcode needs anyway: decoder errors
-    mean ``corrupt_stream``; a stream that ends well before its stated duration, ``truncated``.
+    Damaged input is caught here, by the decode the transcode needs anyway (:func:`_check_source`),
+    and becomes every rung's verdict.
     """
     logger = get_run_logger()
     fanout = get_fanout(fanout_id)
     if fanout is None:
         raise PixelFlowError(ErrorCode.INTERNAL, "The decoder's pipes are gone.")
     writers = fanout.take_writers()
-    open_fds = dict(writers)
 
     def release_parent_copies(_process):
-        for name in list(open_fds):
-            close_quietly(open_fds.pop(name))
+        for name in list(writers):
+            close_quietly(writers.pop(name))
 
-    error: BaseException | None = None
-    reached = 0.0
-    try:
-        fds = [writers[r.name] for r in renditions]
-        args = decode_fanout_args(str(source_path), info, renditions, fds, threads)
-        result = ffmpeg.run_ffmpeg(args, timeout=timeout, pass_fds=tuple(fds), log=logger, on_start=release_parent_copies)
-        reached = result.out_time
-        damage = ffmpeg.input_damage(result.errors, reached, info.duration)
-        if damage is not None:
-            raise damage
-        _check_duration("video stream", reached, info.duration)
-        logger.info("decoded %.2f s of video for %s in %.1f s", reached, ", ".join(r.name for r in renditions), result.elapsed)
-        return reached
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        release_parent_copies(None)
-        fanout.finish(error, reached)
+    with fanout.producing():
+        try:
+            fds = [writers[r.name] for r in renditions]
+            args = decode_fanout_args(str(source_path), info, renditions, fds)
+            result = ffmpeg.run_ffmpeg(args, timeout=timeout, pass_fds=tuple(fds), log=logger,
+                                       on_start=release_parent_copies)
+        finally:
+            release_parent_copies(None)
+        _check_source(result, info)
+    logger.info("decoded %.2f s of video for %s in %.1f s", result.out_time, ", ".join(r.name for r in renditions),
+                result.elapsed)
+    return result.out_time
 
 
 @task(name="encode-ladder", task_run_name="encode-ladder")
@@ -130,43 +140,25 @@ def encode_ladder(source_path: Path, info: SourceInfo, renditions: list[Renditio
     """Decode the source once and encode every pending rung in the same FFmpeg process (the
     ``single`` engine); each rung's task then takes over its output.
 
-    Damaged input is caught here, by the decode the transcode needs anyway, and becomes every
-    rung's verdict: decoder errors mean ``corrupt_stream``; a stream that ends well before its
-    stated duration, ``truncated``. Any other failure leaves each rung to retry alone.
+    Damaged input is caught here, by the decode the transcode needs anyway (:func:`_check_source`),
+    and becomes every rung's verdict. Any other failure leaves each rung to retry alone.
     """
     logger = get_run_logger()
     fanout = get_fanout(fanout_id)
     if fanout is None:
         raise PixelFlowError(ErrorCode.INTERNAL, "The shared encoder's rungs are gone.")
-    error: BaseException | None = None
-    reached = 0.0
 
     def progress(seconds: float) -> None:
         fanout.out_time = seconds
 
-    try:
-        out_dirs = []
-        for r in renditions:
-            out_dir = out_root / r.name
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            out_dir.mkdir(parents=True)
-            out_dirs.append(str(out_dir))
+    with fanout.producing():
+        out_dirs = [str(_fresh_dir(out_root / r.name)) for r in renditions]
         args = ladder_encode_args(str(source_path), info, renditions, config, out_dirs)
         result = ffmpeg.run_ffmpeg(args, timeout=timeout, on_progress=progress, log=logger)
-        reached = result.out_time
-        damage = ffmpeg.input_damage(result.errors, reached, info.duration)
-        if damage is not None:
-            raise damage
-        _check_duration("video stream", reached, info.duration)
-        logger.info("encoded %.2f s of video for %s in one process in %.1f s", reached,
-                    ", ".join(r.name for r in renditions), result.elapsed)
-        return reached
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        fanout.finish(error, reached)
+        _check_source(result, info)
+    logger.info("encoded %.2f s of video for %s in one process in %.1f s", result.out_time,
+                ", ".join(r.name for r in renditions), result.elapsed)
+    return result.out_time
 
 
 def _follow_shared(fanout, rendition: Rendition, info: SourceInfo, timeout: float, progress: "_Progress") -> None:
@@ -189,38 +181,35 @@ def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path:
     engine) or encoded from the shared decoder's pipe (``fanout``), else (a retry of this rung
     alone) encoded straight from the downloaded source."""
     logger = get_run_logger()
+    label = f"{rendition.name} ({rendition.width}x{rendition.height})"
     fanout = get_fanout(fanout_id)
     if fanout is not None and fanout.mode == "single":
         if fanout.claim(rendition.name):
-            progress = _Progress(f"{rendition.name} ({rendition.width}x{rendition.height})", info.duration)
+            progress = _Progress(label, info.duration)
             _follow_shared(fanout, rendition, info, timeout, progress)
             return _finish_rendition(out_dir, rendition, info, progress, logger)
         fanout = None
     # Take this rung's pipe first and release it on every path: an unread pipe would stall the decoder.
     read_fd = fanout.take_reader(rendition.name) if fanout is not None else None
     fds = [read_fd] if read_fd is not None else []
-    encoded = False
 
     def release(_process):
         while fds:
             close_quietly(fds.pop())
 
     try:
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        _fresh_dir(out_dir)
         source = EncodeInput.pipe() if read_fd is not None else EncodeInput.source(str(source_path), info)
         if read_fd is None:
             logger.info("%s: encoding straight from the source", rendition.name)
         args = encode_args(source, rendition, config, str(out_dir), info)
-        progress = _Progress(f"{rendition.name} ({rendition.width}x{rendition.height})", info.duration)
+        progress = _Progress(label, info.duration)
         result = ffmpeg.run_ffmpeg(args, timeout=timeout, on_progress=progress, log=logger, stdin=read_fd,
                                    on_start=release)
-        encoded = True
     finally:
         release(None)
         if read_fd is not None:
-            fanout.release(rendition.name, failed=not encoded)
+            fanout.release(rendition.name)
     if read_fd is not None:
         fanout.wait(timeout)  # the decoder's verdict (a damaged source) is ours too
     else:

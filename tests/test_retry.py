@@ -25,7 +25,13 @@ def task_runs(flow_run_id) -> list:
         return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200)
 
 
-def test_killed_encoder_is_retried_alone_and_the_asset_completes(prefect_server, buckets, media_dir, tmp_path, monkeypatch):
+def _transcode_killing(buckets, media_dir, tmp_path, monkeypatch, engine: str, key: str, *fragments: str):
+    """Transcode a 6 s 720p clip (rungs 360p-720p, one task retry) with ``engine`` while the
+    first FFmpeg process whose command line holds ``fragments`` is killed part way through.
+
+    Returns the flow run's final state, its task runs, and a function reading the published
+    playlist of a rung.
+    """
     from flows.transcode import transcode
 
     up, out = buckets
@@ -33,23 +39,32 @@ def test_killed_encoder_is_retried_alone_and_the_asset_completes(prefect_server,
     monkeypatch.setenv("PIXELFLOW_SCRATCH_DIR", str(scratch))
     monkeypatch.setenv("PIXELFLOW_LADDER", "360,480,720")
     monkeypatch.setenv("PIXELFLOW_TASK_RETRIES", "1")
-    monkeypatch.setenv("PIXELFLOW_ENGINE", "fanout")
+    monkeypatch.setenv("PIXELFLOW_ENGINE", engine)
     clip = make_clip(media_dir / "retry-720p.mp4", seconds=6, size="1280x720")
     s3 = s3_client()
-    s3.upload_file(str(clip), up, "retry.mp4")
-    etag = s3.head_object(Bucket=up, Key="retry.mp4")["ETag"]
+    s3.upload_file(str(clip), up, key)
+    etag = s3.head_object(Bucket=up, Key=key)["ETag"]
 
-    # Kill the 720p encoder fed by the shared decoder, part way through.
-    killer = Killer(str(scratch), "/720p/index.m3u8", "pipe:0", after=0.3)
+    killer = Killer(str(scratch), *fragments, after=0.3)
     killer.start()
-    state = transcode(bucket=up, key="retry.mp4", etag=etag, return_state=True)
+    state = transcode(bucket=up, key=key, etag=etag, return_state=True)
     killer.join(5)
-    assert killer.killed, "the 720p encoder was never seen"
+    assert killer.killed, f"no process with {fragments} was seen"
     assert state.is_completed(), state.message
-    manifest = state.result()
-    assert [r["name"] for r in manifest["renditions"]] == ["360p", "480p", "720p"]
+    assert [r["name"] for r in state.result()["renditions"]] == ["360p", "480p", "720p"]
+    assert not any(scratch.iterdir()) if scratch.exists() else True
+    aid = asset_id(up, key, etag)
 
-    runs = task_runs(state.state_details.flow_run_id)
+    def playlist(rung: str) -> str:
+        return s3.get_object(Bucket=out, Key=f"assets/{aid}/{rung}/index.m3u8")["Body"].read().decode()
+
+    return state, task_runs(state.state_details.flow_run_id), playlist
+
+
+def test_killed_encoder_is_retried_alone_and_the_asset_completes(prefect_server, buckets, media_dir, tmp_path, monkeypatch):
+    # Kill the 720p encoder fed by the shared decoder, part way through.
+    state, runs, playlist = _transcode_killing(buckets, media_dir, tmp_path, monkeypatch, "fanout", "retry.mp4",
+                                               "/720p/index.m3u8", "pipe:0")
     by_name = {}
     for run in runs:
         by_name.setdefault(run.name, []).append(run)
@@ -59,48 +74,24 @@ def test_killed_encoder_is_retried_alone_and_the_asset_completes(prefect_server,
     assert all(by_name[f"transcode-{r}"][0].run_count == 1 for r in ("360p", "480p"))
     assert [r.run_count for r in runs if r.name == "decode"] == [1]
     # and the published 720p rendition is whole
-    aid = asset_id(up, "retry.mp4", etag)
-    playlist = s3.get_object(Bucket=out, Key=f"assets/{aid}/720p/index.m3u8")["Body"].read().decode()
-    assert playlist.count("#EXTINF") == 2 and "#EXT-X-ENDLIST" in playlist
-    assert not any(scratch.iterdir()) if scratch.exists() else True
+    text = playlist("720p")
+    assert text.count("#EXTINF") == 2 and "#EXT-X-ENDLIST" in text
 
 
 def test_killed_ladder_process_is_retried_rung_by_rung_and_the_asset_completes(prefect_server, buckets, media_dir,
                                                                                  tmp_path, monkeypatch):
-    from flows.transcode import transcode
-
-    up, out = buckets
-    scratch = tmp_path / "scratch"
-    monkeypatch.setenv("PIXELFLOW_SCRATCH_DIR", str(scratch))
-    monkeypatch.setenv("PIXELFLOW_LADDER", "360,480,720")
-    monkeypatch.setenv("PIXELFLOW_TASK_RETRIES", "1")
-    monkeypatch.setenv("PIXELFLOW_ENGINE", "single")
-    clip = make_clip(media_dir / "retry-720p.mp4", seconds=6, size="1280x720")
-    s3 = s3_client()
-    s3.upload_file(str(clip), up, "retry-single.mp4")
-    etag = s3.head_object(Bucket=up, Key="retry-single.mp4")["ETag"]
-
     # Kill the one FFmpeg process encoding every rung, part way through.
-    killer = Killer(str(scratch), "/360p/index.m3u8", "/720p/index.m3u8", after=0.3)
-    killer.start()
-    state = transcode(bucket=up, key="retry-single.mp4", etag=etag, return_state=True)
-    killer.join(5)
-    assert killer.killed, "the ladder process was never seen"
-    assert state.is_completed(), state.message
-    manifest = state.result()
-    assert [r["name"] for r in manifest["renditions"]] == ["360p", "480p", "720p"]
-
-    by_name = {run.name: run for run in task_runs(state.state_details.flow_run_id)}
+    state, runs, playlist = _transcode_killing(buckets, media_dir, tmp_path, monkeypatch, "single", "retry-single.mp4",
+                                               "/360p/index.m3u8", "/720p/index.m3u8")
+    by_name = {run.name: run for run in runs}
     # the ladder process failed once and is not retried; every rung then encoded alone, once
     assert by_name["encode-ladder"].state.is_failed() and by_name["encode-ladder"].run_count == 1
     assert all(by_name[f"transcode-{r}"].run_count == 2 and by_name[f"transcode-{r}"].state.is_completed()
                for r in ("360p", "480p", "720p"))
     assert by_name["transcode-audio"].run_count == 1
-    aid = asset_id(up, "retry-single.mp4", etag)
     for rung in ("360p", "480p", "720p"):
-        playlist = s3.get_object(Bucket=out, Key=f"assets/{aid}/{rung}/index.m3u8")["Body"].read().decode()
-        assert playlist.count("#EXTINF") == 2 and "#EXT-X-ENDLIST" in playlist
-    assert not any(scratch.iterdir()) if scratch.exists() else True
+        text = playlist(rung)
+        assert text.count("#EXTINF") == 2 and "#EXT-X-ENDLIST" in text
 
 
 def test_a_second_trigger_for_the_same_upload_does_no_second_transcode(prefect_server, buckets, media_dir):

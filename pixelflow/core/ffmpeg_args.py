@@ -192,8 +192,14 @@ def fanout_graph(info: SourceInfo, renditions: list[Rendition]) -> tuple[str, li
     return ";".join(chains), labels
 
 
-def decode_fanout_args(source: str, info: SourceInfo, renditions: list[Rendition], fds: list[int],
-                       threads: int = 0) -> list[str]:
+def _decode_args(source: str, info: SourceInfo, renditions: list[Rendition]) -> tuple[list[str], list[str]]:
+    """Open the source and build the :func:`fanout_graph`: the arguments up to the outputs, and
+    the graph's output labels."""
+    graph, labels = fanout_graph(info, renditions)
+    return base_args() + input_args(source, info.demuxer) + ["-filter_complex", graph], labels
+
+
+def decode_fanout_args(source: str, info: SourceInfo, renditions: list[Rendition], fds: list[int]) -> list[str]:
     """One decode of the source feeding one raw-frame pipe per rung (NUT, rawvideo), written to
     the inherited file descriptors ``fds``; the pictures come from :func:`fanout_graph`.
 
@@ -201,16 +207,14 @@ def decode_fanout_args(source: str, info: SourceInfo, renditions: list[Rendition
     """
     if len(renditions) != len(fds) or not renditions:
         raise ValueError("one pipe per rendition")
-    graph, labels = fanout_graph(info, renditions)
-    args = base_args() + ["-threads", str(threads)] + input_args(source, info.demuxer)
-    args += ["-filter_complex", graph]
+    args, labels = _decode_args(source, info, renditions)
     for label, fd in zip(labels, fds):
         args += ["-map", f"[{label}]", "-c:v", "rawvideo", "-fps_mode", "passthrough", "-f", "nut", f"pipe:{int(fd)}"]
     return args
 
 
 def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition], config: LadderConfig,
-                       out_dirs: list[str], threads: int = 0) -> list[str]:
+                       out_dirs: list[str]) -> list[str]:
     """One FFmpeg process for the whole ladder: one decode, the :func:`fanout_graph` pictures,
     and one libx264 encoder and HLS output per rung, written to ``out_dirs`` (in the order of
     ``renditions``). The same outputs as :func:`decode_fanout_args` feeding one
@@ -232,13 +236,25 @@ def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition
     """
     if len(renditions) != len(out_dirs) or not renditions:
         raise ValueError("one output folder per rendition")
-    graph, labels = fanout_graph(info, renditions)
-    args = base_args() + ["-threads", str(threads)] + input_args(source, info.demuxer)
-    args += ["-filter_complex", graph]
+    args, labels = _decode_args(source, info, renditions)
     for label, rendition, out_dir in zip(labels, renditions, out_dirs):
-        args += ["-map", f"[{label}]", "-an", "-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1"]
-        args += x264_args(rendition, config) + hls_output_args(config, out_dir)
+        args += ["-map", f"[{label}]"] + rung_output_args(rendition, config, out_dir)
     return args
+
+
+#: Keep only the mapped stream: no other tracks, metadata or chapters of the source.
+_ONLY_MAPPED = ["-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1"]
+
+
+def rung_output_args(rendition: Rendition, config: LadderConfig, out_dir: str) -> list[str]:
+    """One rung's output, after its ``-map``: libx264 video only, as fMP4 HLS in ``out_dir``."""
+    return ["-an", *_ONLY_MAPPED] + x264_args(rendition, config) + hls_output_args(config, out_dir)
+
+
+def audio_output_args(config: LadderConfig, out_dir: str) -> list[str]:
+    """The audio rendition's output, after its ``-map``: stereo AAC only, as fMP4 HLS in ``out_dir``."""
+    return ["-vn", *_ONLY_MAPPED, "-c:a", "aac", "-b:a", f"{config.audio_bitrate_kbps}k", "-ac", "2", "-ar", "48000",
+            *hls_output_args(config, out_dir)]
 
 
 def hls_output_args(config: LadderConfig, out_dir: str) -> list[str]:
@@ -287,18 +303,13 @@ def encode_args(source: EncodeInput, rendition: Rendition, config: LadderConfig,
         args += ["-map", f"0:{source.stream_index}", "-filter:v", chain]
     else:
         args += ["-protocol_whitelist", "pipe", "-f", "nut", "-i", "pipe:0", "-map", "0"]
-    args += ["-an", "-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1"]
-    args += x264_args(rendition, config)
-    return args + hls_output_args(config, out_dir)
+    return args + rung_output_args(rendition, config, out_dir)
 
 
 def audio_args(source: str, info: SourceInfo, config: LadderConfig, out_dir: str) -> list[str]:
     """The audio rendition (stereo AAC), from the source's default (else first) audio stream."""
     assert info.audio is not None
-    args = base_args() + input_args(source, info.demuxer)
-    args += ["-map", f"0:{info.audio.index}", "-vn", "-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1"]
-    args += ["-c:a", "aac", "-b:a", f"{config.audio_bitrate_kbps}k", "-ac", "2", "-ar", "48000"]
-    return args + hls_output_args(config, out_dir)
+    return base_args() + input_args(source, info.demuxer) + ["-map", f"0:{info.audio.index}"] + audio_output_args(config, out_dir)
 
 
 def poster_args(source: str, info: SourceInfo, rendition: Rendition, out_path: str) -> list[str]:
