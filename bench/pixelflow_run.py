@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.measure import Measurement, run_group, tree_cpu
-from pixelflow.local import Service, _bin, free_port, prefect_env, spawn, start_moto, stop_process, wait_http
+from pixelflow.local import MOTO_SETTINGS, Service, _bin, free_port, prefect_env, spawn, start_moto, stop_process, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,13 +88,15 @@ def start_stack(work: Path, s3_url: str | None = None, prefect_url: str | None =
 
 
 def upload_source(stack: Stack, path: Path, key: str) -> None:
-    """Put a source in the upload bucket once; each run gets its own server-side copy."""
+    """Put a source in the upload bucket once; each run gets its own server-side copy.
+
+    One PUT, not a multipart upload: moto's copy of a multipart object keeps the parts' combined
+    CRC32 as if it were the whole object's, and a download in one GET then fails its checksum."""
     from boto3.s3.transfer import TransferConfig
 
     from pixelflow.aws import s3_client
 
-    s3_client().upload_file(str(path), stack.upload_bucket, key,
-                            Config=TransferConfig(multipart_threshold=64 * 1024**2, multipart_chunksize=64 * 1024**2))
+    s3_client().upload_file(str(path), stack.upload_bucket, key, Config=TransferConfig(multipart_threshold=4 * 1024**3))
 
 
 def _api(stack: Stack, method: str, path: str, body: dict | None = None):
@@ -198,6 +200,9 @@ def run_pixelflow(stack: Stack, source_key: str, ladder: str | None, work: Path,
         "PIXELFLOW_SCRATCH_DIR": str((work / "scratch").resolve()),
         "PYTHONPATH": str(ROOT),
     })
+    if stack.moto is not None:  # as the local stack runs against its moto server
+        for name, value in MOTO_SETTINGS.items():
+            env.setdefault(name, value)
     for name, value in (("PIXELFLOW_LADDER", ladder), ("PIXELFLOW_ENGINE", engine)):
         if value:
             env[name] = value

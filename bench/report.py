@@ -104,7 +104,8 @@ def full_decodes(run: dict) -> int:
         argv = process["argv"]
         if not argv or os.path.basename(argv[0]) != "ffmpeg":
             continue
-        if "pipe:0" in argv or "-frames:v" in argv or "-vn" in argv:
+        audio_only = "-vn" in argv and "-filter_complex" not in argv
+        if "pipe:0" in argv or "-frames:v" in argv or audio_only:
             continue
         count += 1
     return count

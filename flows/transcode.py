@@ -206,10 +206,12 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         encode = transcode_rendition.with_options(retries=settings.task_retries)
         single = settings.engine == "single"
         decoded = None
+        # The single engine's process also encodes the audio: one read of the source, the bare command.
+        shared_audio = single and bool(pending) and info.audio is not None and "audio" not in done
         if pending:
-            fanout = (open_shared if single else open_fanout)([r.name for r in pending])
-            decoded = (encode_ladder.submit(local, info, pending, config, out_root, fanout.id, timeout) if single
-                       else decode_source.submit(local, info, pending, fanout.id, timeout))
+            fanout = (open_shared if single else open_fanout)([r.name for r in pending] + (["audio"] if shared_audio else []))
+            decoded = (encode_ladder.submit(local, info, pending, config, out_root, fanout.id, timeout, audio=shared_audio)
+                       if single else decode_source.submit(local, info, pending, fanout.id, timeout))
         # Nothing is uploaded before one full decode has vouched for the source: a file found
         # damaged half-way must leave nothing behind in the production bucket. With fanout the
         # decoder's task vouches. With the single engine each rung's task carries the verdict (the
@@ -233,7 +235,7 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
             audio_encoded = None
             if "audio" not in done:
                 audio_encoded = transcode_audio.with_options(retries=settings.task_retries).submit(
-                    local, info, config, out_root / "audio", timeout)
+                    local, info, config, out_root / "audio", timeout, fanout.id if shared_audio else None)
             audio_upload = publish_rendition.submit("audio", audio_encoded, out_root, settings.output_bucket, prefix, asset,
                                                     fingerprint, wait_for=audio_gate)
         poster = make_poster.submit(local, info, plan[min(len(plan) - 1, 2)], scratch / "poster.jpg", timeout)

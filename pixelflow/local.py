@@ -91,6 +91,13 @@ def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None, cw
     )
 
 
+#: Settings for runs against a local moto server. moto answers every ranged GET by reading the
+#: whole object, so a multipart download costs it one full read per part: against moto one GET
+#: stream is about three times faster (0.4 s against 1.35 s for 160 MB in 16 MiB parts). Against
+#: S3, keep the default parts, which S3 serves in parallel.
+MOTO_SETTINGS = {"PIXELFLOW_MULTIPART_CHUNK_MB": "1024"}
+
+
 def start_moto(port: int | None = None, log_dir: Path = Path(".pixelflow/logs")) -> Service:
     """A moto server on loopback: the local S3 and SQS (and ECS, CloudFormation) endpoint."""
     port = port or free_port()

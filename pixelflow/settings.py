@@ -54,7 +54,8 @@ class PixelFlowSettings(BaseSettings):
     scratch_headroom: float = Field(
         2.5, description="Free scratch space required before download, as a multiple of the source size."
     )
-    multipart_chunk_mb: int = Field(16, description="Part size of multipart S3 transfers, in MiB.")
+    multipart_chunk_mb: int = Field(16, description="Part size of multipart S3 transfers, in MiB; smaller objects "
+                                                    "move in one request.")
     transfer_concurrency: int = Field(8, description="Concurrent parts per S3 transfer.")
 
     # --- queue and events ------------------------------------------------------------------

@@ -136,9 +136,10 @@ def decode_source(source_path: Path, info: SourceInfo, renditions: list[Renditio
 
 @task(name="encode-ladder", task_run_name="encode-ladder")
 def encode_ladder(source_path: Path, info: SourceInfo, renditions: list[Rendition], config: LadderConfig,
-                  out_root: Path, fanout_id: str, timeout: float) -> float:
-    """Decode the source once and encode every pending rung in the same FFmpeg process (the
-    ``single`` engine); each rung's task then takes over its output.
+                  out_root: Path, fanout_id: str, timeout: float, audio: bool = False) -> float:
+    """Decode the source once and encode every pending rung (and, with ``audio``, the audio
+    rendition) in the same FFmpeg process (the ``single`` engine); each rendition's task then
+    takes over its output.
 
     Damaged input is caught here, by the decode the transcode needs anyway (:func:`_check_source`),
     and becomes every rung's verdict. Any other failure leaves each rung to retry alone.
@@ -153,23 +154,25 @@ def encode_ladder(source_path: Path, info: SourceInfo, renditions: list[Renditio
 
     with fanout.producing():
         out_dirs = [str(_fresh_dir(out_root / r.name)) for r in renditions]
-        args = ladder_encode_args(str(source_path), info, renditions, config, out_dirs)
+        audio_dir = str(_fresh_dir(out_root / "audio")) if audio else None
+        args = ladder_encode_args(str(source_path), info, renditions, config, out_dirs, audio_dir)
         result = ffmpeg.run_ffmpeg(args, timeout=timeout, on_progress=progress, log=logger)
         _check_source(result, info)
     logger.info("encoded %.2f s of video for %s in one process in %.1f s", result.out_time,
-                ", ".join(r.name for r in renditions), result.elapsed)
+                ", ".join([r.name for r in renditions] + (["audio"] if audio else [])), result.elapsed)
     return result.out_time
 
 
-def _follow_shared(fanout, rendition: Rendition, info: SourceInfo, timeout: float, progress: "_Progress") -> None:
-    """Wait for the process encoding the whole ladder; its verdict on the source is this rung's."""
+def _follow_shared(fanout, name: str, timeout: float, progress: "_Progress | None" = None) -> None:
+    """Wait for the process encoding the whole ladder; its verdict on the source is this
+    rendition's."""
     try:
         fanout.wait(timeout, on_tick=progress)
     except PixelFlowError as error:
         if error.is_rejection:
             raise
         raise PixelFlowError(ErrorCode.TRANSCODE_FAILED,
-                             f"The process encoding the ladder failed ({error.message}); {rendition.name} is retried alone.",
+                             f"The process encoding the ladder failed ({error.message}); {name} is retried alone.",
                              error.details) from error
 
 
@@ -186,7 +189,7 @@ def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path:
     if fanout is not None and fanout.mode == "single":
         if fanout.claim(rendition.name):
             progress = _Progress(label, info.duration)
-            _follow_shared(fanout, rendition, info, timeout, progress)
+            _follow_shared(fanout, rendition.name, timeout, progress)
             return _finish_rendition(out_dir, rendition, info, progress, logger)
         fanout = None
     # Take this rung's pipe first and release it on every path: an unread pipe would stall the decoder.
@@ -229,10 +232,17 @@ def _finish_rendition(out_dir: Path, rendition: Rendition, info: SourceInfo, pro
 
 
 @task(name="transcode-audio", task_run_name="transcode-audio", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
-def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, out_dir: Path, timeout: float) -> RenditionOutput:
-    """The audio rendition: the default (else first) audio track as stereo AAC in fMP4 HLS."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = ffmpeg.run_ffmpeg(audio_args(str(source_path), info, config, str(out_dir)), timeout=timeout, log=get_run_logger())
+def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, out_dir: Path, timeout: float,
+                    fanout_id: str | None = None) -> RenditionOutput:
+    """The audio rendition: the default (else first) audio track as stereo AAC in fMP4 HLS. Taken
+    over from the process encoding the whole ladder (``single`` engine) when it carries the audio,
+    else (``fanout``, or a retry) encoded in a process of its own."""
+    fanout = get_fanout(fanout_id)
+    if fanout is not None and fanout.claim("audio"):
+        _follow_shared(fanout, "audio", timeout)
+    else:
+        _fresh_dir(out_dir)
+        ffmpeg.run_ffmpeg(audio_args(str(source_path), info, config, str(out_dir)), timeout=timeout, log=get_run_logger())
     return _summarize(out_dir, "audio", "audio")
 
 

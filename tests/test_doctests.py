@@ -8,7 +8,7 @@ import pytest
 MODULES = ["pixelflow.errors", "pixelflow.core.ids", "pixelflow.core.ladder", "pixelflow.core.probe",
            "pixelflow.core.hls", "pixelflow.core.manifest", "pixelflow.core.ffmpeg_args", "pixelflow.core.validation",
            "pixelflow.settings", "pixelflow.commands.transcode",
-           "pixelflow.notifications", "pixelflow.commands.retry"]
+           "pixelflow.notifications", "pixelflow.commands.retry", "pixelflow.aws"]
 
 
 @pytest.mark.parametrize("name", MODULES)

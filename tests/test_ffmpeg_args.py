@@ -5,7 +5,7 @@ from fractions import Fraction
 import pytest
 
 from pixelflow.core.ffmpeg_args import (EncodeInput, audio_args, decode_fanout_args, encode_args, file_url,
-                                        poster_args)
+                                        ladder_encode_args, poster_args)
 from pixelflow.core.ladder import LadderConfig, plan_ladder
 from pixelflow.core.probe import interpret_probe
 
@@ -90,6 +90,19 @@ def test_audio_uses_the_chosen_stream_and_poster_is_one_frame():
     assert value_after(args, "-c:a") == "aac" and value_after(args, "-b:a") == "128k"
     poster = poster_args("/s/source", INFO, PLAN[2], "/s/poster.jpg")
     assert value_after(poster, "-frames:v") == "1" and poster[-1] == "file:/s/poster.jpg"
+
+
+def test_the_ladder_process_reads_the_source_once_for_every_rung_and_the_audio():
+    dirs = [f"/s/out/{r.name}" for r in PLAN]
+    args = ladder_encode_args("/s/source", INFO, PLAN, CFG, dirs, "/s/out/audio")
+    assert args.count("-i") == 1 and value_after(args, "-i") == "file:/s/source"
+    maps = [args[i + 1] for i, a in enumerate(args) if a == "-map"]
+    assert maps == ["[v0]", "[v1]", "[v2]", "[v3]", "0:1"]
+    # the audio output is the one a separate audio process writes
+    alone = audio_args("/s/source", INFO, CFG, "/s/out/audio")
+    assert args[args.index("0:1") + 1:] == alone[alone.index("0:1") + 1:]
+    assert [a for a in args if a.endswith("index.m3u8")] == [f"{d}/index.m3u8" for d in dirs + ["/s/out/audio"]]
+    assert "0:1" not in ladder_encode_args("/s/source", INFO, PLAN, CFG, dirs)
 
 
 def test_no_argument_is_ever_a_shell_string():

@@ -214,11 +214,12 @@ def decode_fanout_args(source: str, info: SourceInfo, renditions: list[Rendition
 
 
 def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition], config: LadderConfig,
-                       out_dirs: list[str]) -> list[str]:
+                       out_dirs: list[str], audio_dir: str | None = None) -> list[str]:
     """One FFmpeg process for the whole ladder: one decode, the :func:`fanout_graph` pictures,
     and one libx264 encoder and HLS output per rung, written to ``out_dirs`` (in the order of
     ``renditions``). The same outputs as :func:`decode_fanout_args` feeding one
-    :func:`encode_args` per rung, without raw frames crossing a pipe.
+    :func:`encode_args` per rung, without raw frames crossing a pipe. With ``audio_dir``, the
+    audio rendition (:func:`audio_output_args`) comes from the same read of the source.
 
     Example:
         >>> from fractions import Fraction
@@ -239,6 +240,10 @@ def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition
     args, labels = _decode_args(source, info, renditions)
     for label, rendition, out_dir in zip(labels, renditions, out_dirs):
         args += ["-map", f"[{label}]"] + rung_output_args(rendition, config, out_dir)
+    if audio_dir is not None:
+        if info.audio is None:
+            raise ValueError("the source has no audio stream")
+        args += ["-map", f"0:{info.audio.index}"] + audio_output_args(config, audio_dir)
     return args
 
 

@@ -183,6 +183,11 @@ class Stack:
         )
         if self.aws_endpoint:
             env["AWS_ENDPOINT_URL"] = self.aws_endpoint
+        if not self.config.aws_endpoint:  # the stack's own moto server
+            from pixelflow.local import MOTO_SETTINGS
+
+            for name, value in MOTO_SETTINGS.items():
+                env.setdefault(name, value)
         env.update(self.config.env)
         return env
 
