@@ -15,7 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.measure import Measurement, run_group, tree_cpu
-from pixelflow.local import MOTO_SETTINGS, Service, _bin, free_port, prefect_env, spawn, start_moto, stop_process, wait_http
+from pixelflow.local import (Service, _bin, free_port, prefect_env, spawn, start_moto, stop_process, wait_http,
+                             with_moto_settings)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -201,8 +202,7 @@ def run_pixelflow(stack: Stack, source_key: str, ladder: str | None, work: Path,
         "PYTHONPATH": str(ROOT),
     })
     if stack.moto is not None:  # as the local stack runs against its moto server
-        for name, value in MOTO_SETTINGS.items():
-            env.setdefault(name, value)
+        with_moto_settings(env)
     for name, value in (("PIXELFLOW_LADDER", ladder), ("PIXELFLOW_ENGINE", engine)):
         if value:
             env[name] = value

@@ -89,38 +89,54 @@ def summarize_runs(runs: list[dict], key: str) -> dict[tuple[str, str], dict[str
     return summary
 
 
+def process_kind(argv: list[str]) -> str:
+    """What a process of a PixelFlow run is, from its command line: ``flow``, ``ffprobe``,
+    ``decoder`` (fanout: decode and scale into pipes), ``encoder`` (fanout: one rung from its
+    pipe), ``ladder`` (single: decode, scale and encode every rendition), ``rung-from-source`` (a
+    rung retried alone), ``poster``, ``audio`` or ``other``."""
+    name = os.path.basename(argv[0]) if argv else "?"
+    if name.startswith("python"):
+        return "flow"
+    if name == "ffprobe":
+        return "ffprobe"
+    if name != "ffmpeg":
+        return "other"
+    if "-filter_complex" in argv:
+        return "decoder" if any(a.startswith("pipe:") and a not in ("pipe:0", "pipe:1") for a in argv) else "ladder"
+    if "pipe:0" in argv:
+        return "encoder"
+    if "-frames:v" in argv:
+        return "poster"
+    if "-vn" in argv:
+        return "audio"
+    return "rung-from-source" if "-filter:v" in argv else "other"
+
+
+#: The processes that decode the whole source's video.
+FULL_DECODERS = ("decoder", "ladder", "rung-from-source")
+
+
+def _processes(run: dict, *kinds: str) -> list[dict]:
+    return [p for p in run["measure"].get("processes", []) if process_kind(p["argv"]) in kinds]
+
+
 def encode_seconds(run: dict) -> float | None:
     """How long the FFmpeg process that decodes the source (the ladder process, or the fanout
     decoder) was alive: the encode, which a bare command also pays."""
-    for process in run["measure"].get("processes", []):
-        argv = process["argv"]
-        if argv and os.path.basename(argv[0]) == "ffmpeg" and "-filter_complex" in argv:
-            return process["seconds"]
-    return None
+    found = _processes(run, "ladder", "decoder")
+    return found[0]["seconds"] if found else None
 
 
 def decoder_cpu(run: dict) -> float | None:
     """CPU seconds of the shared decoder process of a fanout run (``None`` without one)."""
-    for process in run["measure"].get("processes", []):
-        argv = process["argv"]
-        if "-filter_complex" in argv and any(a.startswith("pipe:") and a not in ("pipe:0", "pipe:1") for a in argv):
-            return process["cpu"]
-    return None
+    found = _processes(run, "decoder")
+    return found[0]["cpu"] if found else None
 
 
 def full_decodes(run: dict) -> int:
     """FFmpeg processes of a PixelFlow run that decoded the whole source's video: the shared
-    decoder, plus any rung encoded straight from the source."""
-    count = 0
-    for process in run["measure"].get("processes", []):
-        argv = process["argv"]
-        if not argv or os.path.basename(argv[0]) != "ffmpeg":
-            continue
-        audio_only = "-vn" in argv and "-filter_complex" not in argv
-        if "pipe:0" in argv or "-frames:v" in argv or audio_only:
-            continue
-        count += 1
-    return count
+    decoder or ladder process, plus any rung encoded straight from the source."""
+    return len(_processes(run, *FULL_DECODERS))
 
 
 def process_breakdown(run: dict) -> list[dict[str, Any]]:
@@ -128,27 +144,23 @@ def process_breakdown(run: dict) -> list[dict[str, Any]]:
     rows = []
     for process in run["measure"].get("processes", []):
         argv = process["argv"]
-        name = os.path.basename(argv[0]) if argv else "?"
-        if name.startswith("python"):
-            role = "flow process (Python, Prefect, boto3)"
-        elif name == "ffprobe":
-            role = "ffprobe (validate)"
-        elif "-filter_complex" in argv and any(a.startswith("pipe:") and a != "pipe:0" and a != "pipe:1" for a in argv):
-            role = "decoder (decode + scale, feeds the pipes)"
-        elif "pipe:0" in argv:
-            out = argv[-1]
-            role = f"encoder {out.rstrip('/').split('/')[-2]}"
-        elif "-filter_complex" in argv:
+        kind = process_kind(argv)
+        if kind == "ladder":
             rungs = [a.rstrip("/").split("/")[-2] for a in argv if a.endswith("index.m3u8")]
             role = f"ladder process (decode, scale, encode {', '.join(rungs)})"
-        elif "-frames:v" in argv:
-            role = "poster"
-        elif "-vn" in argv:
-            role = "audio"
-        else:
+        elif kind == "encoder":
+            role = f"encoder {argv[-1].rstrip('/').split('/')[-2]}"
+        elif kind == "other":
             role = " ".join(argv[:3])
+        else:
+            role = ROLES[kind]
         rows.append({"role": role, "cpu": process["cpu"], "peak_rss": process["peak_rss"], "seconds": process["seconds"]})
     return rows
+
+
+ROLES = {"flow": "flow process (Python, Prefect, boto3)", "ffprobe": "ffprobe (validate)",
+         "decoder": "decoder (decode + scale, feeds the pipes)", "rung-from-source": "rung encoded from the source",
+         "poster": "poster", "audio": "audio"}
 
 
 def _fmt_spread(s: dict[str, float], digits: int = 1) -> str:

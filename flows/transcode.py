@@ -240,7 +240,7 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
                                                     fingerprint, wait_for=audio_gate)
         poster = make_poster.submit(local, info, plan[min(len(plan) - 1, 2)], scratch / "poster.jpg", timeout)
         all_futures = futures + uploads + [poster] + ([audio_upload] if audio_upload else [])
-        wait(all_futures + ([decoded] if single and decoded is not None else []))
+        wait(all_futures + ([decoded] if decoded is not None else []))
         _raise_first_failure(all_futures)
 
         videos = [u.result() for u in uploads]

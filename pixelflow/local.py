@@ -98,6 +98,13 @@ def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None, cw
 MOTO_SETTINGS = {"PIXELFLOW_MULTIPART_CHUNK_MB": "1024"}
 
 
+def with_moto_settings(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with :data:`MOTO_SETTINGS` added where it does not set them itself."""
+    for name, value in MOTO_SETTINGS.items():
+        env.setdefault(name, value)
+    return env
+
+
 def start_moto(port: int | None = None, log_dir: Path = Path(".pixelflow/logs")) -> Service:
     """A moto server on loopback: the local S3 and SQS (and ECS, CloudFormation) endpoint."""
     port = port or free_port()

@@ -184,10 +184,9 @@ class Stack:
         if self.aws_endpoint:
             env["AWS_ENDPOINT_URL"] = self.aws_endpoint
         if not self.config.aws_endpoint:  # the stack's own moto server
-            from pixelflow.local import MOTO_SETTINGS
+            from pixelflow.local import with_moto_settings
 
-            for name, value in MOTO_SETTINGS.items():
-                env.setdefault(name, value)
+            with_moto_settings(env)
         env.update(self.config.env)
         return env
 
