@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -113,6 +114,23 @@ class PixelFlowSettings(BaseSettings):
     @classmethod
     def _parse_lists(cls, value):
         return _csv(value)
+
+    @classmethod
+    def from_env(cls, overrides: Mapping[str, str]) -> "PixelFlowSettings":
+        """Settings from the environment, with ``PIXELFLOW_*`` variables in ``overrides`` taking
+        precedence, without touching ``os.environ`` (safe while other threads read it).
+
+        Example:
+            >>> PixelFlowSettings.from_env({"PIXELFLOW_LADDER": "360p,720", "OTHER": "x"}).ladder
+            [360, 720]
+        """
+        prefix = cls.model_config["env_prefix"]
+        values = {}
+        for name, value in overrides.items():
+            field = name[len(prefix):].lower() if name.startswith(prefix) else None
+            if field in cls.model_fields:
+                values[field] = value
+        return cls(**values)
 
     def ladder_config(self) -> LadderConfig:
         """The pure-core ladder configuration these settings describe."""

@@ -154,17 +154,7 @@ class Stack:
 
     def settings(self) -> PixelFlowSettings:
         """Settings as the stack's children see them (environment plus ``config.env``)."""
-        overrides = {k: v for k, v in self.config.env.items() if k.startswith("PIXELFLOW_")}
-        saved = {k: os.environ.get(k) for k in overrides}
-        try:
-            os.environ.update(overrides)
-            return PixelFlowSettings()
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        return PixelFlowSettings.from_env(self.config.env)
 
     def env(self) -> dict[str, str]:
         """Environment of every child process."""
