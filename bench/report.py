@@ -147,6 +147,7 @@ def process_breakdown(run: dict) -> list[dict[str, Any]]:
         kind = process_kind(argv)
         if kind == "ladder":
             rungs = [a.rstrip("/").split("/")[-2] for a in argv if a.endswith("index.m3u8")]
+            rungs += ["poster"] if any(a.endswith(".jpg") for a in argv) else []
             role = f"ladder process (decode, scale, encode {', '.join(rungs)})"
         elif kind == "encoder":
             role = f"encoder {argv[-1].rstrip('/').split('/')[-2]}"

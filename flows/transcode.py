@@ -3,7 +3,7 @@ rejection.
 
 Steps, each a Prefect task run visible in the UI: inspect the upload (HEAD), check its size,
 download it, validate it (ffprobe of the headers), decode it once (``encode-ladder``: one FFmpeg
-process encoding every rung; or, with ``PIXELFLOW_ENGINE=fanout``, ``decode`` feeding one encoder
+process encoding every rung, the audio and the poster; or, with ``PIXELFLOW_ENGINE=fanout``, ``decode`` feeding one encoder
 process per rung), one ``transcode-<rung>`` task per rung of the ladder (plus ``transcode-audio``
 and ``poster``), ``upload-<rung>`` as
 each rendition finishes, then ``publish-asset`` writes the master playlist and, last,
@@ -207,10 +207,16 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         single = settings.engine == "single"
         decoded = None
         # The single engine's process also encodes the audio: one read of the source, the bare command.
+        # So does the poster, from its rung's pictures, when that rung is encoded.
         shared_audio = single and bool(pending) and info.audio is not None and "audio" not in done
+        poster_rung = plan[min(len(plan) - 1, 2)]
+        poster_path = scratch / "poster.jpg"
+        shared_poster = single and any(r.name == poster_rung.name for r in pending)
         if pending:
-            fanout = (open_shared if single else open_fanout)([r.name for r in pending] + (["audio"] if shared_audio else []))
-            decoded = (encode_ladder.submit(local, info, pending, config, out_root, fanout.id, timeout, audio=shared_audio)
+            fanout = (open_shared if single else open_fanout)(
+                [r.name for r in pending] + (["audio"] if shared_audio else []) + (["poster"] if shared_poster else []))
+            decoded = (encode_ladder.submit(local, info, pending, config, out_root, fanout.id, timeout, audio=shared_audio,
+                                            poster=(poster_rung, poster_path) if shared_poster else None)
                        if single else decode_source.submit(local, info, pending, fanout.id, timeout))
         # Nothing is uploaded before one full decode has vouched for the source: a file found
         # damaged half-way must leave nothing behind in the production bucket. With fanout the
@@ -238,7 +244,7 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
                     local, info, config, out_root / "audio", timeout, fanout.id if shared_audio else None)
             audio_upload = publish_rendition.submit("audio", audio_encoded, out_root, settings.output_bucket, prefix, asset,
                                                     fingerprint, wait_for=audio_gate)
-        poster = make_poster.submit(local, info, plan[min(len(plan) - 1, 2)], scratch / "poster.jpg", timeout)
+        poster = make_poster.submit(local, info, poster_rung, poster_path, timeout, fanout.id if shared_poster else None)
         all_futures = futures + uploads + [poster] + ([audio_upload] if audio_upload else [])
         wait(all_futures + ([decoded] if decoded is not None else []))
         _raise_first_failure(all_futures)

@@ -105,6 +105,21 @@ def test_the_ladder_process_reads_the_source_once_for_every_rung_and_the_audio()
     assert "0:1" not in ladder_encode_args("/s/source", INFO, PLAN, CFG, dirs)
 
 
+def test_the_ladder_process_takes_the_poster_from_its_rung_as_a_lone_process_would():
+    dirs = [f"/s/out/{r.name}" for r in PLAN]
+    args = ladder_encode_args("/s/source", INFO, PLAN, CFG, dirs, "/s/out/audio", poster=(PLAN[2], "/s/poster.jpg"))
+    assert args.count("-i") == 1
+    maps = [args[i + 1] for i, a in enumerate(args) if a == "-map"]
+    assert maps == ["[v0]", "[v1]", "[v2e]", "[v3]", "0:1", "[jpeg]"]
+    # the same frame, at the same time, as the poster process seeking to it would take
+    alone = poster_args("/s/source", INFO, PLAN[2], "/s/poster.jpg")
+    frame = int(float(value_after(alone, "-ss")) * float(PLAN[2].fps))
+    assert f"select='eq(n,{frame})'" in value_after(args, "-filter_complex")
+    assert args[args.index("[jpeg]") + 1:] == alone[alone.index("-frames:v"):]
+    with pytest.raises(ValueError):
+        ladder_encode_args("/s/source", INFO, PLAN[:2], CFG, dirs[:2], poster=(PLAN[2], "/s/poster.jpg"))
+
+
 def test_no_argument_is_ever_a_shell_string():
     for args in (decode_fanout_args("/s/source", INFO, PLAN, [5, 6, 7, 8]),
                  encode_args(EncodeInput.pipe(), PLAN[0], CFG, "/s/o"), audio_args("/s/source", INFO, CFG, "/s/a")):

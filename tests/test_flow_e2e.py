@@ -71,6 +71,9 @@ def test_upload_becomes_playable_hls_ladder(prefect_server, buckets, landscape_c
     prefix = f"assets/{aid}/"
     keys = download_asset(out, prefix, tmp_path)
     assert f"{prefix}manifest.json" in keys and f"{prefix}master.m3u8" in keys and f"{prefix}poster.jpg" in keys
+    # the poster: a JPEG the size of the 720p rung
+    poster = ffprobe_json(tmp_path / "poster.jpg", show_entries="stream=codec_name,width,height")["streams"][0]
+    assert (poster["codec_name"], poster["width"], poster["height"]) == ("mjpeg", 1280, 720)
 
     s3 = s3_client()
     head = s3.head_object(Bucket=out, Key=f"{prefix}master.m3u8")

@@ -84,11 +84,12 @@ def test_killed_ladder_process_is_retried_rung_by_rung_and_the_asset_completes(p
     state, runs, playlist = _transcode_killing(buckets, media_dir, tmp_path, monkeypatch, "single", "retry-single.mp4",
                                                "/360p/index.m3u8", "/720p/index.m3u8")
     by_name = {run.name: run for run in runs}
-    # the ladder process (every rung and the audio) failed once and is not retried; every
-    # rendition then encoded alone, once
+    # the ladder process (every rung, the audio and the poster) failed once and is not retried;
+    # every rendition, and the poster, then encoded alone, once
     assert by_name["encode-ladder"].state.is_failed() and by_name["encode-ladder"].run_count == 1
     assert all(by_name[f"transcode-{r}"].run_count == 2 and by_name[f"transcode-{r}"].state.is_completed()
                for r in ("360p", "480p", "720p", "audio"))
+    assert by_name["poster"].run_count == 2 and by_name["poster"].state.is_completed()
     for rung in ("360p", "480p", "720p", "audio"):
         text = playlist(rung)
         assert text.count("#EXTINF") == 2 and "#EXT-X-ENDLIST" in text

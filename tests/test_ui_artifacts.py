@@ -86,7 +86,7 @@ def test_ready_asset_in_the_ui(prefect_server, buckets, media_dir, monkeypatch):
     from flows.transcode import transcode
 
     # Two rungs, encoded with the medium preset on one thread each so that an encode lasts a few
-    # seconds on any machine: long enough for the throttled (every 2 s) progress updates to be
+    # seconds on any machine: long enough for the throttled (every 5 s, every 10 %) progress updates to be
     # seen between 0 and 100.
     monkeypatch.setenv("PIXELFLOW_LADDER", "360,720")
     monkeypatch.setenv("PIXELFLOW_PRESET", "medium")

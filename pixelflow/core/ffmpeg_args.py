@@ -214,12 +214,15 @@ def decode_fanout_args(source: str, info: SourceInfo, renditions: list[Rendition
 
 
 def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition], config: LadderConfig,
-                       out_dirs: list[str], audio_dir: str | None = None) -> list[str]:
+                       out_dirs: list[str], audio_dir: str | None = None,
+                       poster: tuple[Rendition, str] | None = None) -> list[str]:
     """One FFmpeg process for the whole ladder: one decode, the :func:`fanout_graph` pictures,
     and one libx264 encoder and HLS output per rung, written to ``out_dirs`` (in the order of
     ``renditions``). The same outputs as :func:`decode_fanout_args` feeding one
     :func:`encode_args` per rung, without raw frames crossing a pipe. With ``audio_dir``, the
-    audio rendition (:func:`audio_output_args`) comes from the same read of the source.
+    audio rendition (:func:`audio_output_args`) comes from the same read of the source. With
+    ``poster`` (one of ``renditions`` and a JPEG path), the poster frame (:func:`poster_frame`) is
+    taken from that rung's pictures: no second decode, no seek.
 
     Example:
         >>> from fractions import Fraction
@@ -234,16 +237,32 @@ def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition
         ['[v0]', '[v1]']
         >>> [a for a in args if a.endswith("index.m3u8")]
         ['/o/360p/index.m3u8', '/o/720p/index.m3u8']
+        >>> args = ladder_encode_args("/s/source", info, plan, LadderConfig(), ["/o/360p", "/o/720p"],
+        ...                           poster=(plan[1], "/o/poster.jpg"))
+        >>> args[args.index("-filter_complex") + 1].split(";")[-2:]
+        ['[v1]split=2[v1e][poster]', "[poster]select='eq(n,6)',format=yuvj420p[jpeg]"]
+        >>> [args[i + 1] for i, a in enumerate(args) if a == "-map"], args[-1]
+        (['[v0]', '[v1e]', '[jpeg]'], 'file:/o/poster.jpg')
     """
     if len(renditions) != len(out_dirs) or not renditions:
         raise ValueError("one output folder per rendition")
     args, labels = _decode_args(source, info, renditions)
-    for label, rendition, out_dir in zip(labels, renditions, out_dirs):
-        args += ["-map", f"[{label}]"] + rung_output_args(rendition, config, out_dir)
+    maps = [f"[{label}]" for label in labels]
+    if poster is not None:
+        rendition, poster_path = poster
+        i = [r.name for r in renditions].index(rendition.name)
+        graph = args.index("-filter_complex") + 1
+        args[graph] += (f";[{labels[i]}]split=2[{labels[i]}e][poster]"
+                        f";[poster]select='eq(n,{poster_frame(info, rendition)})',format=yuvj420p[jpeg]")
+        maps[i] = f"[{labels[i]}e]"
+    for label, rendition, out_dir in zip(maps, renditions, out_dirs):
+        args += ["-map", label] + rung_output_args(rendition, config, out_dir)
     if audio_dir is not None:
         if info.audio is None:
             raise ValueError("the source has no audio stream")
         args += ["-map", f"0:{info.audio.index}"] + audio_output_args(config, audio_dir)
+    if poster is not None:
+        args += ["-map", "[jpeg]"] + poster_output_args(poster[1])
     return args
 
 
@@ -317,14 +336,28 @@ def audio_args(source: str, info: SourceInfo, config: LadderConfig, out_dir: str
     return base_args() + input_args(source, info.demuxer) + ["-map", f"0:{info.audio.index}"] + audio_output_args(config, out_dir)
 
 
+def poster_time(info: SourceInfo) -> float:
+    """When the poster frame is taken: at 10% of the duration, at most 10 s in."""
+    return max(0.0, min(info.duration * 0.1, 10.0))
+
+
+def poster_frame(info: SourceInfo, rendition: Rendition) -> int:
+    """The poster's frame number among ``rendition``'s pictures (at its frame rate)."""
+    return int(poster_time(info) * float(rendition.fps))
+
+
+def poster_output_args(out_path: str) -> list[str]:
+    """The poster's output, after its ``-map``: one JPEG frame."""
+    return ["-frames:v", "1", "-q:v", "3", "-f", "image2", "-update", "1", file_url(out_path)]
+
+
 def poster_args(source: str, info: SourceInfo, rendition: Rendition, out_path: str) -> list[str]:
-    """A JPEG poster frame at 10% of the duration (at most 10 s in), the size of ``rendition``."""
+    """A JPEG poster frame at :func:`poster_time`, the size of ``rendition``, in a process of its
+    own (seeking to it); :func:`ladder_encode_args` takes it from the ladder's pictures instead."""
     assert info.video is not None
-    at = max(0.0, min(info.duration * 0.1, 10.0))
     chain = ",".join(prefilters(info) + [f"scale={rendition.width}:{rendition.height}:flags=bicubic", "setsar=1", "format=yuvj420p"])
-    args = base_args(progress=False) + ["-ss", f"{at:.3f}"] + input_args(source, info.demuxer)
-    return args + ["-map", f"0:{info.video.index}", "-frames:v", "1", "-filter:v", chain,
-                   "-q:v", "3", "-f", "image2", "-update", "1", file_url(out_path)]
+    args = base_args(progress=False) + ["-ss", f"{poster_time(info):.3f}"] + input_args(source, info.demuxer)
+    return args + ["-map", f"0:{info.video.index}", "-filter:v", chain] + poster_output_args(out_path)
 
 
 def probe_args(path: str, demuxer: str | None = None) -> dict[str, str]:
