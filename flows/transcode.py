@@ -3,11 +3,10 @@ rejection.
 
 Steps, each a Prefect task run visible in the UI: inspect the upload (HEAD), check its size,
 download it, validate it (ffprobe of the headers), decode it once (``encode-ladder``: one FFmpeg
-process encoding every rung, the audio and the poster; or, with ``PIXELFLOW_ENGINE=fanout``, ``decode`` feeding one encoder
-process per rung), one ``transcode-<rung>`` task per rung of the ladder (plus ``transcode-audio``
-and ``poster``), ``upload-<rung>`` as
-each rendition finishes, then ``publish-asset`` writes the master playlist and, last,
-``manifest.json``.
+process encoding every rung, the audio and the poster; or, with ``PIXELFLOW_ENGINE=fanout``,
+``decode`` feeding one encoder process per rung), one ``transcode-<rung>`` task per rung of the
+ladder (plus ``transcode-audio`` and ``poster``), ``upload-<rung>`` as each rendition finishes,
+then ``publish-asset`` writes the master playlist and, last, ``manifest.json``.
 
 Example:
     Run one object now, in-process (a Prefect server or ``PREFECT_API_URL`` must be reachable)::

@@ -3,9 +3,10 @@
 Two engines (``PIXELFLOW_ENGINE``):
 
 * ``single`` (:func:`open_shared`): one FFmpeg process decodes the source once and encodes
-  every pending rung (and the audio and the poster). Each rung's task claims its rung, follows the shared process's progress,
-  and takes over the rung's output once it ends; if the process fails for any reason but a
-  damaged source, each rung's task retries alone, straight from the downloaded source.
+  every pending rung (and the audio and the poster). Each rung's task claims its rung, follows
+  the shared process's progress, and takes over the rung's output once it ends; if the process
+  fails for any reason but a damaged source, each rung's task retries alone, straight from the
+  downloaded source.
 * ``fanout`` (:func:`open_fanout`): the decode task's FFmpeg writes each rung's raw frames into
   its own pipe, and that rung's encoder reads the other end: one pipe hop, nothing copied
   through Python. The flow process keeps a spare read end of every pipe, so the decoder never

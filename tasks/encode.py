@@ -171,9 +171,13 @@ def encode_ladder(source_path: Path, info: SourceInfo, renditions: list[Renditio
     return result.out_time
 
 
-def _follow_shared(fanout, name: str, timeout: float, progress: "_Progress | None" = None) -> None:
-    """Wait for the process encoding the whole ladder; its verdict on the source is this
-    rendition's."""
+def _take_over(fanout_id: str | None, name: str, timeout: float, progress: "_Progress | None" = None) -> bool:
+    """Whether the process encoding the whole ladder (``single`` engine) makes ``name`` for this
+    task: the task's first attempt claims it, waits for that process and takes its verdict on the
+    source as its own. ``False`` (no shared process, or a retry) leaves the task to make it alone."""
+    fanout = get_fanout(fanout_id)
+    if fanout is None or not fanout.claim(name):
+        return False
     try:
         fanout.wait(timeout, on_tick=progress)
     except PixelFlowError as error:
@@ -182,6 +186,7 @@ def _follow_shared(fanout, name: str, timeout: float, progress: "_Progress | Non
         raise PixelFlowError(ErrorCode.TRANSCODE_FAILED,
                              f"The process encoding the ladder failed ({error.message}); {name} is retried alone.",
                              error.details) from error
+    return True
 
 
 @task(name="transcode", task_run_name="transcode-{rendition.name}", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
@@ -192,15 +197,12 @@ def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path:
     engine) or encoded from the shared decoder's pipe (``fanout``), else (a retry of this rung
     alone) encoded straight from the downloaded source."""
     logger = get_run_logger()
-    label = f"{rendition.name} ({rendition.width}x{rendition.height})"
+    progress = _Progress(f"{rendition.name} ({rendition.width}x{rendition.height})", info.duration)
+    if _take_over(fanout_id, rendition.name, timeout, progress):
+        return _finish_rendition(out_dir, rendition, info, progress, logger)
     fanout = get_fanout(fanout_id)
-    if fanout is not None and fanout.mode == "single":
-        if fanout.claim(rendition.name):
-            progress = _Progress(label, info.duration)
-            _follow_shared(fanout, rendition.name, timeout, progress)
-            return _finish_rendition(out_dir, rendition, info, progress, logger)
-        fanout = None
-    # Take this rung's pipe first and release it on every path: an unread pipe would stall the decoder.
+    # Take this rung's pipe (``fanout`` engine) first and release it on every path: an unread
+    # pipe would stall the decoder.
     read_fd = fanout.take_reader(rendition.name) if fanout is not None else None
     fds = [read_fd] if read_fd is not None else []
 
@@ -214,7 +216,6 @@ def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path:
         if read_fd is None:
             logger.info("%s: encoding straight from the source", rendition.name)
         args = encode_args(source, rendition, config, str(out_dir), info)
-        progress = _Progress(label, info.duration)
         result = ffmpeg.run_ffmpeg(args, timeout=timeout, on_progress=progress, log=logger, stdin=read_fd,
                                    on_start=release)
     finally:
@@ -245,10 +246,7 @@ def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, o
     """The audio rendition: the default (else first) audio track as stereo AAC in fMP4 HLS. Taken
     over from the process encoding the whole ladder (``single`` engine) when it carries the audio,
     else (``fanout``, or a retry) encoded in a process of its own."""
-    fanout = get_fanout(fanout_id)
-    if fanout is not None and fanout.claim("audio"):
-        _follow_shared(fanout, "audio", timeout)
-    else:
+    if not _take_over(fanout_id, "audio", timeout):
         _fresh_dir(out_dir)
         ffmpeg.run_ffmpeg(audio_args(str(source_path), info, config, str(out_dir)), timeout=timeout, log=get_run_logger())
     return _summarize(out_dir, "audio", "audio")
@@ -260,10 +258,7 @@ def make_poster(source_path: Path, info: SourceInfo, rendition: Rendition, out_p
     """A JPEG poster frame the size of ``rendition``: taken over from the process encoding the
     whole ladder (``single`` engine) when it makes the poster, else (``fanout``, or a retry)
     made in a process of its own."""
-    fanout = get_fanout(fanout_id)
-    if fanout is not None and fanout.claim("poster"):
-        _follow_shared(fanout, "poster", timeout)
-    else:
+    if not _take_over(fanout_id, "poster", timeout):
         out_path.parent.mkdir(parents=True, exist_ok=True)
         ffmpeg.run_ffmpeg(poster_args(str(source_path), info, rendition, str(out_path)), timeout=timeout,
                           log=get_run_logger())
