@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -32,16 +31,19 @@ from prefect.results import get_result_store
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from pixelflow.aws import s3_endpoint
 from pixelflow.core.hls import master_playlist
 from pixelflow.core.ids import asset_id as make_asset_id, normalize_etag
 from pixelflow.core.ladder import plan_ladder
+from pixelflow.core.layout import AssetLayout, manifest_objects, missing_objects, publish_fingerprint
 from pixelflow.core.manifest import SourceRef, audio_entry, build_manifest, variant_entry
 from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow.fanout import open_fanout, open_shared
 from pixelflow.settings import PixelFlowSettings
 from tasks.encode import (decode_source, encode_ladder, ffmpeg_timeout, make_poster, transcode_audio,
                           transcode_rendition)
-from tasks.publish import find_published, publish_asset, publish_rendition, rendition_cache_key
+from tasks.publish import (find_published, list_asset, publish_asset, publish_rendition, rendition_cache_key,
+                           withdraw_manifest)
 from tasks.reject import clear_failure_record, error_record, quarantine_source
 from tasks.source import SourceObject, check_upload, download_source, inspect_source, validate
 
@@ -124,8 +126,25 @@ def _rejection_artifact(error: PixelFlowError, key: str, asset: str) -> None:
         get_run_logger().debug("could not create the rejection artifact", exc_info=True)
 
 
-def _fingerprint(settings: PixelFlowSettings) -> str:
-    return hashlib.sha256(settings.ladder_config().fingerprint().encode()).hexdigest()[:12]
+def _published_renditions(asset: str, names: list[str], fingerprint: str, listed: dict[str, int]) -> tuple[set, set]:
+    """Which renditions an earlier attempt published: those with a persisted result under this
+    fingerprint whose every object the listing shows with its size. A remembered result whose
+    objects are gone (another bucket or endpoint, a deletion, a lifecycle rule) is stale: the
+    rendition is encoded and uploaded again. Returns ``(done, stale)``."""
+    store = get_result_store().update_for_task(publish_rendition)
+    done, stale = set(), set()
+    for name in names:
+        cache_key = rendition_cache_key(None, {"asset_id": asset, "name": name, "fingerprint": fingerprint})
+        if not store.exists(cache_key):
+            continue
+        try:
+            output = store.read(cache_key).result
+            expected = output.objects() or {f: None for f in output.files}
+        except Exception:  # noqa: BLE001 - an unreadable record is as good as none
+            stale.add(name)
+            continue
+        (stale if missing_objects(expected, listed) else done).add(name)
+    return done, stale
 
 
 @flow(name="transcode", flow_run_name=_run_name, task_runner=ThreadPoolTaskRunner(max_workers=16),
@@ -173,12 +192,18 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
 
     asset = make_asset_id(bucket, key, source.etag, source.version_id)
     _tag_run([f"asset:{asset}"])
-    prefix = f"{settings.asset_prefix}{asset}/"
+    layout = AssetLayout.of(asset, settings.asset_prefix)
+    prefix = layout.prefix
     existing = find_published(settings.output_bucket, prefix)
+    listed = list_asset(settings.output_bucket, prefix)
     if existing is not None:
-        message = f"Asset {asset} is already published; nothing to do."
-        logger.info(message)
-        return Completed(message=message, data=existing)
+        broken = missing_objects(manifest_objects(existing), listed)
+        if not broken:
+            message = f"Asset {asset} is already published; nothing to do."
+            logger.info(message)
+            return Completed(message=message, data=existing)
+        # A manifest naming objects that are gone is not an asset: withdraw it and rebuild.
+        withdraw_manifest(settings.output_bucket, prefix, broken)
 
     scratch = Path(settings.scratch_dir) / f"{asset}-{flow_run_id[:8]}"
     info = None
@@ -191,16 +216,19 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         width, height = info.video.display_size
         plan = plan_ladder(width, height, info.video.frame_rate, config)
         timeout = ffmpeg_timeout(info.duration, settings.ffmpeg_timeout_factor)
-        fingerprint = _fingerprint(settings)
+        fingerprint = publish_fingerprint(settings.output_bucket, s3_endpoint(), prefix, config)
         logger.info("asset %s: ladder %s", asset, ", ".join(f"{r.name} {r.width}x{r.height}@{float(r.fps):.3g}" for r in plan))
 
-        store = get_result_store().update_for_task(publish_rendition)
         names = [r.name for r in plan] + (["audio"] if info.audio is not None else [])
-        done = {name for name in names
-                if store.exists(rendition_cache_key(None, {"asset_id": asset, "name": name, "fingerprint": fingerprint}))}
+        done, stale = _published_renditions(asset, names, fingerprint, listed)
         pending = [r for r in plan if r.name not in done]
         if done:
             logger.info("renditions already published by an earlier attempt: %s", ", ".join(sorted(done)))
+        if stale:
+            logger.warning("renditions remembered as published but missing from the bucket, redone: %s",
+                           ", ".join(sorted(stale)))
+        # A rendition encoded in this run is uploaded whatever a result store remembers of it.
+        upload_fresh = publish_rendition.with_options(refresh_cache=True)
         out_root = scratch / "out"
         encode = transcode_rendition.with_options(retries=settings.task_retries)
         single = settings.engine == "single"
@@ -231,8 +259,8 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
             if r.name not in done:
                 encoded = encode.submit(r, config, local, info, out_root / r.name, timeout, fanout.id)
                 encodes.append(encoded)
-            uploads.append(publish_rendition.submit(r.name, encoded, out_root, settings.output_bucket, prefix, asset, fingerprint,
-                                                    wait_for=decoder_gate))
+            uploads.append((upload_fresh if encoded is not None else publish_rendition).submit(
+                r.name, encoded, out_root, settings.output_bucket, prefix, asset, fingerprint, wait_for=decoder_gate))
         futures += encodes
         audio_gate = (encodes or None) if single else decoder_gate
         audio_upload = None
@@ -241,8 +269,8 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
             if "audio" not in done:
                 audio_encoded = transcode_audio.with_options(retries=settings.task_retries).submit(
                     local, info, config, out_root / "audio", timeout, fanout.id if shared_audio else None)
-            audio_upload = publish_rendition.submit("audio", audio_encoded, out_root, settings.output_bucket, prefix, asset,
-                                                    fingerprint, wait_for=audio_gate)
+            audio_upload = (upload_fresh if audio_encoded is not None else publish_rendition).submit(
+                "audio", audio_encoded, out_root, settings.output_bucket, prefix, asset, fingerprint, wait_for=audio_gate)
         poster = make_poster.submit(local, info, poster_rung, poster_path, timeout, fanout.id if shared_poster else None)
         all_futures = futures + uploads + [poster] + ([audio_upload] if audio_upload else [])
         wait(all_futures + ([decoded] if decoded is not None else []))
@@ -250,14 +278,39 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
 
         videos = [u.result() for u in uploads]
         audio = audio_upload.result() if audio_upload else None
-        master = master_playlist([variant_entry(v) for v in videos], audio_entry(audio) if audio else None)
-        manifest = build_manifest(
-            asset, SourceRef(bucket, key, source.etag, source.version_id, source.size), info.summary(), videos, audio,
-            config.fingerprint(), flow_run_id,
-            extra={"location": f"s3://{settings.output_bucket}/{prefix}master.m3u8", "key_prefix": prefix},
-        )
-        published = publish_asset({"poster.jpg": poster.result(), "master.m3u8": master.encode()}, manifest,
-                                  settings.output_bucket, prefix)
+        poster_file = poster.result()
+        for redo in (True, False):
+            master = master_playlist([variant_entry(v) for v in videos], audio_entry(audio) if audio else None)
+            manifest = build_manifest(
+                asset, SourceRef(bucket, key, source.etag, source.version_id, source.size), info.summary(), videos,
+                audio, config.fingerprint(), flow_run_id,
+                extra={"location": f"s3://{settings.output_bucket}/{prefix}master.m3u8", "key_prefix": prefix},
+            )
+            publishing = publish_asset.submit({"poster.jpg": poster_file, "master.m3u8": master.encode()}, manifest,
+                                              settings.output_bucket, prefix)
+            publishing.wait()
+            incomplete = _incomplete(publishing)
+            if not incomplete or not redo:
+                published = publishing.result()
+                break
+            # Objects vanished before the manifest was written: encode and upload those
+            # renditions again (each alone, from the downloaded source), then publish.
+            logger.warning("objects missing before the manifest was written, redoing: %s", ", ".join(sorted(incomplete)))
+            redone = {}
+            for r in plan:
+                if r.name in incomplete:
+                    encoded = encode.submit(r, config, local, info, out_root / r.name, timeout)
+                    redone[r.name] = upload_fresh.submit(r.name, encoded, out_root, settings.output_bucket, prefix,
+                                                         asset, fingerprint)
+            if audio is not None and "audio" in incomplete:
+                encoded = transcode_audio.with_options(retries=settings.task_retries).submit(
+                    local, info, config, out_root / "audio", timeout)
+                redone["audio"] = upload_fresh.submit("audio", encoded, out_root, settings.output_bucket, prefix,
+                                                      asset, fingerprint)
+            wait(list(redone.values()))
+            _raise_first_failure(list(redone.values()))
+            videos = [redone[v.name].result() if v.name in redone else v for v in videos]
+            audio = redone["audio"].result() if "audio" in redone else audio
     except PixelFlowError as error:
         return _reject(error, asset, bucket, key, source.etag, source.version_id, info.summary() if info else None,
                        flow_run_id, settings)
@@ -280,6 +333,21 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         "duration": published.get("duration"),
     })
     return published
+
+
+def _incomplete(future) -> set[str]:
+    """The renditions (or ``poster``/``master``) whose objects ``publish-asset`` found missing."""
+    state = future.state
+    if not state.is_failed():
+        return set()
+    try:
+        future.result()
+    except PixelFlowError as error:
+        if error.code == ErrorCode.ASSET_INCOMPLETE:
+            return {path.split("/", 1)[0] if "/" in path else path for path in error.details.get("missing", [])}
+    except Exception:  # noqa: BLE001 - reported by ``result()`` in the caller
+        pass
+    return set()
 
 
 def _raise_first_failure(futures) -> None:

@@ -3,7 +3,11 @@
 An asset's state is derived from three places, so no database is needed:
 
 * **ready** — ``<asset_prefix><asset_id>/manifest.json`` exists in the output bucket (it is the
-  last object a transcode writes).
+  last object a transcode writes) and one listing of the asset's prefix shows every object it
+  names, with its size.
+* **broken** — the manifest exists but objects it names are gone (removed by an operator, a
+  lifecycle rule or a deletion): ``error`` is ``asset_incomplete`` with the missing paths; a new
+  run of the upload (``pixelflow transcode s3://BUCKET/KEY``) rebuilds it.
 * **rejected** / **failed** — ``<quarantine_prefix><asset_id>/error.json`` exists in the upload
   bucket (written by the flow's ``quarantine`` task): ``{"code", "message", "status"?, "details"?,
   "source"?: {"bucket", "key", "etag", "version_id"}, "recorded_at"?, ...}``. Without a
@@ -26,10 +30,11 @@ from typing import Any, Iterator
 from botocore.exceptions import ClientError
 
 from pixelflow.core.ids import asset_id as compute_asset_id
+from pixelflow.core.layout import AssetLayout, manifest_objects, missing_objects
 from pixelflow.errors import REJECTION_CODES, ErrorCode, PixelFlowError
 from pixelflow.settings import PixelFlowSettings
 
-READY, PROCESSING, REJECTED, FAILED = "ready", "processing", "rejected", "failed"
+READY, PROCESSING, REJECTED, FAILED, BROKEN = "ready", "processing", "rejected", "failed", "broken"
 
 #: Asset ids are lowercase hex (see :func:`pixelflow.core.ids.asset_id`).
 ASSET_ID_RE = re.compile(r"^[0-9a-f]{24}$")
@@ -61,12 +66,13 @@ class AssetInfo:
 
     Attributes:
         asset_id: The asset's id.
-        status: ``ready``, ``processing``, ``rejected`` or ``failed``.
+        status: ``ready``, ``processing``, ``rejected``, ``failed`` or ``broken``.
         renditions: Video renditions from the manifest (``name``, ``width``, ``height``,
             ``bandwidth``...; without the per-file lists), empty unless ready.
         duration: Duration in seconds, when known.
         created: When the asset was published, rejected or uploaded (UTC).
-        error: ``{"code", "message"}`` of a rejected or failed asset.
+        error: ``{"code", "message"}`` of a rejected, failed or broken asset (a broken one also
+            has ``missing``, the paths of its missing objects).
         source: ``{"bucket", "key", ...}`` of the upload, when known.
     """
 
@@ -166,6 +172,25 @@ def _from_error(asset_id: str, record: dict[str, Any], modified: datetime) -> As
     )
 
 
+def _check_whole(info: AssetInfo, manifest: dict[str, Any], settings: PixelFlowSettings, s3) -> AssetInfo:
+    """``info`` as ready when every object ``manifest`` names is listed with its size, else broken."""
+    layout = AssetLayout.of(info.asset_id, settings.asset_prefix)
+    listed: dict[str, int] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.output_bucket, Prefix=layout.prefix):
+        for obj in page.get("Contents", []):
+            listed[layout.relative(obj["Key"])] = obj["Size"]
+    missing = missing_objects(manifest_objects(manifest), listed)
+    if missing:
+        source = info.source or {}
+        where = f"s3://{source.get('bucket')}/{source.get('key')}" if source.get("key") else "the upload"
+        info.status = BROKEN
+        info.error = {"code": ErrorCode.ASSET_INCOMPLETE.value,
+                      "message": f"{len(missing)} of the asset's objects are missing (first: {missing[0]}); "
+                                 f"transcode {where} again to rebuild it.",
+                      "missing": missing}
+    return info
+
+
 def read_manifest(asset_id: str, settings: PixelFlowSettings, s3) -> dict[str, Any] | None:
     """The published ``manifest.json`` of an asset, or ``None`` when not published (yet)."""
     found = _get_json(s3, settings.output_bucket, asset_key(settings, asset_id, "manifest.json"))
@@ -247,6 +272,9 @@ def get_asset(asset_id: str, settings: PixelFlowSettings, s3) -> AssetInfo:
     """
     if not is_asset_id(asset_id):
         raise AssetNotFound(f"{asset_id!r} is not an asset id.")
+    found = _get_json(s3, settings.output_bucket, asset_key(settings, asset_id, "manifest.json"))
+    if found:
+        return _check_whole(_from_manifest(asset_id, *found), found[0], settings, s3)
     info = published_or_rejected(asset_id, settings, s3)
     if info:
         return info
@@ -272,7 +300,7 @@ def list_assets(settings: PixelFlowSettings, s3) -> list[AssetInfo]:
                 continue
             manifest = _get_json(s3, settings.output_bucket, asset_key(settings, candidate, "manifest.json"))
             if manifest:
-                found[candidate] = _from_manifest(candidate, *manifest)
+                found[candidate] = _check_whole(_from_manifest(candidate, *manifest), manifest[0], settings, s3)
     pages = s3.get_paginator("list_objects_v2").paginate(
         Bucket=settings.upload_bucket, Prefix=settings.quarantine_prefix, Delimiter="/"
     )

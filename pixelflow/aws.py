@@ -62,3 +62,9 @@ def s3_client(**extra):
 def sqs_client():
     """An SQS client, shared like :func:`s3_client`'s."""
     return _client("sqs")
+
+
+def s3_endpoint() -> str:
+    """Which S3 the clients talk to: the endpoint URL when one is set (``AWS_ENDPOINT_URL_S3``,
+    else ``AWS_ENDPOINT_URL``), else ``aws:<region>``."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or f"aws:{region()}"

@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     TRANSCODE_FAILED = "transcode_failed"
     TRANSCODE_TIMEOUT = "transcode_timeout"
     STORAGE_ERROR = "storage_error"
+    ASSET_INCOMPLETE = "asset_incomplete"
     TOO_MANY_ATTEMPTS = "too_many_attempts"
     INTERNAL = "internal"
     # Command-line answers about assets.

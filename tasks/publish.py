@@ -1,4 +1,5 @@
-"""Tasks that write to the production bucket: renditions as they finish, then the asset."""
+"""Tasks that write to the production bucket: renditions as they finish, then the asset, and the
+one listing that tells which of an asset's objects are really there."""
 
 from __future__ import annotations
 
@@ -11,16 +12,20 @@ from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
 
 from pixelflow.aws import s3_client
+from pixelflow.core.layout import MANIFEST, manifest_objects, missing_objects
 from pixelflow.core.manifest import RenditionOutput, object_headers
 from pixelflow.errors import ErrorCode, PixelFlowError
 from tasks._policy import RETRIES, RETRY_DELAYS, retry_transient
 
-MANIFEST = "manifest.json"
-
 
 def rendition_cache_key(context, parameters: dict[str, Any]) -> str:
-    """A published rendition is identified by asset, rung and ladder settings: never by a local
-    path, so a retried run in a fresh container finds it."""
+    """A published rendition is identified by asset, rung and ``fingerprint`` (a hash of what
+    the upload depends on: output bucket and endpoint, the asset's prefix, the ladder and
+    encoder settings): never by a local path, so a retried run in a fresh container finds it.
+
+    A record under this key is only a claim: the flow trusts it for a rendition only when one
+    listing of the asset's prefix shows every object the record names, with its size.
+    """
     return f"pixelflow-rendition-{parameters['asset_id']}-{parameters['name']}-{parameters['fingerprint']}"
 
 
@@ -52,6 +57,25 @@ def publish_rendition(name: str, output: RenditionOutput | None, local_root: Pat
     return output
 
 
+def _list_prefix(s3, bucket: str, prefix: str) -> dict[str, int]:
+    listed: dict[str, int] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            listed[obj["Key"][len(prefix):]] = obj["Size"]
+    return listed
+
+
+@task(name="list-asset", task_run_name="list-asset", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient)
+def list_asset(bucket: str, prefix: str) -> dict[str, int]:
+    """Every object under the asset's prefix (path inside the asset -> size): what is really
+    published, whatever a result store remembers."""
+    try:
+        return _list_prefix(s3_client(), bucket, prefix)
+    except ClientError as exc:
+        raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Listing the asset failed: {exc}") from None
+
+
 @task(name="find-published", task_run_name="find-published", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def find_published(bucket: str, prefix: str) -> dict[str, Any] | None:
     """The manifest of an already published asset, or ``None``."""
@@ -64,19 +88,50 @@ def find_published(bucket: str, prefix: str) -> dict[str, Any] | None:
     return json.loads(body)
 
 
+@task(name="withdraw-broken-asset", task_run_name="withdraw-broken-asset", retries=RETRIES,
+      retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+def withdraw_manifest(bucket: str, prefix: str, missing: list[str]) -> None:
+    """Remove the manifest (and master playlist) of a published asset whose objects are missing,
+    so clients stop seeing it as ready while the run rebuilds it."""
+    s3 = s3_client()
+    try:
+        response = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": f"{prefix}{MANIFEST}"},
+                                                                        {"Key": f"{prefix}master.m3u8"}], "Quiet": True})
+    except ClientError as exc:
+        raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Withdrawing the broken manifest failed: {exc}") from None
+    if response.get("Errors"):
+        raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Withdrawing the broken manifest failed: {response['Errors']}")
+    get_run_logger().warning("the published asset at s3://%s/%s lacks %d objects (%s); withdrawn to be rebuilt",
+                             bucket, prefix, len(missing), ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else ""))
+
+
 @task(name="publish-asset", task_run_name="publish-asset", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], bucket: str, prefix: str) -> dict[str, Any]:
-    """Upload the poster and master playlist, then ``manifest.json`` last: an asset is visible
-    (ready) only once every file it names is in place. The manifest is written with
-    ``If-None-Match: *``, so of two runs racing on one asset exactly one publishes it and the
-    other finds it published."""
+    """Upload the poster and master playlist, check that every object the manifest names is in
+    place, then write ``manifest.json`` last: an asset is visible (ready) only once it is whole.
+
+    The check is one listing of the asset's prefix against the manifest's objects and sizes; an
+    object missing there (removed meanwhile, or a rendition wrongly taken as published) fails
+    the task with ``asset_incomplete`` and the missing paths in ``details["missing"]``, and no
+    manifest is written. The manifest is written with ``If-None-Match: *``, so of two runs racing
+    on one asset exactly one publishes it and the other finds it published."""
     s3 = s3_client()
+    manifest = dict(manifest)
+    sizes = {}
     for relative, content in files.items():
         key = f"{prefix}{relative}"
         if isinstance(content, Path):
             _upload(s3, content, bucket, key, _transfer_config())
+            sizes[relative] = content.stat().st_size
         else:
             s3.put_object(Bucket=bucket, Key=key, Body=content, **object_headers(key))
+            sizes[relative] = len(content)
+    manifest["object_sizes"] = {**manifest.get("object_sizes", {}), **sizes}
+    missing = missing_objects(manifest_objects(manifest), _list_prefix(s3, bucket, prefix))
+    if missing:
+        raise PixelFlowError(ErrorCode.ASSET_INCOMPLETE,
+                             f"{len(missing)} objects of asset {manifest['asset_id']} are not in the bucket; "
+                             "no manifest was written.", {"missing": missing})
     body = json.dumps(manifest, indent=2, sort_keys=True).encode()
     try:
         s3.put_object(Bucket=bucket, Key=f"{prefix}{MANIFEST}", Body=body, IfNoneMatch="*", **object_headers(MANIFEST))

@@ -77,6 +77,35 @@ class Fault:
         return fail
 
 
+@dataclass
+class Trigger:
+    """Something another actor does to the endpoint right after a matching request was carried
+    out (the client then gets the endpoint's own answer): for example an operator deleting an
+    object while a run publishes.
+
+    Attributes:
+        method: HTTP method to match or ``*``.
+        pattern: Regular expression searched in the URL-decoded path.
+        action: Called once per firing, after the request was forwarded.
+        first: Fire on the first ``first`` matching requests only.
+    """
+
+    method: str
+    pattern: str
+    action: object
+    first: int = 1
+    fired: int = 0
+
+    def __post_init__(self) -> None:
+        self._regex = re.compile(self.pattern)
+
+    def decide(self, method: str, path: str) -> bool:
+        if self.method not in ("*", method) or not self._regex.search(path) or self.fired >= self.first:
+            return False
+        self.fired += 1
+        return True
+
+
 @dataclass(frozen=True)
 class Seen:
     """One request the proxy handled."""
@@ -99,6 +128,7 @@ class S3FaultProxy:
         self.target_host = parts.hostname or "127.0.0.1"
         self.target_port = parts.port or 80
         self.faults: list[Fault] = []
+        self.triggers: list[Trigger] = []
         self.seen: list[Seen] = []
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -130,9 +160,19 @@ class S3FaultProxy:
             self.faults.append(fault)
         return fault
 
+    def on(self, trigger: Trigger) -> Trigger:
+        with self.lock:
+            self.triggers.append(trigger)
+        return trigger
+
     def clear(self) -> None:
         with self.lock:
             self.faults.clear()
+            self.triggers.clear()
+
+    def _triggered(self, method: str, path: str) -> list[Trigger]:
+        with self.lock:
+            return [t for t in self.triggers if t.decide(method, path)]
 
     def _decide(self, method: str, path: str) -> Fault | None:
         with self.lock:
@@ -176,6 +216,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.owner._record(Seen(self.command, path, fault.status, True))
             return
         status, headers, payload = self._forward(body)
+        for trigger in self.owner._triggered(self.command, path):
+            trigger.action()
         if fault is not None:  # the endpoint did the work; the client hears otherwise
             self._error(fault)
             self.owner._record(Seen(self.command, path, fault.status, True))

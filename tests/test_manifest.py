@@ -37,7 +37,8 @@ def test_rendition_is_measured_from_its_segments():
 def test_master_lists_every_rendition_with_the_attributes_players_need():
     video = rendition()
     audio = summarize_rendition("audio", "audio", PLAYLIST, {"init.mp4": 600, "seg_00000.m4s": 64_000,
-                                                             "seg_00001.m4s": 64_000, "seg_00002.m4s": 32_000},
+                                                             "seg_00001.m4s": 64_000, "seg_00002.m4s": 32_000,
+                                                             "index.m3u8": 300},
                                 "mp4a.40.2")
     text = master_playlist([variant_entry(video)], audio_entry(audio))
     [variant] = parse_master_playlist(text)

@@ -1,7 +1,7 @@
 """``pixelflow status ASSET_ID|KEY`` and ``pixelflow ls``: what became of uploads.
 
-Exit codes: 0 when the asset is ready or still processing, 1 when it was rejected or failed or
-is unknown, 2 on usage errors.
+Exit codes: 0 when the asset is ready or still processing, 1 when it was rejected, failed or
+is broken (objects missing) or unknown, 2 on usage errors.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pixelflow.settings import PixelFlowSettings
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     status = subparsers.add_parser(
-        "status", help="show an asset's state (ready, processing, rejected, failed)",
+        "status", help="show an asset's state (ready, processing, rejected, failed, broken)",
         description="Show an asset's state, renditions, duration and creation time. "
                     "Exit 0 when ready or processing, 1 when rejected, failed or unknown.",
     )

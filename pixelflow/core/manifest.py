@@ -28,17 +28,24 @@ class RenditionOutput:
     width: int = 0
     height: int = 0
     frame_rate: float = 0.0
+    file_sizes: tuple[int, ...] = ()  # size in bytes of each of ``files``, in the same order
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["files"] = list(self.files)
+        data["file_sizes"] = list(self.file_sizes)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RenditionOutput":
         data = dict(data)
         data["files"] = tuple(data.get("files", ()))
+        data["file_sizes"] = tuple(data.get("file_sizes", ()))
         return cls(**data)
+
+    def objects(self) -> dict[str, int]:
+        """Every file of the rendition, relative to the asset root, with its size."""
+        return dict(zip(self.files, self.file_sizes))
 
 
 def summarize_rendition(name: str, kind: str, playlist_text: str, sizes: dict[str, int], codecs: str,
@@ -63,6 +70,7 @@ def summarize_rendition(name: str, kind: str, playlist_text: str, sizes: dict[st
         kind=kind,
         playlist=f"{name}/index.m3u8",
         files=tuple(f"{name}/{f}" for f in files),
+        file_sizes=tuple(sizes[f] for f in files),
         size=sum(seg_sizes) + init_size,
         segments=len(seg_sizes),
         duration=round(playlist.duration, 3),

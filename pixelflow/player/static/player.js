@@ -167,6 +167,8 @@
       showError("This upload was rejected", info.error.code, info.error.message);
     } else if (info.status === "failed") {
       showError("Processing failed", info.error.code, info.error.message);
+    } else if (info.status === "broken") {
+      showError("Asset files are missing", info.error.code, info.error.message);
     } else {
       setState("processing");
       statusLine.textContent = "Processing… this page starts playback when the asset is ready.";

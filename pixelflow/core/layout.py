@@ -1,0 +1,140 @@
+"""Where an asset's objects live, and whether a published asset is whole.
+
+An asset is the folder ``<asset_prefix><asset_id>/`` of the output bucket. Its ``manifest.json``
+names every object a client fetches (each rendition's init segment, segments and playlist, the
+master playlist, the poster) with its size in bytes. The manifest is written last, and only
+once every object it names is listed with that size; an asset whose listing disagrees with its
+manifest (objects removed by an operator, a lifecycle rule or a deletion) is *broken*, not
+ready.
+
+Example:
+    >>> layout = AssetLayout.of("0123456789abcdef01234567")
+    >>> layout.prefix, layout.manifest_key
+    ('assets/0123456789abcdef01234567/', 'assets/0123456789abcdef01234567/manifest.json')
+    >>> layout.relative(layout.key("720p/seg_00001.m4s"))
+    '720p/seg_00001.m4s'
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MANIFEST = "manifest.json"
+MASTER = "master.m3u8"
+POSTER = "poster.jpg"
+
+
+@dataclass(frozen=True)
+class AssetLayout:
+    """The keys of one asset's objects in the output bucket.
+
+    Attributes:
+        asset_id: The asset's id.
+        prefix: The asset's folder, ending in ``/`` (``assets/<asset_id>/``).
+    """
+
+    asset_id: str
+    prefix: str
+
+    @classmethod
+    def of(cls, asset_id: str, asset_prefix: str = "assets/") -> "AssetLayout":
+        """The layout of ``asset_id`` under ``asset_prefix`` (the setting ``PIXELFLOW_ASSET_PREFIX``)."""
+        return cls(asset_id, f"{asset_prefix}{asset_id}/")
+
+    def key(self, relative: str) -> str:
+        """The key of an object given its path inside the asset (``720p/index.m3u8``)."""
+        return f"{self.prefix}{relative}"
+
+    def relative(self, key: str) -> str:
+        """The path inside the asset of one of its keys."""
+        if not key.startswith(self.prefix):
+            raise ValueError(f"{key!r} is not an object of asset {self.asset_id}")
+        return key[len(self.prefix):]
+
+    @property
+    def manifest_key(self) -> str:
+        return self.key(MANIFEST)
+
+    @property
+    def master_key(self) -> str:
+        return self.key(MASTER)
+
+    @property
+    def poster_key(self) -> str:
+        return self.key(POSTER)
+
+
+def rendition_objects(rendition: Mapping[str, Any]) -> dict[str, int | None]:
+    """The objects one rendition (a manifest entry or ``RenditionOutput.to_dict()``) names, with
+    their sizes (``None`` where the entry predates per-file sizes).
+
+    >>> rendition_objects({"files": ["360p/init.mp4", "360p/index.m3u8"], "file_sizes": [800, 120]})
+    {'360p/init.mp4': 800, '360p/index.m3u8': 120}
+    >>> rendition_objects({"files": ["360p/init.mp4"]})
+    {'360p/init.mp4': None}
+    """
+    files = list(rendition.get("files") or [])
+    sizes = list(rendition.get("file_sizes") or [])
+    if len(sizes) != len(files):
+        sizes = [None] * len(files)
+    return dict(zip(files, sizes))
+
+
+def manifest_objects(manifest: Mapping[str, Any]) -> dict[str, int | None]:
+    """Every object a published manifest names, relative to the asset, with its size when known.
+
+    >>> manifest_objects({"renditions": [{"files": ["360p/a.m4s"], "file_sizes": [5]}],
+    ...                   "audio": None, "master_playlist": "master.m3u8", "poster": "poster.jpg",
+    ...                   "object_sizes": {"master.m3u8": 90, "poster.jpg": 1000}})
+    {'360p/a.m4s': 5, 'master.m3u8': 90, 'poster.jpg': 1000}
+    """
+    objects: dict[str, int | None] = {}
+    for rendition in list(manifest.get("renditions") or []) + ([manifest["audio"]] if manifest.get("audio") else []):
+        objects.update(rendition_objects(rendition))
+    sizes = manifest.get("object_sizes") or {}
+    for name in (manifest.get("master_playlist") or MASTER, manifest.get("poster") or POSTER):
+        objects[name] = sizes.get(name)
+    return objects
+
+
+def missing_objects(expected: Mapping[str, int | None], listed: Mapping[str, int]) -> list[str]:
+    """The expected objects that the listing lacks, or lists with another size, sorted.
+
+    Args:
+        expected: Path inside the asset -> size in bytes (``None``: any size will do).
+        listed: Path inside the asset -> size, from one listing of the asset's prefix.
+
+    >>> missing_objects({"a": 1, "b": 2, "c": None}, {"a": 1, "b": 3, "c": 7})
+    ['b']
+    >>> missing_objects({"a": 1}, {})
+    ['a']
+    """
+    return sorted(name for name, size in expected.items()
+                  if name not in listed or (size is not None and listed[name] != size))
+
+
+def incomplete_renditions(renditions: Iterable[Mapping[str, Any]], listed: Mapping[str, int]) -> list[str]:
+    """Names of the renditions with at least one object missing from ``listed``.
+
+    >>> incomplete_renditions([{"name": "360p", "files": ["360p/a.m4s"], "file_sizes": [5]},
+    ...                        {"name": "720p", "files": ["720p/a.m4s"], "file_sizes": [9]}],
+    ...                       {"360p/a.m4s": 5})
+    ['720p']
+    """
+    return [r["name"] for r in renditions if missing_objects(rendition_objects(r), listed)]
+
+
+def publish_fingerprint(output_bucket: str, endpoint: str, prefix: str, ladder: object) -> str:
+    """A short hash of everything a published rendition depends on besides the source: where it
+    is published (bucket, endpoint, the asset's prefix) and how it is encoded (the whole ladder
+    configuration). Results remembered under another fingerprint are never reused.
+
+    >>> a = publish_fingerprint("out", "http://127.0.0.1:5000", "assets/x/", "ladder")
+    >>> a == publish_fingerprint("out", "http://127.0.0.1:5001", "assets/x/", "ladder"), len(a)
+    (False, 16)
+    """
+    material = "\x00".join(["pixelflow-publish-v2", output_bucket, endpoint, prefix, repr(ladder)])
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
