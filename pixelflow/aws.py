@@ -17,6 +17,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 #: The environment a client depends on: a change (another endpoint, other keys) makes a new one.
 _ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SQS", "AWS_ACCESS_KEY_ID",
@@ -68,3 +69,22 @@ def s3_endpoint() -> str:
     """Which S3 the clients talk to: the endpoint URL when one is set (``AWS_ENDPOINT_URL_S3``,
     else ``AWS_ENDPOINT_URL``), else ``aws:<region>``."""
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or f"aws:{region()}"
+
+
+#: Error codes S3 answers for an object, version or bucket that is not there.
+MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchVersion", "NoSuchBucket", "NoSuchUpload"})
+
+
+def is_missing(exc: BaseException) -> bool:
+    """Whether a boto3 error says the object (or its version, bucket or upload) does not exist.
+
+    Example:
+        >>> is_missing(ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject"))
+        True
+        >>> is_missing(ClientError({"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "GetObject"))
+        False
+    """
+    if not isinstance(exc, ClientError):
+        return False
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code in MISSING_CODES or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404

@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
 from pixelflow.core.ladder import LadderConfig
+from pixelflow.core.layout import AssetLayout
 from pixelflow.core.validation import Limits
 
 DEFAULT_CONTAINERS = ["mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "mpeg", "flv", "mxf", "ogg"]
@@ -131,6 +132,15 @@ class PixelFlowSettings(BaseSettings):
             if field in cls.model_fields:
                 values[field] = value
         return cls(**values)
+
+    def layout(self, asset_id: str) -> AssetLayout:
+        """Where the asset ``asset_id`` and its records live under these settings' prefixes.
+
+        Example:
+            >>> PixelFlowSettings().layout("0123456789abcdef01234567").prefix
+            'assets/0123456789abcdef01234567/'
+        """
+        return AssetLayout.of(asset_id, self.asset_prefix, self.quarantine_prefix)
 
     def ladder_config(self) -> LadderConfig:
         """The pure-core ladder configuration these settings describe."""

@@ -11,6 +11,8 @@ Example:
     >>> layout = AssetLayout.of("0123456789abcdef01234567")
     >>> layout.prefix, layout.manifest_key
     ('assets/0123456789abcdef01234567/', 'assets/0123456789abcdef01234567/manifest.json')
+    >>> layout.error_key
+    'quarantine/0123456789abcdef01234567/error.json'
     >>> layout.relative(layout.key("720p/seg_00001.m4s"))
     '720p/seg_00001.m4s'
 """
@@ -25,6 +27,8 @@ from typing import Any
 MANIFEST = "manifest.json"
 MASTER = "master.m3u8"
 POSTER = "poster.jpg"
+ERROR_RECORD = "error.json"
+KEPT_SOURCE = "source"
 
 
 @dataclass(frozen=True)
@@ -33,16 +37,20 @@ class AssetLayout:
 
     Attributes:
         asset_id: The asset's id.
-        prefix: The asset's folder, ending in ``/`` (``assets/<asset_id>/``).
+        prefix: The asset's folder in the output bucket, ending in ``/`` (``assets/<asset_id>/``).
+        record_prefix: The folder of the asset's rejection or failure record (``error.json``) and
+            kept source, ending in ``/`` (``quarantine/<asset_id>/``).
     """
 
     asset_id: str
     prefix: str
+    record_prefix: str = ""
 
     @classmethod
-    def of(cls, asset_id: str, asset_prefix: str = "assets/") -> "AssetLayout":
-        """The layout of ``asset_id`` under ``asset_prefix`` (the setting ``PIXELFLOW_ASSET_PREFIX``)."""
-        return cls(asset_id, f"{asset_prefix}{asset_id}/")
+    def of(cls, asset_id: str, asset_prefix: str = "assets/", quarantine_prefix: str = "quarantine/") -> "AssetLayout":
+        """The layout of ``asset_id`` under ``asset_prefix`` and ``quarantine_prefix`` (the settings
+        ``PIXELFLOW_ASSET_PREFIX`` and ``PIXELFLOW_QUARANTINE_PREFIX``)."""
+        return cls(asset_id, f"{asset_prefix}{asset_id}/", f"{quarantine_prefix}{asset_id}/")
 
     def key(self, relative: str) -> str:
         """The key of an object given its path inside the asset (``720p/index.m3u8``)."""
@@ -65,6 +73,16 @@ class AssetLayout:
     @property
     def poster_key(self) -> str:
         return self.key(POSTER)
+
+    @property
+    def error_key(self) -> str:
+        """The asset's ``error.json`` record."""
+        return f"{self.record_prefix}{ERROR_RECORD}"
+
+    @property
+    def kept_source_key(self) -> str:
+        """Where a rejected source is kept."""
+        return f"{self.record_prefix}{KEPT_SOURCE}"
 
 
 def rendition_objects(rendition: Mapping[str, Any]) -> dict[str, int | None]:
