@@ -5,7 +5,9 @@ upload bucket and waits for the manifest it becomes; :func:`make_sample` generat
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -98,15 +100,41 @@ class Uploads:
         return f"{self.aws_endpoint}/{bucket}/{key}"
 
     def how_to_upload(self) -> str:
-        """Shell lines to upload more files to the running stack."""
+        """Shell lines to upload more files to the running stack with what ``./dev.sh`` installed.
+
+        They export the stack's endpoint, test credentials, buckets and prefixes, then run this
+        environment's ``pixelflow upload --wait`` (``.venv/bin/pixelflow`` in a clone), not the
+        AWS CLI, which nothing installs.
+        """
         settings = self.settings
+        aws = {"AWS_ENDPOINT_URL": self.aws_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        buckets = {"PIXELFLOW_UPLOAD_BUCKET": settings.upload_bucket, "PIXELFLOW_OUTPUT_BUCKET": settings.output_bucket,
+                   "PIXELFLOW_ASSET_PREFIX": settings.asset_prefix,
+                   "PIXELFLOW_QUARANTINE_PREFIX": settings.quarantine_prefix}
         return "\n".join([
-            f"export AWS_ENDPOINT_URL={self.aws_endpoint} AWS_ACCESS_KEY_ID=testing "
-            "AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1",
-            f"aws s3 cp my-video.mp4 s3://{settings.upload_bucket}/my-video.mp4 --endpoint-url {self.aws_endpoint}",
-            f"aws s3 ls --recursive s3://{settings.output_bucket}/{settings.asset_prefix} --endpoint-url {self.aws_endpoint}",
-            f"export PREFECT_API_URL={self.api_url}   # for the prefect CLI, e.g. `prefect flow-run ls`",
+            _export(aws),
+            _export(buckets),
+            f"{_pixelflow_command()} upload my-video.mp4 --wait   # prints the asset id, then waits until it is published",
+            f"{_export({'PREFECT_API_URL': self.api_url})}   # for the prefect CLI, e.g. `prefect flow-run ls`",
         ])
+
+
+def _export(variables: dict[str, str]) -> str:
+    return "export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in variables.items())
+
+
+def _pixelflow_command() -> str:
+    """This environment's ``pixelflow`` script, relative to the current directory when it is
+    below it (``.venv/bin/pixelflow`` in a clone); plain ``pixelflow`` when there is none."""
+    script = Path(sys.executable).with_name("pixelflow")
+    if not script.exists():
+        return "pixelflow"
+    try:
+        script = script.relative_to(Path.cwd().resolve())
+    except ValueError:
+        pass
+    return shlex.quote(str(script))
 
 
 def make_sample(path: Path, seconds: float = 4.0, size: str = "1920x1080", rate: int = 30) -> Path:
