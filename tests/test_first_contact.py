@@ -1,0 +1,60 @@
+"""A newcomer's first commands, run the way a newcomer runs them: ``pixelflow transcode`` in a
+fresh environment without ``PREFECT_API_URL``, with no bytecode cached for Python to reuse."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pixelflow.aws import s3_client
+from tests.conftest import make_clip
+from tests.player_helpers import fresh_buckets, upload
+
+pytestmark = pytest.mark.integration
+
+PIXELFLOW = Path(sys.executable).with_name("pixelflow")
+
+
+@pytest.mark.prefect  # it starts its own Prefect server
+@pytest.mark.timeout(900)
+def test_transcode_without_a_prefect_api_starts_its_own_server(moto_server, media_dir, tmp_path):
+    with pytest.MonkeyPatch.context() as env:
+        settings = fresh_buckets(env)
+        clip = make_clip(media_dir / "first-contact-360p.mp4", seconds=2, size="640x360")
+        asset, _ = upload(settings, clip, "videos/first.mp4")
+        child = {name: value for name, value in os.environ.items()
+                 if not name.startswith(("PREFECT_API_", "PREFECT_HOME", "PYTEST_"))}
+    pycache = tmp_path / "pycache"
+    pycache.mkdir()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    child.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"),   # no profile, no database, nothing from earlier runs
+        PYTHONDONTWRITEBYTECODE="1",                   # and no bytecode: every module compiles at import,
+        PYTHONPYCACHEPREFIX=str(pycache),              # the server's too, as in a fresh container
+        HOME=str(tmp_path),
+        TMPDIR=str(scratch),
+    )
+    assert "PREFECT_API_URL" not in child
+
+    done = subprocess.run([str(PIXELFLOW), "transcode", f"s3://{settings.upload_bucket}/videos/first.mp4", "--json"],
+                          env=child, cwd=tmp_path, capture_output=True, text=True, timeout=840)
+
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "starting a Prefect server" in done.stderr
+    for symptom in ("Timed out while attempting to connect to ephemeral Prefect API server", "database is locked"):
+        assert symptom not in done.stderr
+    manifest = json.loads(done.stdout)
+    assert manifest["status"] == "ready" and manifest["asset_id"] == asset
+    assert [r["name"] for r in manifest["renditions"]] == ["360p"]
+    published = s3_client().get_object(Bucket=settings.output_bucket, Key=f"{settings.asset_prefix}{asset}/manifest.json")
+    assert json.loads(published["Body"].read())["status"] == "ready"
+    assert not list(pycache.rglob("*.pyc")), "bytecode was written: the environment was not kept fresh"
+    # The server's temporary home (its SQLite database, its log) went away with it.
+    assert not list(scratch.glob("pixelflow-prefect-*"))
+
