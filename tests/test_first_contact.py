@@ -1,5 +1,6 @@
 """A newcomer's first commands, run the way a newcomer runs them: ``pixelflow transcode`` in a
-fresh environment without ``PREFECT_API_URL``, with no bytecode cached for Python to reuse."""
+fresh environment without ``PREFECT_API_URL``, with no bytecode cached for Python to reuse, and
+the upload commands the local stack prints, with nothing but what ``./dev.sh`` installed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pixelflow.aws import s3_client
+from pixelflow.stack.services import Stack, StackConfig
 from tests.conftest import make_clip
 from tests.player_helpers import fresh_buckets, upload
 
@@ -58,3 +60,26 @@ def test_transcode_without_a_prefect_api_starts_its_own_server(moto_server, medi
     # The server's temporary home (its SQLite database, its log) went away with it.
     assert not list(scratch.glob("pixelflow-prefect-*"))
 
+
+def test_the_stacks_upload_hint_works_with_what_dev_sh_installed(moto_server, media_dir, tmp_path):
+    with pytest.MonkeyPatch.context() as env:
+        settings = fresh_buckets(env)
+    stack = Stack(StackConfig(home=tmp_path / "stack", env={"PIXELFLOW_UPLOAD_BUCKET": settings.upload_bucket,
+                                                            "PIXELFLOW_OUTPUT_BUCKET": settings.output_bucket}))
+    stack.aws_endpoint, stack.api_url = moto_server, "http://127.0.0.1:4200/api"
+    hint = stack.how_to_upload()
+    assert "aws " not in hint  # the AWS CLI is not installed by ./dev.sh
+    upload_line = next(line for line in hint.splitlines() if " upload my-video.mp4" in line)
+    assert "--wait" in upload_line
+
+    # The printed lines, in a shell with nothing else set up; `--wait` left out, as no worker runs here.
+    clip = make_clip(media_dir / "hint-360p.mp4", seconds=1, size="640x360")
+    script = hint.replace(" --wait", "").replace("my-video.mp4", str(clip))
+    done = subprocess.run(["bash", "-euc", script], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    listed = s3_client().list_objects_v2(Bucket=settings.upload_bucket).get("Contents", [])
+    assert [o["Key"] for o in listed] == [clip.name]
+    uploaded, listing = done.stdout.split("\nASSET ", 1)  # `pixelflow upload`'s lines, then `pixelflow ls`'s table
+    asset = uploaded.split("\nasset", 1)[1].split()[0]
+    assert [line.split()[:2] for line in listing.splitlines()[1:]] == [[asset, "processing"]]

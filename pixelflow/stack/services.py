@@ -635,15 +635,38 @@ class Stack:
         return f"{self.aws_endpoint}/{bucket}/{key}"
 
     def how_to_upload(self) -> str:
-        """Shell lines to upload more files to the running stack."""
+        """Shell lines to upload more files to the running stack with what ``./dev.sh`` installed.
+
+        The ``pixelflow`` command of this environment (``.venv/bin/pixelflow``), not the AWS CLI,
+        which nothing installs.
+        """
         settings = self.settings()
+        pixelflow = pixelflow_command()
         return "\n".join([
             f"export AWS_ENDPOINT_URL={self.aws_endpoint} AWS_ACCESS_KEY_ID=testing "
             "AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1",
-            f"aws s3 cp my-video.mp4 s3://{settings.upload_bucket}/my-video.mp4 --endpoint-url {self.aws_endpoint}",
-            f"aws s3 ls --recursive s3://{settings.output_bucket}/{settings.asset_prefix} --endpoint-url {self.aws_endpoint}",
+            f"export PIXELFLOW_UPLOAD_BUCKET={settings.upload_bucket} PIXELFLOW_OUTPUT_BUCKET={settings.output_bucket} "
+            f"PIXELFLOW_ASSET_PREFIX={settings.asset_prefix}",
+            f"{pixelflow} upload my-video.mp4 --wait   # prints the asset id, then waits until it is published",
+            f"{pixelflow} ls                           # every asset and its state",
             f"export PREFECT_API_URL={self.api_url}   # for the prefect CLI, e.g. `prefect flow-run ls`",
         ])
+
+
+def pixelflow_command(cwd: Path | None = None) -> str:
+    """How to run this environment's ``pixelflow`` from ``cwd``: ``.venv/bin/pixelflow`` in a clone.
+
+    The script next to the running interpreter, relative to ``cwd`` when it is below it;
+    plain ``pixelflow`` when there is none (an installation that put it on ``PATH``).
+    """
+    script = Path(sys.executable).with_name("pixelflow")
+    if not script.exists():
+        return "pixelflow"
+    cwd = (cwd or Path.cwd()).resolve()
+    try:
+        return str(script.relative_to(cwd))
+    except ValueError:
+        return str(script)
 
 
 def make_sample(path: Path, seconds: float = 4.0, size: str = "1920x1080", rate: int = 30) -> Path:
