@@ -3,6 +3,10 @@
 Both are started once per test session as real processes on loopback. The test process and
 every process it starts (workers, bridges, containers) reach them through ``AWS_ENDPOINT_URL``
 and ``PREFECT_API_URL``.
+
+Tiers: a plain ``pytest`` runs the fast tier, every test without one of :data:`SLOW_MARKERS`;
+``--all`` (what ``./dev.sh test`` passes), paths, ``-m`` or ``-k`` run what they select. A test
+using the ``prefect_server`` fixture is marked ``prefect`` here.
 """
 
 from __future__ import annotations
