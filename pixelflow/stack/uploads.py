@@ -116,6 +116,7 @@ class Uploads:
             _export(aws),
             _export(buckets),
             f"{_pixelflow_command()} upload my-video.mp4 --wait   # prints the asset id, then waits until it is published",
+            f"{_pixelflow_command()} ls                           # every asset and its state",
             f"{_export({'PREFECT_API_URL': self.api_url})}   # for the prefect CLI, e.g. `prefect flow-run ls`",
         ])
 
