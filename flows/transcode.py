@@ -3,9 +3,9 @@ rejection.
 
 Steps, each a Prefect task run visible in the UI: inspect the upload (HEAD), check its size,
 download it, validate it (ffprobe of the headers), decode it once (``encode-ladder``: one FFmpeg
-process encoding every rung, the audio and the poster; or, with ``PIXELFLOW_ENGINE=fanout``,
-``decode`` feeding one encoder process per rung), one ``transcode-<rung>`` task per rung of the
-ladder (plus ``transcode-audio`` and ``poster``), ``upload-<rung>`` as each rendition finishes,
+process encoding every rung, the audio and the poster), one ``transcode-<rung>`` task per rung of
+the ladder (plus ``transcode-audio`` and ``poster``) taking its output over from that process,
+``upload-<rung>`` as each rendition finishes,
 then ``publish-asset`` writes the master playlist and, last, ``manifest.json``.
 
 Example:
@@ -37,10 +37,9 @@ from pixelflow.core.ids import asset_id as make_asset_id, normalize_etag
 from pixelflow.core.ladder import plan_ladder
 from pixelflow.core.manifest import SourceRef, audio_entry, build_manifest, variant_entry
 from pixelflow.errors import ErrorCode, PixelFlowError
-from pixelflow.fanout import open_fanout, open_shared
+from pixelflow.ladder_process import LadderProcess
 from pixelflow.settings import PixelFlowSettings
-from tasks.encode import (decode_source, encode_ladder, ffmpeg_timeout, make_poster, transcode_audio,
-                          transcode_rendition)
+from tasks.encode import encode_ladder, ffmpeg_timeout, make_poster, transcode_audio, transcode_rendition
 from tasks.publish import find_published, publish_asset, publish_rendition, rendition_cache_key
 from tasks.reject import clear_failure_record, error_record, quarantine_source
 from tasks.source import SourceObject, check_upload, download_source, inspect_source, validate
@@ -182,7 +181,6 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
 
     scratch = Path(settings.scratch_dir) / f"{asset}-{flow_run_id[:8]}"
     info = None
-    fanout = None
     try:
         check_upload(source, limits)
         local = download_source(source, scratch / "source", settings.scratch_headroom, settings.multipart_chunk_mb,
@@ -203,48 +201,43 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
             logger.info("renditions already published by an earlier attempt: %s", ", ".join(sorted(done)))
         out_root = scratch / "out"
         encode = transcode_rendition.with_options(retries=settings.task_retries)
-        single = settings.engine == "single"
-        decoded = None
-        # The single engine's process also encodes the audio: one read of the source, the bare command.
-        # So does the poster, from its rung's pictures, when that rung is encoded.
-        shared_audio = single and bool(pending) and info.audio is not None and "audio" not in done
+        # One process encodes every pending rung; it also encodes the audio (one read of the
+        # source, the bare command) and the poster, from its rung's pictures, when that rung is
+        # encoded.
+        shared_audio = bool(pending) and info.audio is not None and "audio" not in done
         poster_rung = plan[min(len(plan) - 1, 2)]
         poster_path = scratch / "poster.jpg"
-        shared_poster = single and any(r.name == poster_rung.name for r in pending)
+        shared_poster = any(r.name == poster_rung.name for r in pending)
+        ladder = decoded = None
         if pending:
-            fanout = (open_shared if single else open_fanout)(
-                [r.name for r in pending] + (["audio"] if shared_audio else []) + (["poster"] if shared_poster else []))
-            decoded = (encode_ladder.submit(local, info, pending, config, out_root, fanout.id, timeout, audio=shared_audio,
-                                            poster=(poster_rung, poster_path) if shared_poster else None)
-                       if single else decode_source.submit(local, info, pending, fanout.id, timeout))
+            ladder = LadderProcess([r.name for r in pending] + (["audio"] if shared_audio else [])
+                                   + (["poster"] if shared_poster else []))
+            decoded = encode_ladder.submit(local, info, pending, config, out_root, ladder, timeout, audio=shared_audio,
+                                           poster=(poster_rung, poster_path) if shared_poster else None)
         # Nothing is uploaded before one full decode has vouched for the source: a file found
-        # damaged half-way must leave nothing behind in the production bucket. With fanout the
-        # decoder's task vouches. With the single engine each rung's task carries the verdict (the
-        # ladder process's, or its own decode's when it retried alone), and a failed ladder process
-        # is each rung's to retry, not the run's failure.
-        decoder_gate = [decoded] if decoded is not None and not single else None
-        futures = list(decoder_gate or [])
+        # damaged half-way must leave nothing behind in the production bucket. Each rung's task
+        # carries the verdict (the ladder process's, or its own decode's when it retried alone),
+        # and a failed ladder process is each rung's to retry, not the run's failure.
         uploads = []
         encodes = []
         for r in plan:
             encoded = None
             if r.name not in done:
-                encoded = encode.submit(r, config, local, info, out_root / r.name, timeout, fanout.id)
+                encoded = encode.submit(r, config, local, info, out_root / r.name, timeout, ladder)
                 encodes.append(encoded)
-            uploads.append(publish_rendition.submit(r.name, encoded, out_root, settings.output_bucket, prefix, asset, fingerprint,
-                                                    wait_for=decoder_gate))
-        futures += encodes
-        audio_gate = (encodes or None) if single else decoder_gate
+            uploads.append(publish_rendition.submit(r.name, encoded, out_root, settings.output_bucket, prefix, asset, fingerprint))
+        audio_gate = encodes or None
         audio_upload = None
         if info.audio is not None:
             audio_encoded = None
             if "audio" not in done:
                 audio_encoded = transcode_audio.with_options(retries=settings.task_retries).submit(
-                    local, info, config, out_root / "audio", timeout, fanout.id if shared_audio else None)
+                    local, info, config, out_root / "audio", timeout, ladder if shared_audio else None)
             audio_upload = publish_rendition.submit("audio", audio_encoded, out_root, settings.output_bucket, prefix, asset,
                                                     fingerprint, wait_for=audio_gate)
-        poster = make_poster.submit(local, info, poster_rung, poster_path, timeout, fanout.id if shared_poster else None)
-        all_futures = futures + uploads + [poster] + ([audio_upload] if audio_upload else [])
+        poster = make_poster.with_options(retries=settings.task_retries).submit(
+            local, info, poster_rung, poster_path, timeout, ladder if shared_poster else None)
+        all_futures = encodes + uploads + [poster] + ([audio_upload] if audio_upload else [])
         wait(all_futures + ([decoded] if decoded is not None else []))
         _raise_first_failure(all_futures)
 
@@ -262,8 +255,6 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         return _reject(error, asset, bucket, key, source.etag, source.version_id, info.summary() if info else None,
                        flow_run_id, settings)
     finally:
-        if fanout is not None:
-            fanout.close()
         shutil.rmtree(scratch, ignore_errors=True)
 
     try:

@@ -107,9 +107,6 @@ def run_ffmpeg(
     timeout: float,
     on_progress: Callable[[float], None] | None = None,
     log: logging.Logger | logging.LoggerAdapter | None = None,
-    on_start: Callable[[subprocess.Popen], None] | None = None,
-    stdin: int | None = None,
-    pass_fds: tuple[int, ...] = (),
 ) -> FFmpegResult:
     """Run one FFmpeg command (an argument list, never a shell).
 
@@ -118,9 +115,6 @@ def run_ffmpeg(
         timeout: Wall-clock limit in seconds; the process is killed past it.
         on_progress: Called with the media time reached (seconds) as FFmpeg reports it.
         log: Where to log the command and FFmpeg's errors.
-        on_start: Called with the process once started.
-        stdin: A file descriptor to read as standard input (a pipe from the decoder).
-        pass_fds: File descriptors the process inherits (the decoder's output pipes).
 
     Raises:
         PixelFlowError: ``transcode_timeout`` past the limit, ``corrupt_stream`` /
@@ -129,10 +123,8 @@ def run_ffmpeg(
     log = log or logger
     log.info("ffmpeg: %s", shlex.join(args))
     started = time.monotonic()
-    process = subprocess.Popen(args, stdin=subprocess.DEVNULL if stdin is None else stdin, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1, pass_fds=pass_fds)
-    if on_start:
-        on_start(process)
+    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               errors="replace", bufsize=1)
     errors: deque[str] = deque(maxlen=200)
     timed_out = threading.Event()
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -78,10 +77,6 @@ class PixelFlowSettings(BaseSettings):
     max_fps: float = Field(60.0, description="Frame-rate cap of rungs above 480p.")
     low_rung_max_fps: float = Field(30.0, description="Frame-rate cap of rungs at 480p and below.")
     encoder_threads: int = Field(0, description="libx264 threads per rendition (0: automatic).")
-    engine: Literal["single", "fanout"] = Field(
-        "single", description="How a run's rungs are encoded from their one decode: `single`, one FFmpeg process for "
-        "the ladder (least CPU; if it fails, each rung is retried alone); `fanout`, one encoder process per rung fed "
-        "through pipes (a failed encoder costs only its rung).")
     max_attempts: int = Field(4, description="Attempts of one transcode run (crash re-runs and retries) before it gives up.")
     task_retries: int = Field(2, description="Automatic retries of a failed transcode or transfer task (transient errors only).")
 
