@@ -212,12 +212,45 @@ def decode_errors(errors: list[str]) -> list[str]:
     return [line for line in errors if any(marker in line.lower() for marker in CORRUPT_MARKERS)]
 
 
-def input_damage(errors: list[str], reached: float | None = None, duration: float | None = None) -> PixelFlowError | None:
-    """The verdict on a decode that exited normally: ``truncated`` when the input ended early,
-    ``corrupt_stream`` when the decoder reported damaged data, else ``None``.
+def truncation_tolerance(duration: float) -> float:
+    """How far short of its stated ``duration`` a decode or a rendition may end before the file
+    counts as truncated: 2 % of it, at least 0.5 s (containers round, and audio may outlast video).
 
-    A decode that reported damage and also stopped well short of the stated ``duration`` (at
-    ``reached`` seconds) is ``truncated``: cutting a file mid-frame damages its last frame.
+    >>> truncation_tolerance(10.0), truncation_tolerance(600.0)
+    (0.5, 12.0)
+    """
+    return max(0.5, duration * 0.02)
+
+
+def ends_short(reached: float, duration: float) -> bool:
+    """Whether media that ends at ``reached`` seconds stops short of the stated ``duration``
+    by more than the :func:`truncation_tolerance`.
+
+    >>> ends_short(0.9, 3.0), ends_short(2.5, 3.0)
+    (True, False)
+    """
+    return duration > 0 and reached + truncation_tolerance(duration) < duration
+
+
+def check_duration(what: str, reached: float, expected: float) -> None:
+    """Raise ``truncated`` when ``what`` (a decoded stream, a rendition) :func:`ends_short` of
+    the ``expected`` duration the file claims."""
+    if ends_short(reached, expected):
+        raise PixelFlowError(
+            ErrorCode.TRUNCATED,
+            f"The {what} ends at {reached:.1f} s but the file claims {expected:.1f} s: the upload is truncated or damaged.",
+            {"decoded_seconds": round(reached, 3), "duration": round(expected, 3)},
+        )
+
+
+def input_damage(errors: list[str], reached: float | None = None, duration: float | None = None) -> PixelFlowError | None:
+    """The verdict on a decode that exited normally (through :func:`run_ffmpeg`, which already
+    raises ``truncated`` when the input ended early): ``corrupt_stream`` when the decoder
+    reported damaged data, else ``None``.
+
+    A decode that reported damage and also stopped short of the stated ``duration`` (at
+    ``reached`` seconds, :func:`ends_short`) is ``truncated``: cutting a file mid-frame damages
+    its last frame.
 
     >>> input_damage(["[mpeg4 @ 0x1] Error at MB: 157"], reached=0.9, duration=3.0).code.value
     'truncated'
@@ -226,21 +259,17 @@ def input_damage(errors: list[str], reached: float | None = None, duration: floa
     >>> input_damage(["[h264 @ 0x1] non-existing PPS 0 referenced"]) is None
     True
     """
-    ended = input_ended(errors)
-    if ended:
-        return PixelFlowError(ErrorCode.TRUNCATED, "The file ends before its streams do: the upload looks truncated.",
-                              {"errors": clean_stderr(ended[:5])})
     damaged = decode_errors(errors)
-    if damaged and reached is not None and duration and reached + max(0.5, duration * 0.02) < duration:
+    if not damaged:
+        return None
+    if reached is not None and duration and ends_short(reached, duration):
         return PixelFlowError(ErrorCode.TRUNCATED,
                               f"The video stream breaks off at {reached:.1f} s of the {duration:.1f} s the file claims: "
                               "the upload looks truncated.",
                               {"decoded_seconds": round(reached, 3), "duration": round(duration, 3),
                                "errors": clean_stderr(damaged[:5])})
-    if damaged:
-        return PixelFlowError(ErrorCode.CORRUPT_STREAM, "The video stream has decoding errors: the file is damaged.",
-                              {"errors": clean_stderr(damaged[:5])})
-    return None
+    return PixelFlowError(ErrorCode.CORRUPT_STREAM, "The video stream has decoding errors: the file is damaged.",
+                          {"errors": clean_stderr(damaged[:5])})
 
 
 def _unreadable(demuxer: str) -> PixelFlowError:

@@ -62,16 +62,6 @@ class _Progress:
             get_run_logger().debug("progress update failed", exc_info=True)
 
 
-def _check_duration(what: str, reached: float, expected: float) -> None:
-    tolerance = max(1.0, expected * 0.02)
-    if expected > 0 and reached + tolerance < expected:
-        raise PixelFlowError(
-            ErrorCode.TRUNCATED,
-            f"The {what} ends at {reached:.1f} s but the file claims {expected:.1f} s: the upload is truncated or damaged.",
-            {"decoded_seconds": round(reached, 3), "duration": round(expected, 3)},
-        )
-
-
 def _summarize(out_dir: Path, name: str, kind: str, width: int = 0, height: int = 0, fps: float = 0.0) -> RenditionOutput:
     sizes = {p.name: p.stat().st_size for p in out_dir.iterdir() if p.is_file()}
     playlist_text = (out_dir / PLAYLIST).read_text()
@@ -98,7 +88,7 @@ def _check_source(result: ffmpeg.FFmpegResult, info: SourceInfo) -> None:
     damage = ffmpeg.input_damage(result.errors, result.out_time, info.duration)
     if damage is not None:
         raise damage
-    _check_duration("video stream", result.out_time, info.duration)
+    ffmpeg.check_duration("video stream", result.out_time, info.duration)
 
 
 @task(name="encode-ladder", task_run_name="encode-ladder", cache_policy=NO_CACHE)
@@ -168,7 +158,7 @@ def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path:
         if damage is not None:  # this encode decoded the source itself: its verdict is the source's
             raise damage
     output = _summarize(out_dir, rendition.name, "video", rendition.width, rendition.height, rendition.fps_float)
-    _check_duration(f"{rendition.name} rendition", output.duration, info.duration)
+    ffmpeg.check_duration(f"{rendition.name} rendition", output.duration, info.duration)
     progress(info.duration, force=True)  # complete: 100 %, not the start time of the last frame
     logger.info("%s: %d segments, %.2f s, %d bytes, peak %d bit/s", rendition.name, output.segments, output.duration,
                 output.size, output.bandwidth)
