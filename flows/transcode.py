@@ -34,7 +34,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from pixelflow.core.hls import master_playlist
 from pixelflow.core.ids import asset_id as make_asset_id, normalize_etag
-from pixelflow.core.ladder import plan_ladder
+from pixelflow.core.ladder import plan_ladder, poster_rendition
 from pixelflow.core.manifest import SourceRef, audio_entry, build_manifest, variant_entry
 from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow.ladder_process import LadderProcess
@@ -205,7 +205,7 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         # source, the bare command) and the poster, from its rung's pictures, when that rung is
         # encoded.
         shared_audio = bool(pending) and info.audio is not None and "audio" not in done
-        poster_rung = plan[min(len(plan) - 1, 2)]
+        poster_rung = poster_rendition(plan)
         poster_path = scratch / "poster.jpg"
         shared_poster = any(r.name == poster_rung.name for r in pending)
         ladder = decoded = None
