@@ -123,6 +123,12 @@ def _rejection_artifact(error: PixelFlowError, key: str, asset: str) -> None:
         get_run_logger().debug("could not create the rejection artifact", exc_info=True)
 
 
+def _retried(task, settings: PixelFlowSettings):
+    """``task`` with ``PIXELFLOW_TASK_RETRIES`` retries: the setting covers every transcode and
+    transfer task of a run (the tasks' own ``retries`` are only the default)."""
+    return task.with_options(retries=settings.task_retries)
+
+
 def _fingerprint(settings: PixelFlowSettings) -> str:
     return hashlib.sha256(settings.ladder_config().fingerprint().encode()).hexdigest()[:12]
 
@@ -159,7 +165,7 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         return _reject(error, asset, bucket, key, etag, version_id, None, flow_run_id, settings, keep=False)
 
     try:
-        source = inspect_source(bucket, key, version_id)
+        source = _retried(inspect_source, settings)(bucket, key, version_id)
     except PixelFlowError as error:
         asset = make_asset_id(bucket, key, etag, version_id)
         return _reject(error, asset, bucket, key, etag, version_id, None, flow_run_id, settings, keep=False)
@@ -173,7 +179,7 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
     asset = make_asset_id(bucket, key, source.etag, source.version_id)
     _tag_run([f"asset:{asset}"])
     prefix = f"{settings.asset_prefix}{asset}/"
-    existing = find_published(settings.output_bucket, prefix)
+    existing = _retried(find_published, settings)(settings.output_bucket, prefix)
     if existing is not None:
         message = f"Asset {asset} is already published; nothing to do."
         logger.info(message)
@@ -183,8 +189,8 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
     info = None
     try:
         check_upload(source, limits)
-        local = download_source(source, scratch / "source", settings.scratch_headroom, settings.multipart_chunk_mb,
-                                settings.transfer_concurrency)
+        local = _retried(download_source, settings)(source, scratch / "source", settings.scratch_headroom,
+                                                    settings.multipart_chunk_mb, settings.transfer_concurrency)
         info = validate(local, source.size, limits)
         width, height = info.video.display_size
         plan = plan_ladder(width, height, info.video.frame_rate, config)
@@ -200,7 +206,8 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         if done:
             logger.info("renditions already published by an earlier attempt: %s", ", ".join(sorted(done)))
         out_root = scratch / "out"
-        encode = transcode_rendition.with_options(retries=settings.task_retries)
+        encode = _retried(transcode_rendition, settings)
+        upload = _retried(publish_rendition, settings)
         # One process encodes every pending rung; it also encodes the audio (one read of the
         # source, the bare command) and the poster, from its rung's pictures, when that rung is
         # encoded.
@@ -225,17 +232,17 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
             if r.name not in done:
                 encoded = encode.submit(r, config, local, info, out_root / r.name, timeout, ladder)
                 encodes.append(encoded)
-            uploads.append(publish_rendition.submit(r.name, encoded, out_root, settings.output_bucket, prefix, asset, fingerprint))
+            uploads.append(upload.submit(r.name, encoded, out_root, settings.output_bucket, prefix, asset, fingerprint))
         audio_gate = encodes or None
         audio_upload = None
         if info.audio is not None:
             audio_encoded = None
             if "audio" not in done:
-                audio_encoded = transcode_audio.with_options(retries=settings.task_retries).submit(
+                audio_encoded = _retried(transcode_audio, settings).submit(
                     local, info, config, out_root / "audio", timeout, ladder if shared_audio else None)
-            audio_upload = publish_rendition.submit("audio", audio_encoded, out_root, settings.output_bucket, prefix, asset,
+            audio_upload = upload.submit("audio", audio_encoded, out_root, settings.output_bucket, prefix, asset,
                                                     fingerprint, wait_for=audio_gate)
-        poster = make_poster.with_options(retries=settings.task_retries).submit(
+        poster = _retried(make_poster, settings).submit(
             local, info, poster_rung, poster_path, timeout, ladder if shared_poster else None)
         all_futures = encodes + uploads + [poster] + ([audio_upload] if audio_upload else [])
         wait(all_futures + ([decoded] if decoded is not None else []))
@@ -249,8 +256,8 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
             config.fingerprint(), flow_run_id,
             extra={"location": f"s3://{settings.output_bucket}/{prefix}master.m3u8", "key_prefix": prefix},
         )
-        published = publish_asset({"poster.jpg": poster.result(), "master.m3u8": master.encode()}, manifest,
-                                  settings.output_bucket, prefix)
+        published = _retried(publish_asset, settings)({"poster.jpg": poster.result(), "master.m3u8": master.encode()},
+                                                      manifest, settings.output_bucket, prefix)
     except PixelFlowError as error:
         return _reject(error, asset, bucket, key, source.etag, source.version_id, info.summary() if info else None,
                        flow_run_id, settings)
@@ -258,7 +265,7 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         shutil.rmtree(scratch, ignore_errors=True)
 
     try:
-        clear_failure_record(bucket, asset, settings.quarantine_prefix)
+        _retried(clear_failure_record, settings)(bucket, asset, settings.quarantine_prefix)
     except Exception:  # noqa: BLE001 - the asset is published; a stale record is only cosmetic
         logger.warning("could not remove an earlier attempt's failure record for asset %s", asset, exc_info=True)
     _asset_table(published)
@@ -299,7 +306,7 @@ def _reject(error: PixelFlowError, asset: str, bucket: str, key: str, etag: str 
     record = error_record(asset, bucket, key, etag, version_id, error, probe, flow_run_id, None)
     if keep:
         try:
-            record = quarantine_source(bucket, key, version_id, asset, settings.quarantine_prefix, record)
+            record = _retried(quarantine_source, settings)(bucket, key, version_id, asset, settings.quarantine_prefix, record)
         except Exception:
             logger.exception("could not record the rejection")
     _rejection_artifact(error, key, asset)
