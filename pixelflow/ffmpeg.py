@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pixelflow.core.ffmpeg_args import FFMPEG, FFPROBE, file_url, probe_args
+from pixelflow.core.ffmpeg_args import file_url, measure_duration_args, probe_args
 from pixelflow.core.validation import PLAYLIST_DEMUXERS
 from pixelflow.errors import ErrorCode, PixelFlowError
 
@@ -312,13 +312,8 @@ def probe(path: str, demuxer: str | None = None, formats: list[str] | None = Non
     """
     if demuxer in REFERENCE_DEMUXERS:
         raise ValueError(f"the {demuxer} demuxer reads other files or URLs")
-    options = probe_args(path, demuxer)
-    if formats and not demuxer:
-        options["format_whitelist"] = ",".join(f for f in formats if f not in REFERENCE_DEMUXERS)
-    args = [FFPROBE, "-hide_banner"]
-    for option, value in options.items():
-        args += [f"-{option}", str(value)]
-    args += ["-show_format", "-show_streams", "-of", "json", file_url(path)]
+    allowed = [f for f in formats if f not in REFERENCE_DEMUXERS] if formats and not demuxer else None
+    args = probe_args(path, demuxer, allowed)
     logger.info("ffprobe: %s", shlex.join(args))
     try:
         done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
@@ -364,9 +359,7 @@ def _measure_missing_duration(path: str, data: dict, timeout: float) -> None:
     demuxer = (fmt.get("format_name") or "").split(",")[0]
     if not demuxer:
         return
-    args = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "level+error", "-progress", "pipe:1", "-nostats",
-            "-protocol_whitelist", "file", "-f", demuxer, "-i", file_url(path),
-            "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
+    args = measure_duration_args(path, demuxer)
     # reading every packet once: allow for the file's size (20 MB/s) on top of the probe's limit
     result = run_ffmpeg(args, timeout=timeout + os.path.getsize(path) / 20e6)
     if result.out_time > 0:

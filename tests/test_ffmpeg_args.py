@@ -4,7 +4,8 @@ from fractions import Fraction
 
 import pytest
 
-from pixelflow.core.ffmpeg_args import audio_args, encode_args, file_url, ladder_encode_args, poster_args
+from pixelflow.core.ffmpeg_args import (audio_args, encode_args, file_url, ladder_encode_args, measure_duration_args,
+                                        poster_args, probe_args)
 from pixelflow.core.ladder import LadderConfig, plan_ladder
 from pixelflow.core.probe import interpret_probe
 
@@ -32,6 +33,10 @@ def test_inputs_are_local_files_with_forced_demuxer_and_file_protocol_only():
         assert value_after(args, "-protocol_whitelist") == "file"
         assert value_after(args, "-f") == "mov"
         assert value_after(args, "-i") == "file:/scratch/a/source"
+    for args in (probe_args("/scratch/a/source", "mov"), measure_duration_args("/scratch/a/source", "mov")):
+        assert value_after(args, "-protocol_whitelist") == "file"
+        assert value_after(args, "-f") == "mov"
+        assert args[args.index("-f") + 1:].count("file:/scratch/a/source") == 1
     with pytest.raises(ValueError):
         file_url("-i_am_an_option.mp4")
     with pytest.raises(ValueError):
@@ -121,6 +126,9 @@ def test_the_ladder_process_takes_the_poster_from_its_rung_as_a_lone_process_wou
 
 def test_no_argument_is_ever_a_shell_string():
     for args in (ladder_encode_args("/s/source", INFO, PLAN, CFG, DIRS), encode_args("/s/source", INFO, PLAN[0], CFG, "/s/o"),
-                 audio_args("/s/source", INFO, CFG, "/s/a"), poster_args("/s/source", INFO, PLAN[2], "/s/p.jpg")):
+                 audio_args("/s/source", INFO, CFG, "/s/a"), poster_args("/s/source", INFO, PLAN[2], "/s/p.jpg"),
+                 measure_duration_args("/s/source", "webm")):
         assert all(isinstance(a, str) for a in args)
         assert args[0] == "ffmpeg"
+    args = probe_args("/s/source", formats=["mov", "webm"])
+    assert all(isinstance(a, str) for a in args) and args[0] == "ffprobe"

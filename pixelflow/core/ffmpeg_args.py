@@ -316,10 +316,32 @@ def poster_args(source: str, info: SourceInfo, rendition: Rendition, out_path: s
     return args + ["-map", f"0:{info.video.index}", "-filter:v", chain] + poster_output_args(out_path)
 
 
-def probe_args(path: str, demuxer: str | None = None) -> dict[str, str]:
-    """ffprobe options for a local file: file protocol only,
-    bounded analysis, and the demuxer forced when known."""
-    options = {"protocol_whitelist": "file", "v": "error", "probesize": "50000000", "analyzeduration": "20000000"}
+def probe_args(path: str, demuxer: str | None = None, formats: list[str] | None = None) -> list[str]:
+    """ffprobe of a local file's headers as JSON: file protocol only, bounded analysis, and either
+    exactly ``demuxer`` or, when given, only the demuxers in ``formats`` (``format_whitelist``).
+
+    >>> probe_args("/s/source", "mov")[-7:]
+    ['-f', 'mov', '-show_format', '-show_streams', '-of', 'json', 'file:/s/source']
+    >>> args = probe_args("/s/source", formats=["mov", "webm"])
+    >>> args[args.index("-format_whitelist") + 1]
+    'mov,webm'
+    """
+    args = [FFPROBE, "-hide_banner", "-protocol_whitelist", "file", "-v", "error", "-probesize", "50000000",
+            "-analyzeduration", "20000000"]
     if demuxer:
-        options["f"] = demuxer
-    return options
+        args += ["-f", demuxer]
+    elif formats is not None:
+        args += ["-format_whitelist", ",".join(formats)]
+    return args + ["-show_format", "-show_streams", "-of", "json", file_url(path)]
+
+
+def measure_duration_args(path: str, demuxer: str) -> list[str]:
+    """Read every packet of the first video stream once, without decoding (``-c copy`` to
+    ``null``): the media time FFmpeg reports at the end is the duration of a file that states none.
+
+    >>> measure_duration_args("/s/source", "webm")[-11:]
+    ['-f', 'webm', '-i', 'file:/s/source', '-map', '0:v:0', '-c', 'copy', '-f', 'null', '-']
+    """
+    return [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "level+error", "-progress", "pipe:1", "-nostats",
+            "-protocol_whitelist", "file", "-f", demuxer, "-i", file_url(path),
+            "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
