@@ -135,8 +135,7 @@ def _fingerprint(settings: PixelFlowSettings) -> str:
 
 @flow(name="transcode", flow_run_name=_run_name, task_runner=ThreadPoolTaskRunner(max_workers=16),
       validate_parameters=True)
-def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | None = None,
-              size: int | None = None) -> dict[str, Any]:
+def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | None = None) -> dict[str, Any]:
     """Transcode one uploaded object into an adaptive HLS ladder and publish it.
 
     Args:
@@ -144,7 +143,6 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         key: The object key (as stored, not URL-encoded).
         etag: The ETag the upload event reported, when known.
         version_id: The object version, when the bucket is versioned.
-        size: The size the upload event reported (informational; the object is checked).
 
     Returns:
         The published asset's manifest.
