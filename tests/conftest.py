@@ -8,7 +8,6 @@ and ``PREFECT_API_URL``.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -111,11 +110,3 @@ def make_clip(path: Path, *, seconds: float = 3.0, size: str = "1280x720", rate:
 @pytest.fixture(scope="session")
 def clip_720p(media_dir) -> Path:
     return make_clip(media_dir / "clip-720p.mp4", seconds=5, size="1280x720")
-
-
-def pytest_collection_modifyitems(config, items):
-    if shutil.which("ffmpeg") is None:
-        skip = pytest.mark.skip(reason="ffmpeg is not installed")
-        for item in items:
-            if "needs_ffmpeg" in item.keywords:
-                item.add_marker(skip)
