@@ -27,7 +27,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import get_run_context
 from prefect.events import emit_event
-from prefect.futures import wait
+from prefect.futures import as_completed, wait
 from prefect.results import get_result_store
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -231,18 +231,19 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
                 encoded = encode.submit(r, config, local, info, out_root / r.name, timeout, ladder)
                 encodes.append(encoded)
             uploads.append(upload.submit(r.name, encoded, out_root, settings.output_bucket, prefix, asset, fingerprint))
-        audio_gate = encodes or None
-        audio_upload = None
-        if info.audio is not None:
-            audio_encoded = None
-            if "audio" not in done:
-                audio_encoded = _retried(transcode_audio, settings).submit(
-                    local, info, config, out_root / "audio", timeout, ladder if shared_audio else None)
-            audio_upload = upload.submit("audio", audio_encoded, out_root, settings.output_bucket, prefix, asset,
-                                                    fingerprint, wait_for=audio_gate)
+        audio_encoded = audio_upload = None
+        if info.audio is not None and "audio" not in done:
+            audio_encoded = _retried(transcode_audio, settings).submit(
+                local, info, config, out_root / "audio", timeout, ladder if shared_audio else None)
         poster = _retried(make_poster, settings).submit(
             local, info, poster_rung, poster_path, timeout, ladder if shared_poster else None)
-        all_futures = encodes + uploads + [poster] + ([audio_upload] if audio_upload else [])
+        # The audio decodes no video: it is uploaded once any rung has vouched for the source, so
+        # that a run failed by one rung keeps its audio for a manual retry.
+        if info.audio is not None and (not encodes or _any_completes(encodes)):
+            audio_upload = upload.submit("audio", audio_encoded, out_root, settings.output_bucket, prefix, asset,
+                                         fingerprint)
+        all_futures = (encodes + uploads + [poster] + ([audio_encoded] if audio_encoded else [])
+                       + ([audio_upload] if audio_upload else []))
         wait(all_futures + ([decoded] if decoded is not None else []))
         _raise_first_failure(all_futures)
 
@@ -276,6 +277,19 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         "duration": published.get("duration"),
     })
     return published
+
+
+def _any_completes(futures) -> bool:
+    """Wait until one of ``futures`` completes (``True``) or all have ended otherwise (``False``).
+
+    Each future is waited on before its state is read: that takes the task's final state from
+    the run itself, where the API's record may still lag behind it.
+    """
+    for future in as_completed(futures):
+        future.wait()
+        if future.state.is_completed():
+            return True
+    return False
 
 
 def _raise_first_failure(futures) -> None:
