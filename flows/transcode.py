@@ -3,9 +3,9 @@ rejection.
 
 Steps, each a Prefect task run visible in the UI: inspect the upload (HEAD), check its size,
 download it, validate it (ffprobe of the headers), decode it once (``encode-ladder``: one FFmpeg
-process encoding every rung, the audio and the poster; or, with ``PIXELFLOW_ENGINE=fanout``,
-``decode`` feeding one encoder process per rung), one ``transcode-<rung>`` task per rung of the
-ladder (plus ``transcode-audio`` and ``poster``), ``upload-<rung>`` as each rendition finishes,
+process encoding every rung, the audio and the poster), one ``transcode-<rung>`` task per rung of
+the ladder (plus ``transcode-audio`` and ``poster``) taking its output over from that process,
+``upload-<rung>`` as each rendition finishes,
 then ``publish-asset`` writes the master playlist and, last, ``manifest.json``.
 
 Example:
@@ -26,7 +26,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import get_run_context
 from prefect.events import emit_event
-from prefect.futures import wait
+from prefect.futures import as_completed, wait
 from prefect.results import get_result_store
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -34,14 +34,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pixelflow.aws import s3_endpoint
 from pixelflow.core.hls import master_playlist
 from pixelflow.core.ids import asset_id as make_asset_id, normalize_etag
-from pixelflow.core.ladder import plan_ladder
+from pixelflow.core.ladder import plan_ladder, poster_rendition
 from pixelflow.core.layout import AssetLayout, manifest_objects, missing_objects, publish_fingerprint
 from pixelflow.core.manifest import SourceRef, audio_entry, build_manifest, variant_entry
 from pixelflow.errors import ErrorCode, PixelFlowError
-from pixelflow.fanout import open_fanout, open_shared
+from pixelflow.ladder_process import LadderProcess
 from pixelflow.settings import PixelFlowSettings
-from tasks.encode import (decode_source, encode_ladder, ffmpeg_timeout, make_poster, transcode_audio,
-                          transcode_rendition)
+from tasks.encode import encode_ladder, ffmpeg_timeout, make_poster, transcode_audio, transcode_rendition
 from tasks.publish import (find_published, list_asset, publish_asset, publish_rendition, rendition_cache_key,
                            withdraw_manifest)
 from tasks.reject import clear_failure_record, error_record, quarantine_source
@@ -126,6 +125,12 @@ def _rejection_artifact(error: PixelFlowError, key: str, asset: str) -> None:
         get_run_logger().debug("could not create the rejection artifact", exc_info=True)
 
 
+def _retried(task, settings: PixelFlowSettings):
+    """``task`` with ``PIXELFLOW_TASK_RETRIES`` retries: the setting covers every transcode and
+    transfer task of a run (the tasks' own ``retries`` are only the default)."""
+    return task.with_options(retries=settings.task_retries)
+
+
 def _published_renditions(asset: str, names: list[str], fingerprint: str, listed: dict[str, int]) -> tuple[set, set]:
     """Which renditions an earlier attempt published: those with a persisted result under this
     fingerprint whose every object the listing shows with its size. A remembered result whose
@@ -149,8 +154,7 @@ def _published_renditions(asset: str, names: list[str], fingerprint: str, listed
 
 @flow(name="transcode", flow_run_name=_run_name, task_runner=ThreadPoolTaskRunner(max_workers=16),
       validate_parameters=True)
-def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | None = None,
-              size: int | None = None) -> dict[str, Any]:
+def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | None = None) -> dict[str, Any]:
     """Transcode one uploaded object into an adaptive HLS ladder and publish it.
 
     Args:
@@ -158,7 +162,6 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         key: The object key (as stored, not URL-encoded).
         etag: The ETag the upload event reported, when known.
         version_id: The object version, when the bucket is versioned.
-        size: The size the upload event reported (informational; the object is checked).
 
     Returns:
         The published asset's manifest.
@@ -179,7 +182,7 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         return _reject(error, asset, bucket, key, etag, version_id, None, flow_run_id, settings, keep=False)
 
     try:
-        source = inspect_source(bucket, key, version_id)
+        source = _retried(inspect_source, settings)(bucket, key, version_id)
     except PixelFlowError as error:
         asset = make_asset_id(bucket, key, etag, version_id)
         return _reject(error, asset, bucket, key, etag, version_id, None, flow_run_id, settings, keep=False)
@@ -194,8 +197,8 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
     _tag_run([f"asset:{asset}"])
     layout = AssetLayout.of(asset, settings.asset_prefix)
     prefix = layout.prefix
-    existing = find_published(settings.output_bucket, prefix)
-    listed = list_asset(settings.output_bucket, prefix)
+    existing = _retried(find_published, settings)(settings.output_bucket, prefix)
+    listed = _retried(list_asset, settings)(settings.output_bucket, prefix)
     if existing is not None:
         broken = missing_objects(manifest_objects(existing), listed)
         if not broken:
@@ -203,15 +206,14 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
             logger.info(message)
             return Completed(message=message, data=existing)
         # A manifest naming objects that are gone is not an asset: withdraw it and rebuild.
-        withdraw_manifest(settings.output_bucket, prefix, broken)
+        _retried(withdraw_manifest, settings)(settings.output_bucket, prefix, broken)
 
     scratch = Path(settings.scratch_dir) / f"{asset}-{flow_run_id[:8]}"
     info = None
-    fanout = None
     try:
         check_upload(source, limits)
-        local = download_source(source, scratch / "source", settings.scratch_headroom, settings.multipart_chunk_mb,
-                                settings.transfer_concurrency)
+        local = _retried(download_source, settings)(source, scratch / "source", settings.scratch_headroom,
+                                                    settings.multipart_chunk_mb, settings.transfer_concurrency)
         info = validate(local, source.size, limits)
         width, height = info.video.display_size
         plan = plan_ladder(width, height, info.video.frame_rate, config)
@@ -227,52 +229,53 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         if stale:
             logger.warning("renditions remembered as published but missing from the bucket, redone: %s",
                            ", ".join(sorted(stale)))
-        # A rendition encoded in this run is uploaded whatever a result store remembers of it.
-        upload_fresh = publish_rendition.with_options(refresh_cache=True)
         out_root = scratch / "out"
-        encode = transcode_rendition.with_options(retries=settings.task_retries)
-        single = settings.engine == "single"
-        decoded = None
-        # The single engine's process also encodes the audio: one read of the source, the bare command.
-        # So does the poster, from its rung's pictures, when that rung is encoded.
-        shared_audio = single and bool(pending) and info.audio is not None and "audio" not in done
-        poster_rung = plan[min(len(plan) - 1, 2)]
+        encode = _retried(transcode_rendition, settings)
+        # A rendition encoded in this run is uploaded whatever a result store remembers of it;
+        # one published by an earlier attempt (and found whole in the bucket) is its cached result.
+        upload_fresh = _retried(publish_rendition, settings).with_options(refresh_cache=True)
+        published_before = _retried(publish_rendition, settings)
+
+        def upload(name, encoded):
+            return (upload_fresh if encoded is not None else published_before).submit(
+                name, encoded, out_root, settings.output_bucket, prefix, asset, fingerprint)
+        # One process encodes every pending rung; it also encodes the audio (one read of the
+        # source, the bare command) and the poster, from its rung's pictures, when that rung is
+        # encoded.
+        shared_audio = bool(pending) and info.audio is not None and "audio" not in done
+        poster_rung = poster_rendition(plan)
         poster_path = scratch / "poster.jpg"
-        shared_poster = single and any(r.name == poster_rung.name for r in pending)
+        shared_poster = any(r.name == poster_rung.name for r in pending)
+        ladder = decoded = None
         if pending:
-            fanout = (open_shared if single else open_fanout)(
-                [r.name for r in pending] + (["audio"] if shared_audio else []) + (["poster"] if shared_poster else []))
-            decoded = (encode_ladder.submit(local, info, pending, config, out_root, fanout.id, timeout, audio=shared_audio,
-                                            poster=(poster_rung, poster_path) if shared_poster else None)
-                       if single else decode_source.submit(local, info, pending, fanout.id, timeout))
+            ladder = LadderProcess([r.name for r in pending] + (["audio"] if shared_audio else [])
+                                   + (["poster"] if shared_poster else []))
+            decoded = encode_ladder.submit(local, info, pending, config, out_root, ladder, timeout, audio=shared_audio,
+                                           poster=(poster_rung, poster_path) if shared_poster else None)
         # Nothing is uploaded before one full decode has vouched for the source: a file found
-        # damaged half-way must leave nothing behind in the production bucket. With fanout the
-        # decoder's task vouches. With the single engine each rung's task carries the verdict (the
-        # ladder process's, or its own decode's when it retried alone), and a failed ladder process
-        # is each rung's to retry, not the run's failure.
-        decoder_gate = [decoded] if decoded is not None and not single else None
-        futures = list(decoder_gate or [])
+        # damaged half-way must leave nothing behind in the production bucket. Each rung's task
+        # carries the verdict (the ladder process's, or its own decode's when it retried alone),
+        # and a failed ladder process is each rung's to retry, not the run's failure.
         uploads = []
         encodes = []
         for r in plan:
             encoded = None
             if r.name not in done:
-                encoded = encode.submit(r, config, local, info, out_root / r.name, timeout, fanout.id)
+                encoded = encode.submit(r, config, local, info, out_root / r.name, timeout, ladder)
                 encodes.append(encoded)
-            uploads.append((upload_fresh if encoded is not None else publish_rendition).submit(
-                r.name, encoded, out_root, settings.output_bucket, prefix, asset, fingerprint, wait_for=decoder_gate))
-        futures += encodes
-        audio_gate = (encodes or None) if single else decoder_gate
-        audio_upload = None
-        if info.audio is not None:
-            audio_encoded = None
-            if "audio" not in done:
-                audio_encoded = transcode_audio.with_options(retries=settings.task_retries).submit(
-                    local, info, config, out_root / "audio", timeout, fanout.id if shared_audio else None)
-            audio_upload = (upload_fresh if audio_encoded is not None else publish_rendition).submit(
-                "audio", audio_encoded, out_root, settings.output_bucket, prefix, asset, fingerprint, wait_for=audio_gate)
-        poster = make_poster.submit(local, info, poster_rung, poster_path, timeout, fanout.id if shared_poster else None)
-        all_futures = futures + uploads + [poster] + ([audio_upload] if audio_upload else [])
+            uploads.append(upload(r.name, encoded))
+        audio_encoded = audio_upload = None
+        if info.audio is not None and "audio" not in done:
+            audio_encoded = _retried(transcode_audio, settings).submit(
+                local, info, config, out_root / "audio", timeout, ladder if shared_audio else None)
+        poster = _retried(make_poster, settings).submit(
+            local, info, poster_rung, poster_path, timeout, ladder if shared_poster else None)
+        # The audio decodes no video: it is uploaded once any rung has vouched for the source, so
+        # that a run failed by one rung keeps its audio for a manual retry.
+        if info.audio is not None and (not encodes or _any_completes(encodes)):
+            audio_upload = upload("audio", audio_encoded)
+        all_futures = (encodes + uploads + [poster] + ([audio_encoded] if audio_encoded else [])
+                       + ([audio_upload] if audio_upload else []))
         wait(all_futures + ([decoded] if decoded is not None else []))
         _raise_first_failure(all_futures)
 
@@ -286,8 +289,8 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
                 audio, config.fingerprint(), flow_run_id,
                 extra={"location": f"s3://{settings.output_bucket}/{prefix}master.m3u8", "key_prefix": prefix},
             )
-            publishing = publish_asset.submit({"poster.jpg": poster_file, "master.m3u8": master.encode()}, manifest,
-                                              settings.output_bucket, prefix)
+            publishing = _retried(publish_asset, settings).submit(
+                {"poster.jpg": poster_file, "master.m3u8": master.encode()}, manifest, settings.output_bucket, prefix)
             publishing.wait()
             incomplete = _incomplete(publishing)
             if not incomplete or not redo:
@@ -296,17 +299,11 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
             # Objects vanished before the manifest was written: encode and upload those
             # renditions again (each alone, from the downloaded source), then publish.
             logger.warning("objects missing before the manifest was written, redoing: %s", ", ".join(sorted(incomplete)))
-            redone = {}
-            for r in plan:
-                if r.name in incomplete:
-                    encoded = encode.submit(r, config, local, info, out_root / r.name, timeout)
-                    redone[r.name] = upload_fresh.submit(r.name, encoded, out_root, settings.output_bucket, prefix,
-                                                         asset, fingerprint)
+            redone = {r.name: upload(r.name, encode.submit(r, config, local, info, out_root / r.name, timeout))
+                      for r in plan if r.name in incomplete}
             if audio is not None and "audio" in incomplete:
-                encoded = transcode_audio.with_options(retries=settings.task_retries).submit(
-                    local, info, config, out_root / "audio", timeout)
-                redone["audio"] = upload_fresh.submit("audio", encoded, out_root, settings.output_bucket, prefix,
-                                                      asset, fingerprint)
+                redone["audio"] = upload("audio", _retried(transcode_audio, settings).submit(
+                    local, info, config, out_root / "audio", timeout))
             wait(list(redone.values()))
             _raise_first_failure(list(redone.values()))
             videos = [redone[v.name].result() if v.name in redone else v for v in videos]
@@ -315,12 +312,10 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         return _reject(error, asset, bucket, key, source.etag, source.version_id, info.summary() if info else None,
                        flow_run_id, settings)
     finally:
-        if fanout is not None:
-            fanout.close()
         shutil.rmtree(scratch, ignore_errors=True)
 
     try:
-        clear_failure_record(bucket, asset, settings.quarantine_prefix)
+        _retried(clear_failure_record, settings)(bucket, asset, settings.quarantine_prefix)
     except Exception:  # noqa: BLE001 - the asset is published; a stale record is only cosmetic
         logger.warning("could not remove an earlier attempt's failure record for asset %s", asset, exc_info=True)
     _asset_table(published)
@@ -336,18 +331,31 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
 
 
 def _incomplete(future) -> set[str]:
-    """The renditions (or ``poster``/``master``) whose objects ``publish-asset`` found missing."""
-    state = future.state
-    if not state.is_failed():
+    """The renditions (or ``poster.jpg``, ``master.m3u8``) whose objects ``publish-asset`` found
+    missing, or nothing when it did not fail for that reason."""
+    if not future.state.is_failed():
         return set()
     try:
         future.result()
     except PixelFlowError as error:
         if error.code == ErrorCode.ASSET_INCOMPLETE:
-            return {path.split("/", 1)[0] if "/" in path else path for path in error.details.get("missing", [])}
-    except Exception:  # noqa: BLE001 - reported by ``result()`` in the caller
+            return {path.split("/", 1)[0] for path in error.details.get("missing", [])}
+    except Exception:  # noqa: BLE001 - raised again by the caller's ``result()``
         pass
     return set()
+
+
+def _any_completes(futures) -> bool:
+    """Wait until one of ``futures`` completes (``True``) or all have ended otherwise (``False``).
+
+    Each future is waited on before its state is read: that takes the task's final state from
+    the run itself, where the API's record may still lag behind it.
+    """
+    for future in as_completed(futures):
+        future.wait()
+        if future.state.is_completed():
+            return True
+    return False
 
 
 def _raise_first_failure(futures) -> None:
@@ -376,7 +384,7 @@ def _reject(error: PixelFlowError, asset: str, bucket: str, key: str, etag: str 
     record = error_record(asset, bucket, key, etag, version_id, error, probe, flow_run_id, None)
     if keep:
         try:
-            record = quarantine_source(bucket, key, version_id, asset, settings.quarantine_prefix, record)
+            record = _retried(quarantine_source, settings)(bucket, key, version_id, asset, settings.quarantine_prefix, record)
         except Exception:
             logger.exception("could not record the rejection")
     _rejection_artifact(error, key, asset)

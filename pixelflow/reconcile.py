@@ -101,7 +101,7 @@ def reconcile(settings: PixelFlowSettings, s3, client, deployment: str = "local"
         run = client.create_flow_run_from_deployment(
             target.id,
             parameters={"bucket": source["bucket"], "key": source["key"], "etag": source["etag"],
-                        "version_id": source.get("version_id"), "size": source.get("size")},
+                        "version_id": source.get("version_id")},
             idempotency_key=f"pixelflow-reconcile-{orphan.asset_id}",
             tags=[RECONCILED_TAG],
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -123,17 +123,6 @@ def build_manifest(asset_id: str, source: SourceRef, probe_summary: dict[str, An
     }
     manifest.update(extra or {})
     return manifest
-
-
-@dataclass
-class PublishPlan:
-    """Object keys of an asset and the order they are published in."""
-
-    prefix: str
-    files: list[str] = field(default_factory=list)
-
-    def key(self, relative: str) -> str:
-        return f"{self.prefix}{relative}"
 
 
 CONTENT_TYPES = {
