@@ -33,10 +33,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from pixelflow.aws import s3_endpoint
 from pixelflow.core.hls import master_playlist
-from pixelflow.core.ids import asset_id as make_asset_id, normalize_etag
 from pixelflow.core.ladder import plan_ladder, poster_rendition
-from pixelflow.core.layout import AssetLayout, manifest_objects, missing_objects, publish_fingerprint
-from pixelflow.core.manifest import SourceRef, audio_entry, build_manifest, variant_entry
+from pixelflow.core.layout import MASTER, POSTER, AssetLayout, manifest_objects, missing_objects, publish_fingerprint
+from pixelflow.core.manifest import RenditionOutput, audio_entry, build_manifest, variant_entry
+from pixelflow.core.probe import SourceInfo
+from pixelflow.core.upload import Upload
 from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow.ladder_process import LadderProcess
 from pixelflow.settings import PixelFlowSettings
@@ -44,7 +45,7 @@ from tasks.encode import encode_ladder, ffmpeg_timeout, make_poster, transcode_a
 from tasks.publish import (find_published, list_asset, publish_asset, publish_rendition, rendition_cache_key,
                            withdraw_manifest)
 from tasks.reject import clear_failure_record, error_record, quarantine_source
-from tasks.source import SourceObject, check_upload, download_source, inspect_source, validate
+from tasks.source import check_upload, download_source, inspect_source, validate
 
 FIX_HINTS = {
     ErrorCode.EMPTY_FILE: "Upload the file again; the object was empty.",
@@ -82,10 +83,13 @@ def _tag_run(tags: list[str]) -> None:
         get_run_logger().debug("could not tag the flow run", exc_info=True)
 
 
-def _emit(event: str, asset: str, payload: dict[str, Any]) -> None:
+def _emit(event: str, upload: Upload, payload: dict[str, Any]) -> None:
+    """Emit a ``pixelflow.asset.*`` event for the upload's asset (``asset_id``, ``bucket`` and
+    ``key`` lead its payload)."""
+    payload = {"asset_id": upload.asset_id, "bucket": upload.bucket, "key": upload.key, **payload}
     try:
-        emit_event(event=event, resource={"prefect.resource.id": f"pixelflow.asset.{asset}",
-                                          "prefect.resource.name": payload.get("key", asset)}, payload=payload)
+        emit_event(event=event, resource={"prefect.resource.id": f"pixelflow.asset.{upload.asset_id}",
+                                          "prefect.resource.name": upload.key}, payload=payload)
     except Exception:
         get_run_logger().warning("could not emit %s", event, exc_info=True)
 
@@ -114,11 +118,12 @@ def _asset_table(manifest: dict[str, Any]) -> None:
         get_run_logger().debug("could not create artifacts", exc_info=True)
 
 
-def _rejection_artifact(error: PixelFlowError, key: str, asset: str) -> None:
+def _rejection_artifact(error: PixelFlowError, upload: Upload) -> None:
+    asset = upload.asset_id
     try:
         create_markdown_artifact(
             f"### {'Rejected' if error.is_rejection else 'Failed'}: `{error.code.value}`\n\n"
-            f"**{key}** (asset `{asset}`)\n\n{error.message}\n\n"
+            f"**{upload.key}** (asset `{asset}`)\n\n{error.message}\n\n"
             f"**What to do:** {FIX_HINTS.get(error.code, 'Retry the run; if it fails again, check the worker logs.')}\n",
             key=f"asset-{asset}-error", description="Why this upload was not published")
     except Exception:
@@ -157,6 +162,9 @@ def _published_renditions(asset: str, names: list[str], fingerprint: str, listed
 def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | None = None) -> dict[str, Any]:
     """Transcode one uploaded object into an adaptive HLS ladder and publish it.
 
+    The parameters are the upload as its event described it; the asset id is derived from the
+    object as S3 has it when the run starts (``inspect-upload``), never taken on trust.
+
     Args:
         bucket: The upload bucket.
         key: The object key (as stored, not URL-encoded).
@@ -169,165 +177,184 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
     settings = PixelFlowSettings()
     logger = get_run_logger()
     flow_run_id = str(get_run_context().flow_run.id)
-    limits = settings.limits()
-    config = settings.ladder_config()
+    announced = Upload(bucket, key, etag, version_id)
 
     attempt = get_run_context().flow_run.run_count
     if attempt > settings.max_attempts:
         error = PixelFlowError(ErrorCode.TOO_MANY_ATTEMPTS,
                                f"Gave up after {attempt - 1} attempts (PIXELFLOW_MAX_ATTEMPTS={settings.max_attempts}).")
-        asset = make_asset_id(bucket, key, etag, version_id)
-        _emit("pixelflow.asset.alert", asset, {"asset_id": asset, "bucket": bucket, "key": key,
-                                                "code": error.code.value, "message": error.message})
-        return _reject(error, asset, bucket, key, etag, version_id, None, flow_run_id, settings, keep=False)
+        _emit("pixelflow.asset.alert", announced, {"code": error.code.value, "message": error.message})
+        return _reject(error, announced, None, flow_run_id, settings, keep=False)
 
     try:
-        source = _retried(inspect_source, settings)(bucket, key, version_id)
+        source = _retried(inspect_source, settings)(announced)
     except PixelFlowError as error:
-        asset = make_asset_id(bucket, key, etag, version_id)
-        return _reject(error, asset, bucket, key, etag, version_id, None, flow_run_id, settings, keep=False)
-
-    if etag and normalize_etag(etag) != source.etag and not version_id:
-        message = (f"s3://{bucket}/{key} was overwritten since this upload (ETag {normalize_etag(etag)} is now "
-                   f"{source.etag}); the newer upload is processed by its own run.")
+        return _reject(error, announced, None, flow_run_id, settings, keep=False)
+    if not announced.same_revision(source):
+        message = (f"{source.uri} was overwritten since this upload (ETag {announced.etag} is now {source.etag}); "
+                   "the newer upload is processed by its own run.")
         logger.info(message)
         return Completed(message=message, data={"status": "superseded", "bucket": bucket, "key": key})
 
-    asset = make_asset_id(bucket, key, source.etag, source.version_id)
-    _tag_run([f"asset:{asset}"])
-    layout = AssetLayout.of(asset, settings.asset_prefix)
-    prefix = layout.prefix
-    existing = _retried(find_published, settings)(settings.output_bucket, prefix)
-    listed = _retried(list_asset, settings)(settings.output_bucket, prefix)
+    layout = settings.layout(source.asset_id)
+    _tag_run([f"asset:{layout.asset_id}"])
+    existing = _retried(find_published, settings)(settings.output_bucket, layout.prefix)
+    listed = _retried(list_asset, settings)(settings.output_bucket, layout.prefix)
     if existing is not None:
         broken = missing_objects(manifest_objects(existing), listed)
         if not broken:
-            message = f"Asset {asset} is already published; nothing to do."
+            message = f"Asset {layout.asset_id} is already published; nothing to do."
             logger.info(message)
             return Completed(message=message, data=existing)
         # A manifest naming objects that are gone is not an asset: withdraw it and rebuild.
-        _retried(withdraw_manifest, settings)(settings.output_bucket, prefix, broken)
+        _retried(withdraw_manifest, settings)(settings.output_bucket, layout.prefix, broken)
 
-    scratch = Path(settings.scratch_dir) / f"{asset}-{flow_run_id[:8]}"
+    scratch = Path(settings.scratch_dir) / f"{layout.asset_id}-{flow_run_id[:8]}"
     info = None
     try:
+        limits = settings.limits()
         check_upload(source, limits)
         local = _retried(download_source, settings)(source, scratch / "source", settings.scratch_headroom,
                                                     settings.multipart_chunk_mb, settings.transfer_concurrency)
         info = validate(local, source.size, limits)
-        width, height = info.video.display_size
-        plan = plan_ladder(width, height, info.video.frame_rate, config)
-        timeout = ffmpeg_timeout(info.duration, settings.ffmpeg_timeout_factor)
-        fingerprint = publish_fingerprint(settings.output_bucket, s3_endpoint(), prefix, config)
-        logger.info("asset %s: ladder %s", asset, ", ".join(f"{r.name} {r.width}x{r.height}@{float(r.fps):.3g}" for r in plan))
+        run = _Run(settings, layout, local, info, scratch, listed)
+        videos, audio, poster = run.encode_and_upload()
+        published = run.publish(source, videos, audio, poster, flow_run_id)
+    except PixelFlowError as error:
+        return _reject(error, source, info.summary() if info else None, flow_run_id, settings)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
+    try:
+        _retried(clear_failure_record, settings)(bucket, layout)
+    except Exception:  # noqa: BLE001 - the asset is published; a stale record is only cosmetic
+        logger.warning("could not remove an earlier attempt's failure record for asset %s", layout.asset_id, exc_info=True)
+    _asset_table(published)
+    if published.get("flow_run_id") not in (None, flow_run_id):
+        logger.info("asset %s was published by flow run %s, which announces it", layout.asset_id, published["flow_run_id"])
+        return published
+    _emit("pixelflow.asset.ready", source, {
+        "status": "ready", "master_playlist": published.get("location"),
+        "renditions": [r["name"] for r in published["renditions"]], "duration": published.get("duration"),
+    })
+    return published
+
+
+class _Run:
+    """The encode and publish steps of one run, over one downloaded and validated source."""
+
+    def __init__(self, settings: PixelFlowSettings, layout: AssetLayout, local: Path, info: SourceInfo, scratch: Path,
+                 listed: dict[str, int]):
+        self.settings, self.layout, self.local, self.info = settings, layout, local, info
+        self.config = settings.ladder_config()
+        self.plan = plan_ladder(*info.video.display_size, info.video.frame_rate, self.config)
+        self.timeout = ffmpeg_timeout(info.duration, settings.ffmpeg_timeout_factor)
+        self.fingerprint = publish_fingerprint(settings.output_bucket, s3_endpoint(), layout.prefix, self.config)
+        self.scratch, self.out_root, self.listed = scratch, scratch / "out", listed
+        self.encode = _retried(transcode_rendition, settings)
+        self.encode_audio = _retried(transcode_audio, settings)
+        get_run_logger().info("asset %s: ladder %s", layout.asset_id,
+                              ", ".join(f"{r.name} {r.width}x{r.height}@{float(r.fps):.3g}" for r in self.plan))
+
+    def upload(self, name: str, encoded):
+        """Upload a rendition encoded in this run (whatever a result store remembers of it), or
+        take one an earlier attempt published, and that is whole in the bucket, from its result."""
+        task = _retried(publish_rendition, self.settings)
+        if encoded is not None:
+            task = task.with_options(refresh_cache=True)
+        return task.submit(name, encoded, self.out_root, self.settings.output_bucket, self.layout.prefix,
+                           self.layout.asset_id, self.fingerprint)
+
+    def encode_and_upload(self):
+        """Encode what is not published yet in one FFmpeg process (each rung, the audio and the
+        poster taken over by its own task) and upload each rendition as it is done.
+
+        Returns:
+            The video renditions, the audio rendition (or ``None``) and the poster's local path.
+        """
+        logger = get_run_logger()
+        info, plan = self.info, self.plan
         names = [r.name for r in plan] + (["audio"] if info.audio is not None else [])
-        done, stale = _published_renditions(asset, names, fingerprint, listed)
+        done, stale = _published_renditions(self.layout.asset_id, names, self.fingerprint, self.listed)
         pending = [r for r in plan if r.name not in done]
         if done:
             logger.info("renditions already published by an earlier attempt: %s", ", ".join(sorted(done)))
         if stale:
             logger.warning("renditions remembered as published but missing from the bucket, redone: %s",
                            ", ".join(sorted(stale)))
-        out_root = scratch / "out"
-        encode = _retried(transcode_rendition, settings)
-        # A rendition encoded in this run is uploaded whatever a result store remembers of it;
-        # one published by an earlier attempt (and found whole in the bucket) is its cached result.
-        upload_fresh = _retried(publish_rendition, settings).with_options(refresh_cache=True)
-        published_before = _retried(publish_rendition, settings)
-
-        def upload(name, encoded):
-            return (upload_fresh if encoded is not None else published_before).submit(
-                name, encoded, out_root, settings.output_bucket, prefix, asset, fingerprint)
         # One process encodes every pending rung; it also encodes the audio (one read of the
         # source, the bare command) and the poster, from its rung's pictures, when that rung is
         # encoded.
         shared_audio = bool(pending) and info.audio is not None and "audio" not in done
         poster_rung = poster_rendition(plan)
-        poster_path = scratch / "poster.jpg"
+        poster_path = self.scratch / "poster.jpg"
         shared_poster = any(r.name == poster_rung.name for r in pending)
         ladder = decoded = None
         if pending:
             ladder = LadderProcess([r.name for r in pending] + (["audio"] if shared_audio else [])
                                    + (["poster"] if shared_poster else []))
-            decoded = encode_ladder.submit(local, info, pending, config, out_root, ladder, timeout, audio=shared_audio,
-                                           poster=(poster_rung, poster_path) if shared_poster else None)
+            decoded = encode_ladder.submit(self.local, info, pending, self.config, self.out_root, ladder, self.timeout,
+                                           audio=shared_audio, poster=(poster_rung, poster_path) if shared_poster else None)
         # Nothing is uploaded before one full decode has vouched for the source: a file found
         # damaged half-way must leave nothing behind in the production bucket. Each rung's task
         # carries the verdict (the ladder process's, or its own decode's when it retried alone),
         # and a failed ladder process is each rung's to retry, not the run's failure.
-        uploads = []
-        encodes = []
+        uploads, encodes = [], []
         for r in plan:
             encoded = None
             if r.name not in done:
-                encoded = encode.submit(r, config, local, info, out_root / r.name, timeout, ladder)
+                encoded = self.encode.submit(r, self.config, self.local, info, self.out_root / r.name, self.timeout,
+                                             ladder)
                 encodes.append(encoded)
-            uploads.append(upload(r.name, encoded))
+            uploads.append(self.upload(r.name, encoded))
         audio_encoded = audio_upload = None
         if info.audio is not None and "audio" not in done:
-            audio_encoded = _retried(transcode_audio, settings).submit(
-                local, info, config, out_root / "audio", timeout, ladder if shared_audio else None)
-        poster = _retried(make_poster, settings).submit(
-            local, info, poster_rung, poster_path, timeout, ladder if shared_poster else None)
+            audio_encoded = self.encode_audio.submit(self.local, info, self.config, self.out_root / "audio",
+                                                     self.timeout, ladder if shared_audio else None)
+        poster = _retried(make_poster, self.settings).submit(self.local, info, poster_rung, poster_path, self.timeout,
+                                                             ladder if shared_poster else None)
         # The audio decodes no video: it is uploaded once any rung has vouched for the source, so
         # that a run failed by one rung keeps its audio for a manual retry.
         if info.audio is not None and (not encodes or _any_completes(encodes)):
-            audio_upload = upload("audio", audio_encoded)
+            audio_upload = self.upload("audio", audio_encoded)
         all_futures = (encodes + uploads + [poster] + ([audio_encoded] if audio_encoded else [])
                        + ([audio_upload] if audio_upload else []))
         wait(all_futures + ([decoded] if decoded is not None else []))
         _raise_first_failure(all_futures)
+        return [u.result() for u in uploads], audio_upload.result() if audio_upload else None, poster.result()
 
-        videos = [u.result() for u in uploads]
-        audio = audio_upload.result() if audio_upload else None
-        poster_file = poster.result()
-        for redo in (True, False):
+    def publish(self, source: Upload, videos: list[RenditionOutput], audio: RenditionOutput | None, poster: Path,
+                flow_run_id: str) -> dict[str, Any]:
+        """Write the master playlist and poster, then the manifest once a listing shows every
+        object it names. Objects found missing then (deleted meanwhile) are encoded and uploaded
+        again, each rendition alone from the downloaded source, before publishing once more."""
+        settings, layout = self.settings, self.layout
+        redone_once = False
+        while True:
             master = master_playlist([variant_entry(v) for v in videos], audio_entry(audio) if audio else None)
             manifest = build_manifest(
-                asset, SourceRef(bucket, key, source.etag, source.version_id, source.size), info.summary(), videos,
-                audio, config.fingerprint(), flow_run_id,
-                extra={"location": f"s3://{settings.output_bucket}/{prefix}master.m3u8", "key_prefix": prefix},
+                layout.asset_id, source, self.info.summary(), videos, audio, self.config.fingerprint(), flow_run_id,
+                extra={"location": f"s3://{settings.output_bucket}/{layout.master_key}", "key_prefix": layout.prefix},
             )
             publishing = _retried(publish_asset, settings).submit(
-                {"poster.jpg": poster_file, "master.m3u8": master.encode()}, manifest, settings.output_bucket, prefix)
+                {POSTER: poster, MASTER: master.encode()}, manifest, settings.output_bucket, layout.prefix)
             publishing.wait()
             incomplete = _incomplete(publishing)
-            if not incomplete or not redo:
-                published = publishing.result()
-                break
-            # Objects vanished before the manifest was written: encode and upload those
-            # renditions again (each alone, from the downloaded source), then publish.
-            logger.warning("objects missing before the manifest was written, redoing: %s", ", ".join(sorted(incomplete)))
-            redone = {r.name: upload(r.name, encode.submit(r, config, local, info, out_root / r.name, timeout))
-                      for r in plan if r.name in incomplete}
+            if not incomplete or redone_once:
+                return publishing.result()
+            redone_once = True
+            get_run_logger().warning("objects missing before the manifest was written, redoing: %s",
+                                     ", ".join(sorted(incomplete)))
+            redone = {r.name: self.upload(r.name, self.encode.submit(r, self.config, self.local, self.info,
+                                                                     self.out_root / r.name, self.timeout))
+                      for r in self.plan if r.name in incomplete}
             if audio is not None and "audio" in incomplete:
-                redone["audio"] = upload("audio", _retried(transcode_audio, settings).submit(
-                    local, info, config, out_root / "audio", timeout))
+                redone["audio"] = self.upload("audio", self.encode_audio.submit(
+                    self.local, self.info, self.config, self.out_root / "audio", self.timeout))
             wait(list(redone.values()))
             _raise_first_failure(list(redone.values()))
             videos = [redone[v.name].result() if v.name in redone else v for v in videos]
             audio = redone["audio"].result() if "audio" in redone else audio
-    except PixelFlowError as error:
-        return _reject(error, asset, bucket, key, source.etag, source.version_id, info.summary() if info else None,
-                       flow_run_id, settings)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-    try:
-        _retried(clear_failure_record, settings)(bucket, asset, settings.quarantine_prefix)
-    except Exception:  # noqa: BLE001 - the asset is published; a stale record is only cosmetic
-        logger.warning("could not remove an earlier attempt's failure record for asset %s", asset, exc_info=True)
-    _asset_table(published)
-    if published.get("flow_run_id") not in (None, flow_run_id):
-        logger.info("asset %s was published by flow run %s, which announces it", asset, published["flow_run_id"])
-        return published
-    _emit("pixelflow.asset.ready", asset, {
-        "asset_id": asset, "bucket": bucket, "key": key, "status": "ready",
-        "master_playlist": published.get("location"), "renditions": [r["name"] for r in published["renditions"]],
-        "duration": published.get("duration"),
-    })
-    return published
 
 
 def _incomplete(future) -> set[str]:
@@ -375,21 +402,19 @@ def _raise_first_failure(futures) -> None:
         raise errors[0]
 
 
-def _reject(error: PixelFlowError, asset: str, bucket: str, key: str, etag: str | None, version_id: str | None,
-            probe: dict[str, Any] | None, flow_run_id: str, settings: PixelFlowSettings, keep: bool = True):
+def _reject(error: PixelFlowError, upload: Upload, probe: dict[str, Any] | None, flow_run_id: str,
+            settings: PixelFlowSettings, keep: bool = True):
     """Record why the upload was not published, tell listeners, and fail the run with the code."""
     logger = get_run_logger()
-    _tag_run([f"asset:{asset}"])
+    _tag_run([f"asset:{upload.asset_id}"])
     logger.error("%s: %s", error.code.value, error.message)
-    record = error_record(asset, bucket, key, etag, version_id, error, probe, flow_run_id, None)
+    record = error_record(upload, error, probe, flow_run_id)
     if keep:
         try:
-            record = _retried(quarantine_source, settings)(bucket, key, version_id, asset, settings.quarantine_prefix, record)
+            record = _retried(quarantine_source, settings)(upload, settings.layout(upload.asset_id), record)
         except Exception:
             logger.exception("could not record the rejection")
-    _rejection_artifact(error, key, asset)
-    _emit("pixelflow.asset.errored", asset, {
-        "asset_id": asset, "bucket": bucket, "key": key, "status": record["status"],
-        "code": error.code.value, "message": error.message,
-    })
+    _rejection_artifact(error, upload)
+    _emit("pixelflow.asset.errored", upload, {"status": record["status"], "code": error.code.value,
+                                              "message": error.message})
     return Failed(message=str(error), data=error)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bench.commands import ENGINE_VARIANTS, engine_commands, fanout_decoder_args, pipe_encoder_args
 from pixelflow.core.ladder import LadderConfig, plan_ladder
-from tests.test_ffmpeg_args import INFO, PLAN, value_after
+from tests.core.test_ffmpeg_args import INFO, PLAN, value_after
 
 CFG = LadderConfig()
 
