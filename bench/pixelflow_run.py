@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.measure import Measurement, run_group, tree_cpu
-from pixelflow.local import (Service, _bin, free_port, prefect_env, spawn, start_moto, stop_process, wait_http,
+from pixelflow.local.processes import (Service, _bin, free_port, prefect_env, spawn, start_moto, stop_process, wait_http,
                              with_moto_settings)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ class Stack:
 
 
 def start_prefect(home: Path, log_dir: Path, timeout: float = 600) -> Service:
-    """``prefect server start`` (SQLite under ``home``), as :func:`pixelflow.local.start_prefect_server`
+    """``prefect server start`` (SQLite under ``home``), as :func:`pixelflow.local.processes.start_prefect_server`
     starts it, with a longer start-up allowance: a busy two-core machine can take minutes."""
     port = free_port()
     home.mkdir(parents=True, exist_ok=True)

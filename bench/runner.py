@@ -15,7 +15,7 @@ from bench import commands
 from bench.measure import run_group
 from bench.pixelflow_run import Stack, run_pixelflow, upload_source
 from bench.quality import Output, measure_size, measure_ssim
-from pixelflow import ffmpeg as pf_ffmpeg
+from pixelflow.pipeline import ffmpeg as pf_ffmpeg
 from pixelflow.core.ladder import LadderConfig, Rendition, plan_ladder
 from pixelflow.core.probe import SourceInfo, interpret_probe
 from pixelflow.settings import PixelFlowSettings

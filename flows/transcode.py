@@ -39,7 +39,7 @@ from pixelflow.core.manifest import RenditionOutput, audio_entry, build_manifest
 from pixelflow.core.probe import SourceInfo
 from pixelflow.core.upload import Upload
 from pixelflow.errors import ErrorCode, PixelFlowError
-from pixelflow.ladder_process import LadderProcess
+from pixelflow.pipeline.ladder_process import LadderProcess
 from pixelflow.settings import PixelFlowSettings
 from tasks.encode import encode_ladder, ffmpeg_timeout, make_poster, transcode_audio, transcode_rendition
 from tasks.publish import (find_published, list_asset, publish_asset, publish_rendition, rendition_cache_key,

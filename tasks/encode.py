@@ -11,14 +11,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from pixelflow import ffmpeg
+from pixelflow.pipeline import ffmpeg
 from pixelflow.core.ffmpeg_args import PLAYLIST, audio_args, encode_args, ladder_encode_args, poster_args
 from pixelflow.core.hls import AAC_LC, avc1_from_init
 from pixelflow.core.ladder import LadderConfig, Rendition
 from pixelflow.core.manifest import RenditionOutput, summarize_rendition
 from pixelflow.core.probe import SourceInfo
 from pixelflow.errors import ErrorCode, PixelFlowError
-from pixelflow.ladder_process import LadderProcess
+from pixelflow.pipeline.ladder_process import LadderProcess
 from tasks._policy import RETRIES, RETRY_DELAYS, retry_transient
 
 

@@ -9,7 +9,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
 
-from pixelflow import ffmpeg
+from pixelflow.pipeline import ffmpeg
 from pixelflow.aws import is_missing, s3_client
 from pixelflow.core.probe import SourceInfo, interpret_probe
 from pixelflow.core.upload import Upload

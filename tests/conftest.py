@@ -39,7 +39,7 @@ def session_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def moto_server(session_dir):
     """A moto server; ``AWS_ENDPOINT_URL`` points at it for the whole session."""
-    from pixelflow.local import start_moto
+    from pixelflow.local.processes import start_moto
 
     service = start_moto(log_dir=session_dir / "logs")
     os.environ["AWS_ENDPOINT_URL"] = service.url
@@ -51,7 +51,7 @@ def moto_server(session_dir):
 @pytest.fixture(scope="session")
 def prefect_server(session_dir):
     """A real ``prefect server start`` (SQLite) for the session; ``PREFECT_API_URL`` points at it."""
-    from pixelflow.local import start_prefect_server
+    from pixelflow.local.processes import start_prefect_server
 
     home = session_dir / "prefect-home"
     service = start_prefect_server(home=home, log_dir=session_dir / "logs")

@@ -412,7 +412,7 @@ def test_hostile_keys_only_ever_name_asset_folders(hostile_keys):
 # --- FFmpeg hardening, piece by piece ---------------------------------------------------------------------
 
 def test_run_ffmpeg_is_killed_at_its_wall_clock_limit():
-    from pixelflow.ffmpeg import run_ffmpeg
+    from pixelflow.pipeline.ffmpeg import run_ffmpeg
 
     args = ["ffmpeg", "-hide_banner", "-nostdin", "-progress", "pipe:1", "-nostats", "-re", "-f", "lavfi", "-i",
             "testsrc2=size=64x48:rate=10:duration=600", "-f", "null", "-"]

@@ -1,7 +1,7 @@
 """The bridge against the session's moto server (S3 notifications -> SQS) and Prefect server.
 
 Every test provisions its own buckets, queue and dead-letter queue (small visibility timeout,
-``maxReceiveCount`` 2) with :func:`pixelflow.stack.provision`, uploads through S3 and checks
+``maxReceiveCount`` 2) with :func:`pixelflow.local.stack.provision`, uploads through S3 and checks
 what the Prefect server stored and what is left in the queues.
 """
 
@@ -20,10 +20,10 @@ from urllib.parse import urlparse
 import pytest
 
 from pixelflow.aws import s3_client, sqs_client
-from pixelflow.bridge import Bridge
+from pixelflow.pipeline.bridge import Bridge
 from pixelflow.core.ids import asset_id, normalize_etag
 from pixelflow.core.s3events import resource_id
-from pixelflow.stack import provision
+from pixelflow.local.stack import provision
 
 from tests.events_helpers import TcpForwarder, closed_port, isolated_settings, queue_counts, upload_events, wait_for
 

@@ -23,7 +23,7 @@ def files(tmp_path_factory) -> Path:
 
 
 def probe_code(path: Path) -> str:
-    from pixelflow import ffmpeg
+    from pixelflow.pipeline import ffmpeg
 
     try:
         validate_source(interpret_probe(ffmpeg.probe(str(path), formats=ALLOWED)), Limits())
@@ -53,7 +53,7 @@ def test_probe_of_generated_files(files, make, code):
 
 
 def test_probe_measures_a_missing_duration_and_keeps_paths_out(files):
-    from pixelflow import ffmpeg
+    from pixelflow.pipeline import ffmpeg
 
     path = bm.make_live_webm(files / "live.webm")
     data = ffmpeg.probe(str(path), formats=ALLOWED)
@@ -65,7 +65,7 @@ def test_probe_measures_a_missing_duration_and_keeps_paths_out(files):
 
 
 def test_probe_refuses_playlists_without_opening_what_they_name(files):
-    from pixelflow import ffmpeg
+    from pixelflow.pipeline import ffmpeg
 
     secret, canary = bm.SecretFile(files / "private"), bm.TcpCanary()
     try:
@@ -88,7 +88,7 @@ def test_probe_refuses_playlists_without_opening_what_they_name(files):
 
 
 def decode(path: Path, demuxer: str) -> list[str]:
-    from pixelflow import ffmpeg
+    from pixelflow.pipeline import ffmpeg
 
     args = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "level+error", "-progress", "pipe:1", "-nostats",
             "-protocol_whitelist", "file", "-f", demuxer, "-i", f"file:{path}", "-map", "0:v:0", "-f", "null", "-"]
@@ -104,7 +104,7 @@ def decode(path: Path, demuxer: str) -> list[str]:
     (bm.make_vfr, "mov", False),
 ], ids=lambda value: value if isinstance(value, str) else getattr(value, "__name__", str(value))[5:])
 def test_decode_damage_markers(files, make, demuxer, damaged):
-    from pixelflow import ffmpeg
+    from pixelflow.pipeline import ffmpeg
 
     path = make(files / f"{make.__name__}.bin")
     assert (ffmpeg.input_damage(decode(path, demuxer)) is not None) is damaged
@@ -118,7 +118,7 @@ def test_a_truncated_mp4_fails_its_decode_as_truncated(files):
 
 
 def test_clean_stderr_drops_paths_and_addresses():
-    from pixelflow.ffmpeg import clean_stderr
+    from pixelflow.pipeline.ffmpeg import clean_stderr
 
     lines = clean_stderr(["[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55d0c1] stream 0, offset 0x1bb65: partial file",
                           "file:/tmp/pixelflow/abc-1/source: Invalid data found when processing input",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pixelflow.aws import s3_client
-from pixelflow.stack.services import Stack, StackConfig
+from pixelflow.local.stack.services import Stack, StackConfig
 from tests.conftest import make_clip
 from tests.player_helpers import fresh_buckets, upload
 

@@ -16,7 +16,7 @@ import pytest
 
 from pixelflow.aws import s3_client
 from pixelflow.core.ids import asset_id
-from pixelflow.notifications import EVENTS, PAYLOAD_FIELDS, parse_events, parse_header, payload_template
+from pixelflow.ops.notifications import EVENTS, PAYLOAD_FIELDS, parse_events, parse_header, payload_template
 from tests.conftest import ROOT, make_clip
 
 DOCS = ROOT / "docs" / "notifications.md"
@@ -113,7 +113,7 @@ def test_alert_and_documented_slack_template_render():
     from prefect.server.events.schemas.events import ReceivedEvent
     from prefect.server.utilities.user_templates import render_user_template_sync
 
-    from pixelflow.notifications import check_template
+    from pixelflow.ops.notifications import check_template
 
     JinjaTemplateAction._register_filters_if_needed()
     [slack] = re.findall(r"```jinja\n(.*?)```", DOCS.read_text(), re.S)

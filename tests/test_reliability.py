@@ -1,6 +1,6 @@
 """Exactly one asset per upload, whatever happens: duplicates, crashes, outages, manual retries.
 
-Every test runs on one dedicated local stack (:class:`pixelflow.stack.Stack`: its own Prefect
+Every test runs on one dedicated local stack (:class:`pixelflow.local.stack.Stack`: its own Prefect
 server with the ``local`` deployment, its upload trigger and the crash-recovery automations, a
 process worker and the bridge, as real processes) on the session's moto server. The worker (and
 so every flow run) reaches S3 through :class:`tests.s3_fault_proxy.S3FaultProxy`, which passes
@@ -36,9 +36,9 @@ import pytest
 
 from pixelflow.core.ids import asset_id
 from pixelflow.core.s3events import resource_id
-from pixelflow.local import _bin, free_port
-from pixelflow.reconcile import RECONCILED_TAG
-from pixelflow.stack import Stack, StackConfig
+from pixelflow.local.processes import _bin, free_port
+from pixelflow.ops.reconcile import RECONCILED_TAG
+from pixelflow.local.stack import Stack, StackConfig
 from tests.conftest import make_clip
 from tests.events_helpers import queue_counts, wait_for
 from tests.fault_helpers import Killer, find_processes

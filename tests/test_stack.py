@@ -1,6 +1,6 @@
 """The real event chain on loopback, end to end.
 
-A dedicated local stack (:class:`pixelflow.stack.Stack`) with its own Prefect server, on the
+A dedicated local stack (:class:`pixelflow.local.stack.Stack`) with its own Prefect server, on the
 session's moto server with fresh bucket and queue names: ``prefect deploy --name local``
 creates the deployment trigger, a process worker and the bridge run as real processes. An upload
 made with boto3 must become exactly one flow run, created by the automation, that completes and
@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 import pytest
 
 from pixelflow.core.ids import asset_id, normalize_etag
-from pixelflow.local import free_port
-from pixelflow.stack import Stack, StackConfig
+from pixelflow.local.processes import free_port
+from pixelflow.local.stack import Stack, StackConfig
 from tests.conftest import make_clip
 from tests.events_helpers import queue_counts, wait_for
 

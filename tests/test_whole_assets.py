@@ -83,7 +83,7 @@ def assert_whole_and_playable(s3, bucket: str, layout: AssetLayout, dest: Path) 
 def test_one_prefect_home_across_two_s3_endpoints_publishes_a_whole_asset_each_time(
         prefect_server, moto_server, buckets, clip, small_ladder, monkeypatch, tmp_path, session_dir):
     from flows.transcode import transcode
-    from pixelflow.local import start_moto
+    from pixelflow.local.processes import start_moto
 
     up, out = buckets
     first = transcode(bucket=up, key="talk.mp4", etag=upload(s3_client(), clip, up, "talk.mp4"))
@@ -136,7 +136,7 @@ def test_an_asset_whose_objects_were_all_deleted_is_published_whole_again(prefec
 def test_a_broken_asset_is_reported_broken_and_a_rerun_repairs_it(prefect_server, buckets, clip, small_ladder,
                                                                   tmp_path, capsys):
     from flows.transcode import transcode
-    from pixelflow import assets
+    from pixelflow.ops import assets
     from pixelflow.cli import main
     from pixelflow.settings import PixelFlowSettings
 

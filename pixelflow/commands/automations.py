@@ -10,7 +10,7 @@ from pixelflow.commands._common import EXIT_OK, add_json_flag, emit
 def run_install(args: argparse.Namespace) -> int:
     from prefect.client.orchestration import get_client
 
-    from pixelflow.automations import install
+    from pixelflow.ops.automations import install
 
     with get_client(sync_client=True) as client:
         names = install(client, args.heartbeat_seconds)

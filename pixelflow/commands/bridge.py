@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pixelflow.bridge import Bridge
+    from pixelflow.pipeline.bridge import Bridge
     from pixelflow.settings import PixelFlowSettings
 
     logging.basicConfig(

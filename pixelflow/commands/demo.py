@@ -36,7 +36,7 @@ def sample_clip(path: Path, seconds: int = 8, size: str = "1920x1080") -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pixelflow.local import LocalServerError, prefect_api, start_moto
+    from pixelflow.local.processes import LocalServerError, prefect_api, start_moto
 
     services = []
     try:

@@ -15,7 +15,7 @@ def _urls(sqs, settings) -> tuple[str, str]:
 
 def run_list(args: argparse.Namespace) -> int:
     from pixelflow.aws import sqs_client
-    from pixelflow.dlq import list_dead_letters
+    from pixelflow.ops.dlq import list_dead_letters
     from pixelflow.settings import PixelFlowSettings
 
     sqs = sqs_client()
@@ -31,7 +31,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_redrive(args: argparse.Namespace) -> int:
     from pixelflow.aws import sqs_client
-    from pixelflow.dlq import redrive
+    from pixelflow.ops.dlq import redrive
     from pixelflow.settings import PixelFlowSettings
 
     sqs = sqs_client()

@@ -15,7 +15,7 @@ def _usage(message: str) -> int:
 
 
 def run_install(args: argparse.Namespace) -> int:
-    from pixelflow import notifications
+    from pixelflow.ops import notifications
 
     try:
         kinds = notifications.parse_events(args.events)
@@ -41,7 +41,7 @@ def run_install(args: argparse.Namespace) -> int:
 def run_remove(args: argparse.Namespace) -> int:
     from prefect.client.orchestration import get_client
 
-    from pixelflow import notifications
+    from pixelflow.ops import notifications
 
     try:
         name = notifications.check_name(args.name)
@@ -59,7 +59,7 @@ def register(subparsers) -> None:
         description="Installs Prefect automations on pixelflow.asset.* events that POST a JSON body "
                     "(asset_id, key, status, master_playlist, code, ...) to a webhook.")
     commands = parser.add_subparsers(dest="notify_command", metavar="COMMAND", required=True)
-    from pixelflow.notifications import DEFAULT_NAME
+    from pixelflow.ops.notifications import DEFAULT_NAME
 
     install = commands.add_parser("install", help="create or update the webhook block and its automations")
     install.add_argument("--webhook", required=True, metavar="URL", help="where to POST the notifications")

@@ -11,7 +11,7 @@ import argparse
 import sys
 import webbrowser
 
-from pixelflow import assets
+from pixelflow.ops import assets
 from pixelflow.commands._common import EXIT_OK, EXIT_USAGE
 from pixelflow.player.server import make_server, server_url
 from pixelflow.settings import PixelFlowSettings

@@ -10,7 +10,7 @@ from pixelflow.commands._common import EXIT_OK, add_json_flag, emit
 
 
 def run(args: argparse.Namespace) -> int:
-    from pixelflow.reconcile import reconcile, reconcile_forever
+    from pixelflow.ops.reconcile import reconcile, reconcile_forever
     from pixelflow.settings import PixelFlowSettings
 
     settings = PixelFlowSettings()
@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
-        stamp = lambda m: print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} pixelflow.reconcile: {m}", flush=True)  # noqa: E731
+        stamp = lambda m: print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} pixelflow.ops.reconcile: {m}", flush=True)  # noqa: E731
         stamp(f"checking every {args.every:g} s for uploads older than {args.older_than:g} s without a run")
         reconcile_forever(settings, args.deployment, args.every, args.older_than, args.within, log=stamp,
                           stop=lambda: stopping["now"])

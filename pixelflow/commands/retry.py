@@ -30,7 +30,7 @@ def parse_since(text: str) -> datetime:
 def run(args: argparse.Namespace) -> int:
     from prefect.client.orchestration import get_client
 
-    from pixelflow.runs import failed_transcode_runs, retry_flow_run
+    from pixelflow.ops.runs import failed_transcode_runs, retry_flow_run
 
     if bool(args.flow_run_id) == bool(args.failed_since):
         print("error: give one FLOW_RUN_ID, or --failed-since TIME", file=sys.stderr)

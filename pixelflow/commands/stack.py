@@ -58,7 +58,7 @@ def _say(message: str) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from pixelflow.stack import Stack, StackConfig, StackError, make_sample
+    from pixelflow.local.stack import Stack, StackConfig, StackError, make_sample
 
     config = StackConfig(
         home=args.home.resolve(),
@@ -129,7 +129,7 @@ def _sample(stack, path: Path, timeout: float) -> None:
 
 
 def run_down(args: argparse.Namespace) -> int:
-    from pixelflow.stack import stop_from_state
+    from pixelflow.local.stack import stop_from_state
 
     state_file = args.home.resolve() / "stack.json"
     stopped = stop_from_state(state_file, log=_say)
@@ -138,7 +138,7 @@ def run_down(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from pixelflow.stack import process_alive, read_state
+    from pixelflow.local.stack import process_alive, read_state
 
     state = read_state(args.home.resolve() / "stack.json")
     if not state:
@@ -151,8 +151,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_latency(args: argparse.Namespace) -> int:
-    from pixelflow.stack import Stack, StackConfig, StackError, make_sample
-    from pixelflow.stack.latency import STAGES, measure, summarize
+    from pixelflow.local.stack import Stack, StackConfig, StackError, make_sample
+    from pixelflow.local.stack.latency import STAGES, measure, summarize
 
     config = StackConfig(home=args.home.resolve())
     try:

@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pixelflow import assets
+from pixelflow.ops import assets
 from pixelflow.aws import s3_client
 from pixelflow.commands._common import EXIT_FAILED, EXIT_OK, add_json_flag, fail
 from pixelflow.errors import ErrorCode, PixelFlowError

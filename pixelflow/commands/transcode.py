@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    from pixelflow.local import LocalServerError, prefect_api
+    from pixelflow.local.processes import LocalServerError, prefect_api
 
     try:
         with prefect_api(say=lambda line: print(f"note: {line}", file=sys.stderr)):

@@ -21,7 +21,7 @@ from typing import TextIO
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pixelflow import assets
+from pixelflow.ops import assets
 from pixelflow.aws import s3_client
 from pixelflow.commands._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_json_flag, fail
 from pixelflow.commands.status import describe

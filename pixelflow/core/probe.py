@@ -234,7 +234,7 @@ def interpret_probe(data: dict[str, Any], size: int | None = None) -> SourceInfo
     Raises ``not_media`` when there is no recognisable container. Stream-level judgement
     (codecs, limits) is :func:`pixelflow.core.validation.validate_source`'s job.
 
-    ``data`` may carry ``"stderr"``, ffprobe's error lines (:func:`pixelflow.ffmpeg.probe` adds
+    ``data`` may carry ``"stderr"``, ffprobe's error lines (:func:`pixelflow.pipeline.ffmpeg.probe` adds
     them): a frame size FFmpeg refused to allocate (``Picture size 30000x30000 is invalid``) is
     reported as the stream's size, so validation names the real reason.
 

@@ -1,6 +1,6 @@
 """Parse S3 event notifications, as delivered to an SQS queue, into typed records.
 
-Pure code: no AWS or Prefect imports. The bridge (:mod:`pixelflow.bridge`) receives SQS
+Pure code: no AWS or Prefect imports. The bridge (:mod:`pixelflow.pipeline.bridge`) receives SQS
 messages, calls :func:`parse_body` on each body and turns every created object into a Prefect
 event with :func:`event_id`, :func:`resource_id` and :func:`event_payload`.
 

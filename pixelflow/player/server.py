@@ -4,7 +4,7 @@ Routes (GET only; everything else is refused):
 
 * ``/`` — the player page (``?asset=<asset_id>`` selects the asset); ``/static/<file>`` — its
   scripts and styles, from a fixed list.
-* ``/api/assets/<asset_id>`` — the asset's state as JSON (see :mod:`pixelflow.assets`).
+* ``/api/assets/<asset_id>`` — the asset's state as JSON (see :mod:`pixelflow.ops.assets`).
 * ``/assets/<asset_id>/<name>`` — a playlist, segment or poster of a published asset, streamed
   from the output bucket. Asset ids must be hex and names playlist/segment/poster files at the
   asset root or one folder down, so no other key of either bucket can be reached (not even the
@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from botocore.exceptions import ClientError
 
-from pixelflow import assets
+from pixelflow.ops import assets
 from pixelflow.aws import is_missing, s3_client
 from pixelflow.settings import PixelFlowSettings
 

@@ -95,7 +95,7 @@ RECORDED_FPS_1000 = {
                  "sample_aspect_ratio": "1:1", "pix_fmt": "yuv420p", "r_frame_rate": "1000/1", "avg_frame_rate": "1000/1",
                  "duration": "0.060000", "disposition": {"default": 1}}],
 }
-RECORDED_LIVE_WEBM = {  # no duration anywhere: pixelflow.ffmpeg.probe measures it
+RECORDED_LIVE_WEBM = {  # no duration anywhere: pixelflow.pipeline.ffmpeg.probe measures it
     "format": {"format_name": "matroska,webm", "size": "76804"},
     "streams": [{"index": 0, "codec_name": "vp8", "codec_type": "video", "width": 320, "height": 240,
                  "sample_aspect_ratio": "1:1", "pix_fmt": "yuv420p", "r_frame_rate": "30/1", "avg_frame_rate": "30/1",

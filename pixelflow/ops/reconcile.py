@@ -62,7 +62,7 @@ def find_orphans(settings: PixelFlowSettings, s3, client, deployment: str, *, ol
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowFilter, FlowFilterName
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterExpectedStartTime
 
-    from pixelflow.assets import iter_sources, published_or_rejected
+    from pixelflow.ops.assets import iter_sources, published_or_rejected
 
     now = now or datetime.now(timezone.utc)
     newest, oldest = now - timedelta(seconds=older_than), now - timedelta(seconds=within)

@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from pixelflow.stack.services import Stack
-from pixelflow.stack.state import read_state
+from pixelflow.local.stack.services import Stack
+from pixelflow.local.stack.state import read_state
 
 STAGES = ("event", "flow_run_created", "running", "first_ffmpeg", "manifest")
 

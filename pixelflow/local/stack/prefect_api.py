@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pixelflow.stack.config import DEPLOYMENT_NAME, FLOW_NAME, WORK_POOL
+from pixelflow.local.stack.config import DEPLOYMENT_NAME, FLOW_NAME, WORK_POOL
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from pixelflow.stack.config import Log, StackConfig, StackError
-from pixelflow.stack.state import proc_start, read_state, tail
+from pixelflow.local.stack.config import Log, StackConfig, StackError
+from pixelflow.local.stack.state import proc_start, read_state, tail
 
 #: How often a supervised service (worker, bridge, reconciler) is restarted before the stack gives up.
 MAX_RESTARTS = 20
@@ -84,7 +84,7 @@ class Supervisor:
         Raises:
             StackError: When the service is already running.
         """
-        from pixelflow.local import spawn
+        from pixelflow.local.processes import spawn
 
         if self.child(name) is not None:
             raise StackError(f"{name} is already running; stop it first")
@@ -96,7 +96,7 @@ class Supervisor:
     def stop(self, name: str, kill: bool = False, timeout: float = 15.0) -> None:
         """Stop a service: SIGTERM (then SIGKILL after ``timeout``) or, with ``kill``, SIGKILL of
         its process group at once."""
-        from pixelflow.local import stop_process
+        from pixelflow.local.processes import stop_process
 
         for child in [c for c in self.children if c.name == name]:
             if kill:
@@ -130,7 +130,7 @@ class Supervisor:
 
     def stop_all(self) -> None:
         """Stop every service in :data:`STOP_ORDER`; remove the state file if this process owns it."""
-        from pixelflow.local import stop_process
+        from pixelflow.local.processes import stop_process
 
         for child in sorted(reversed(self.children), key=lambda c: STOP_ORDER.get(c.name, -1)):
             if child.process.poll() is None:

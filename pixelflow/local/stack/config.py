@@ -14,7 +14,7 @@ DEPLOYMENT_NAME = "local"
 
 DEFAULT_MOTO_PORT = 5000
 DEFAULT_PREFECT_PORT = 4200
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+PROJECT_DIR = Path(__file__).resolve().parents[3]
 
 Log = Callable[[str], None]
 

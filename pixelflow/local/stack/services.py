@@ -3,15 +3,15 @@ reconciler.
 
 Start order: moto server (S3/SQS) and Prefect server (SQLite, UI), then :func:`provision` of the
 buckets, queue, dead-letter queue and notification, the crash-recovery automations
-(:mod:`pixelflow.automations`), the ``pixelflow-local`` process work pool, then a process worker,
-``pixelflow bridge`` and ``pixelflow reconcile`` (:mod:`pixelflow.reconcile`) while
+(:mod:`pixelflow.ops.automations`), the ``pixelflow-local`` process work pool, then a process worker,
+``pixelflow bridge`` and ``pixelflow reconcile`` (:mod:`pixelflow.ops.reconcile`) while
 ``prefect deploy --name local`` creates the deployment and its upload trigger.
 
 :class:`Stack` composes the parts, each in its own module: the child processes and the state
-file (:class:`~pixelflow.stack.supervisor.Supervisor`, ``stack.supervisor``), the provisioning
-(:mod:`pixelflow.stack.provision`), the Prefect queries
-(:class:`~pixelflow.stack.prefect_api.PrefectApi`, ``stack.prefect``) and the uploads
-(:class:`~pixelflow.stack.uploads.Uploads`, ``stack.uploads``). What it keeps is each service's
+file (:class:`~pixelflow.local.stack.supervisor.Supervisor`, ``stack.supervisor``), the provisioning
+(:mod:`pixelflow.local.stack.provision`), the Prefect queries
+(:class:`~pixelflow.local.stack.prefect_api.PrefectApi`, ``stack.prefect``) and the uploads
+(:class:`~pixelflow.local.stack.uploads.Uploads`, ``stack.uploads``). What it keeps is each service's
 command line and environment.
 
 The worker, the bridge and the reconciler are supervised: when one exits (e.g. the worker gives
@@ -29,9 +29,9 @@ import time
 from typing import Any
 
 from pixelflow.settings import PixelFlowSettings
-from pixelflow.stack.config import DEPLOYMENT_NAME, FLOW_NAME, WORK_POOL, Log, StackConfig, StackError
-from pixelflow.stack.prefect_api import PrefectApi
-from pixelflow.stack.provision import (
+from pixelflow.local.stack.config import DEPLOYMENT_NAME, FLOW_NAME, WORK_POOL, Log, StackConfig, StackError
+from pixelflow.local.stack.prefect_api import PrefectApi
+from pixelflow.local.stack.provision import (
     Provisioned,
     deploy,
     ensure_work_pool,
@@ -39,9 +39,9 @@ from pixelflow.stack.provision import (
     provision,
     settle_previous_runs,
 )
-from pixelflow.stack.state import port_in_use, running_state
-from pixelflow.stack.supervisor import Supervisor
-from pixelflow.stack.uploads import Uploads
+from pixelflow.local.stack.state import port_in_use, running_state
+from pixelflow.local.stack.supervisor import Supervisor
+from pixelflow.local.stack.uploads import Uploads
 
 
 class Stack:
@@ -105,7 +105,7 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         """Environment of every child process."""
-        from pixelflow.local import prefect_env
+        from pixelflow.local.processes import prefect_env
 
         env = prefect_env(api_url=self.api_url, home=self.config.home / "prefect")
         for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
@@ -121,7 +121,7 @@ class Stack:
         if self.aws_endpoint:
             env["AWS_ENDPOINT_URL"] = self.aws_endpoint
         if not self.config.aws_endpoint:  # the stack's own moto server
-            from pixelflow.local import with_moto_settings
+            from pixelflow.local.processes import with_moto_settings
 
             with_moto_settings(env)
         env.update(self.config.env)
@@ -153,7 +153,7 @@ class Stack:
             StackError: When a port is taken or a service does not come up; everything already
                 started is stopped again.
         """
-        from pixelflow import local
+        from pixelflow.local import processes as local
 
         config = self.config
         if config.heartbeat_seconds < 30:
@@ -237,7 +237,7 @@ class Stack:
                 restart keeps them.
             wait: Wait until the worker is online in the Prefect API.
         """
-        from pixelflow.local import _bin
+        from pixelflow.local.processes import _bin
 
         serial = self._worker_serial + 1
         name = f"pixelflow-local-{os.getpid()}-{serial}"
@@ -286,7 +286,7 @@ class Stack:
 
     def start_prefect_server(self) -> None:
         """Start the stack's Prefect server (its SQLite database survives a stop)."""
-        from pixelflow.local import _bin, prefect_env, wait_http
+        from pixelflow.local.processes import _bin, prefect_env, wait_http
 
         home = (self.config.home / "prefect").resolve()
         home.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ from pixelflow.core.s3events import (
 )
 from pixelflow.settings import PixelFlowSettings
 
-logger = logging.getLogger("pixelflow.bridge")
+logger = logging.getLogger("pixelflow.pipeline.bridge")
 
 #: SQS accepts at most 10 messages per receive.
 _BATCH = 10

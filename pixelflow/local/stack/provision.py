@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from pixelflow.settings import PixelFlowSettings
-from pixelflow.stack.config import DEPLOYMENT_NAME, WORK_POOL, StackError
-from pixelflow.stack.prefect_api import PrefectApi
-from pixelflow.stack.state import tail
+from pixelflow.local.stack.config import DEPLOYMENT_NAME, WORK_POOL, StackError
+from pixelflow.local.stack.prefect_api import PrefectApi
+from pixelflow.local.stack.state import tail
 
 #: Id of PixelFlow's entry in the upload bucket's notification configuration.
 NOTIFICATION_ID = "pixelflow-upload-created"
@@ -150,7 +150,7 @@ def install_automations(api_url: str, heartbeat_seconds: int) -> list[str]:
     """Install (or replace) the crash-recovery automations on a Prefect server; returns their names."""
     from prefect.client.orchestration import SyncPrefectClient
 
-    from pixelflow.automations import install
+    from pixelflow.ops.automations import install
 
     with SyncPrefectClient(api_url) as client:
         return install(client, heartbeat_seconds)
@@ -181,7 +181,7 @@ def deploy(env: dict[str, str], project_dir: Path, log_path: Path) -> None:
     Raises:
         StackError: When the command fails (its output is in ``log_path``).
     """
-    from pixelflow.local import _bin
+    from pixelflow.local.processes import _bin
 
     args = ["deploy", "--no-prompt", "--name", DEPLOYMENT_NAME]
     with open(log_path, "ab") as log:

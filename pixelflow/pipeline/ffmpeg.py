@@ -19,7 +19,7 @@ from pixelflow.core.ffmpeg_args import file_url, measure_duration_args, probe_ar
 from pixelflow.core.validation import PLAYLIST_DEMUXERS
 from pixelflow.errors import ErrorCode, PixelFlowError
 
-logger = logging.getLogger("pixelflow.ffmpeg")
+logger = logging.getLogger("pixelflow.pipeline.ffmpeg")
 
 #: Decoder and demuxer messages (lower case) that mean the input itself is damaged. Messages a
 #: decoder prints while it waits for the first keyframe of a stream cut mid-GOP (a TV or camera
