@@ -36,6 +36,7 @@ from pixelflow.core.hls import master_playlist
 from pixelflow.core.ladder import plan_ladder, poster_rendition
 from pixelflow.core.layout import MASTER, POSTER, AssetLayout, manifest_objects, missing_objects, publish_fingerprint
 from pixelflow.core.manifest import RenditionOutput, audio_entry, build_manifest, variant_entry
+from pixelflow.core.text import markdown_text
 from pixelflow.core.probe import SourceInfo
 from pixelflow.core.upload import Upload
 from pixelflow.errors import ErrorCode, PixelFlowError
@@ -123,7 +124,7 @@ def _rejection_artifact(error: PixelFlowError, upload: Upload) -> None:
     try:
         create_markdown_artifact(
             f"### {'Rejected' if error.is_rejection else 'Failed'}: `{error.code.value}`\n\n"
-            f"**{upload.key}** (asset `{asset}`)\n\n{error.message}\n\n"
+            f"**{markdown_text(upload.key)}** (asset `{asset}`)\n\n{markdown_text(error.message)}\n\n"
             f"**What to do:** {FIX_HINTS.get(error.code, 'Retry the run; if it fails again, check the worker logs.')}\n",
             key=f"asset-{asset}-error", description="Why this upload was not published")
     except Exception:
@@ -221,6 +222,9 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         videos, audio, poster = run.encode_and_upload()
         published = run.publish(source, videos, audio, poster, flow_run_id)
     except PixelFlowError as error:
+        if error.code == ErrorCode.SOURCE_CHANGED:  # the newer upload is processed by its own run
+            logger.info(error.message)
+            return Completed(message=error.message, data={"status": "superseded", "bucket": bucket, "key": key})
         return _reject(error, source, info.summary() if info else None, flow_run_id, settings)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

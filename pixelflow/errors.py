@@ -30,6 +30,7 @@ class ErrorCode(StrEnum):
     TRANSCODE_TIMEOUT = "transcode_timeout"
     STORAGE_ERROR = "storage_error"
     ASSET_INCOMPLETE = "asset_incomplete"
+    SOURCE_CHANGED = "source_changed"
     TOO_MANY_ATTEMPTS = "too_many_attempts"
     INTERNAL = "internal"
     # Command-line answers about assets.
@@ -58,6 +59,11 @@ REJECTION_CODES = frozenset(
 )
 
 
+#: Service codes that retrying the same task cannot fix: the flow acts on them itself (redoes the
+#: missing renditions, or leaves an overwritten upload to the newer upload's run).
+FINAL_CODES = frozenset({ErrorCode.ASSET_INCOMPLETE, ErrorCode.SOURCE_CHANGED})
+
+
 class PixelFlowError(Exception):
     """An error with a stable code, a human sentence and optional details.
 
@@ -83,7 +89,7 @@ class PixelFlowError(Exception):
     @property
     def retryable(self) -> bool:
         """Whether running the same work again could succeed."""
-        return self.code not in REJECTION_CODES
+        return self.code not in REJECTION_CODES and self.code not in FINAL_CODES
 
     @property
     def is_rejection(self) -> bool:

@@ -3,7 +3,7 @@ rejections of the source never are (they cannot succeed)."""
 
 from __future__ import annotations
 
-from pixelflow.errors import ErrorCode, PixelFlowError
+from pixelflow.errors import PixelFlowError
 
 RETRIES = 2
 RETRY_DELAYS = [2, 10]
@@ -14,8 +14,7 @@ def retry_transient(task, task_run, state) -> bool:
     try:
         state.result()
     except PixelFlowError as error:
-        # A missing object is the flow's to redo: repeating the same check cannot help.
-        return error.retryable and error.code != ErrorCode.ASSET_INCOMPLETE
+        return error.retryable
     except Exception:
         return True
     return False

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
 
@@ -50,8 +51,10 @@ def check_upload(source: Upload, limits: Limits) -> None:
 @task(name="download", task_run_name="download", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def download_source(source: Upload, dest: Path, headroom: float = 2.5, chunk_mb: int = 16,
                     concurrency: int = 8) -> Path:
-    """Stream the object to local scratch space with a multipart managed transfer (never the
-    whole file in memory), after checking there is room for it and the renditions."""
+    """Stream the object to local scratch space in parallel ranged GETs (never the whole file in
+    memory), after checking there is room for it and the renditions. Every GET is pinned to the
+    revision ``inspect-upload`` saw: an upload overwritten meanwhile fails with
+    ``source_changed``, never mixing two uploads under one asset id."""
     logger = get_run_logger()
     dest.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(dest.parent).free
@@ -62,15 +65,19 @@ def download_source(source: Upload, dest: Path, headroom: float = 2.5, chunk_mb:
             f"Scratch space has {free} bytes free; {needed} are needed for this upload.",
             {"free": free, "needed": needed},
         )
-    config = TransferConfig(multipart_threshold=chunk_mb * 1024**2, multipart_chunksize=chunk_mb * 1024**2,
-                            max_concurrency=concurrency, use_threads=True)
-    extra = {"VersionId": source.version_id} if source.version_id else None
     partial = dest.with_name(dest.name + ".part")
     try:
-        s3_client().download_file(source.bucket, source.key, str(partial), ExtraArgs=extra, Config=config)
+        _download_pinned(s3_client(), source, partial, chunk_mb * 1024**2, concurrency)
     except ClientError as exc:
         partial.unlink(missing_ok=True)
+        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+            raise PixelFlowError(ErrorCode.SOURCE_CHANGED,
+                                 f"{source.uri} was overwritten while it was being read (ETag {source.etag}); the "
+                                 "newer upload is processed by its own run.") from None
         raise _storage_error("GetObject", exc) from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     got = partial.stat().st_size
     if got != source.size:
         partial.unlink(missing_ok=True)
@@ -78,6 +85,36 @@ def download_source(source: Upload, dest: Path, headroom: float = 2.5, chunk_mb:
     partial.rename(dest)
     logger.info("downloaded s3://%s/%s (%d bytes)", source.bucket, source.key, got)
     return dest
+
+
+def _download_pinned(s3, source: Upload, path: Path, chunk: int, concurrency: int) -> None:
+    """Read exactly the object ``inspect-upload`` saw into ``path``: every GET names its version
+    (versioned buckets) or carries ``If-Match`` with its ETag, so an overwrite while reading fails
+    with ``PreconditionFailed`` instead of mixing two uploads. Parts of ``chunk`` bytes are read in
+    parallel and written at their offsets; nothing is held in memory whole."""
+    size = source.size or 0
+    pin = {"VersionId": source.version_id} if source.version_id else {"IfMatch": f'"{source.etag}"'} if source.etag else {}
+    ranges = [(start, min(start + chunk, size)) for start in range(0, size, chunk)] or [(0, 0)]
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+    fd = os.open(path, os.O_WRONLY)
+
+    def fetch(span: tuple[int, int]) -> None:
+        start, end = span
+        extra = {"Range": f"bytes={start}-{end - 1}"} if len(ranges) > 1 else {}
+        offset = start
+        with s3.get_object(Bucket=source.bucket, Key=source.key, **pin, **extra)["Body"] as body:
+            for part in body.iter_chunks(1 << 20):
+                os.pwrite(fd, part, offset)
+                offset += len(part)
+        if offset != end:
+            raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Read {offset - start} bytes of the {end - start} asked for.")
+
+    try:
+        with ThreadPoolExecutor(max(1, min(concurrency, len(ranges)))) as pool:
+            list(pool.map(fetch, ranges))
+    finally:
+        os.close(fd)
 
 
 @task(name="validate", task_run_name="validate")

@@ -131,6 +131,40 @@ def test_redelivered_and_multi_record_messages(chain, prefect_server):
     assert queue_counts(sqs, provisioned.dlq_url) == (0, 0)
 
 
+def test_one_bad_record_does_not_send_its_message_to_the_dead_letter_queue(chain, prefect_server):
+    """A message with a valid upload record, an invalid record and a record for another bucket:
+    the upload becomes its event, the invalid record alone moves to the dead-letter queue, the
+    other bucket's record is ignored, and the queue is left empty."""
+    settings, provisioned, s3, sqs = chain
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+    def record(bucket, key):
+        return {"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "eventTime": now, "awsRegion": "us-east-1",
+                "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 7, "eTag": "e1", "sequencer": "0C"}}}
+
+    broken = {"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": settings.upload_bucket}}}
+    body = {"Records": [record(settings.upload_bucket, "split/good.mp4"), broken,
+                        record("someone-elses-bucket", "split/foreign.mp4")]}
+    sqs.send_message(QueueUrl=provisioned.queue_url, MessageBody=json.dumps(body))
+    running = _Running(Bridge(settings, queue_url=provisioned.queue_url))
+    rids = [resource_id(settings.upload_bucket, "split/good.mp4"), resource_id("someone-elses-bucket", "split/foreign.mp4")]
+    try:
+        wait_for(lambda: _drained(sqs, provisioned.queue_url), what="an empty queue")
+        events = wait_for(lambda: upload_events(prefect_server, resource_ids=rids), what="the upload's event")
+        time.sleep(1.5)  # let any (wrong) extra event reach storage
+        events = upload_events(prefect_server, resource_ids=rids)
+    finally:
+        running.stop()
+    assert [e["payload"]["key"] for e in events] == ["split/good.mp4"]
+    dead = sqs.receive_message(QueueUrl=provisioned.dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=2,
+                               MessageAttributeNames=["All"]).get("Messages", [])
+    assert len(dead) == 1
+    moved = json.loads(dead[0]["Body"])
+    assert moved["Records"] == [broken] and "no object key" in moved["PixelFlowReasons"][0]
+    stats = running.bridge.stats
+    assert (stats.forwarded_events, stats.split_records, stats.ignored_records, stats.malformed) == (1, 1, 1, 0)
+
+
 def test_prefect_unreachable_keeps_message_until_api_is_back(chain, prefect_server):
     settings, provisioned, s3, sqs = chain
     api = urlparse(prefect_server)
@@ -190,6 +224,7 @@ def test_sigterm_releases_undelivered_message(chain, prefect_server, tmp_path):
     env = dict(os.environ)
     env.update({
         "PREFECT_API_URL": f"http://127.0.0.1:{closed_port()}{api.path}",
+        "PIXELFLOW_UPLOAD_BUCKET": settings.upload_bucket,
         "PIXELFLOW_QUEUE_NAME": settings.queue_name,
         "PIXELFLOW_DLQ_NAME": settings.dlq_name,
         "PIXELFLOW_BRIDGE_WAIT_SECONDS": "1",

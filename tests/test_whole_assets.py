@@ -198,3 +198,30 @@ def test_a_manifest_naming_a_missing_segment_is_never_written(prefect_server, mo
     manifest = json.loads(direct.get_object(Bucket=out, Key=layout.manifest_key, VersionId=versions[0]["VersionId"])["Body"].read())
     assert missing_objects(manifest_objects(manifest), listing(direct, out, layout)) == []
     assert_whole_and_playable(direct, out, layout, tmp_path / "published")
+
+
+def test_an_upload_overwritten_while_it_is_read_publishes_nothing_under_its_id(prefect_server, moto_server, buckets,
+                                                                               media_dir, small_ladder, monkeypatch):
+    """The object is replaced right after the run's HEAD: the download, pinned to the ETag the
+    HEAD saw, is refused; the run ends superseded and the first upload's asset id gets nothing
+    of the second upload's bytes."""
+    from flows.transcode import transcode
+
+    up, out = buckets
+    first, second = (make_clip(media_dir / f"overwritten-{n}.mp4", seconds=2, size="640x360", rate=str(r))
+                     for n, r in (("a", 30), ("b", 25)))
+    direct = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    etag = upload(direct, first, up, "overwritten.mp4")
+    proxy = S3FaultProxy(moto_server).start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        replaced = proxy.on(Trigger("HEAD", f"/{up}/overwritten\\.mp4$",
+                                    lambda: direct.upload_file(str(second), up, "overwritten.mp4")))
+        state = transcode(bucket=up, key="overwritten.mp4", etag=etag, return_state=True)
+    finally:
+        proxy.stop()
+    assert replaced.fired == 1
+    assert state.is_completed() and "overwritten while it was being read" in state.message, state.message
+    assert direct.list_objects_v2(Bucket=out).get("KeyCount", 0) == 0
+    runs = task_runs(state.state_details.flow_run_id)
+    assert [r.run_count for r in runs["download"]] == [1]  # refused once, not retried

@@ -81,10 +81,26 @@ class S3Record:
 
 
 @dataclass(frozen=True)
+class InvalidRecord:
+    """One record of a notification that is not a record PixelFlow understands."""
+
+    index: int
+    reason: str
+    raw: Any
+
+
+@dataclass(frozen=True)
 class S3Notification:
-    """A message holding one or more S3 records (any event names)."""
+    """A message holding one or more S3 records (any event names).
+
+    Attributes:
+        records: The records that parsed.
+        invalid: The records that did not (the message had valid ones too): each with its
+            position, the reason and the record as it was.
+    """
 
     records: tuple[S3Record, ...]
+    invalid: tuple[InvalidRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,7 +129,8 @@ def parse_body(body: str | bytes) -> ParsedBody:
     """Parse an SQS message body.
 
     Never raises: anything that is not a well-formed S3 notification is returned as
-    :class:`Malformed` with a human-readable reason.
+    :class:`Malformed` with a human-readable reason. A notification with valid and invalid
+    records keeps the valid ones and lists the others in :attr:`S3Notification.invalid`.
 
     Args:
         body: The SQS message body.
@@ -126,6 +143,10 @@ def parse_body(body: str | bytes) -> ParsedBody:
         Malformed(reason='body is not JSON: Expecting value at line 1 column 1')
         >>> parse_body('{"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "up"}')
         S3TestEvent(bucket='up', time=None)
+        >>> mixed = parse_body('{"Records": [{"eventSource": "aws:s3"}, {"eventName": "ObjectCreated:Put",'
+        ...                    ' "s3": {"bucket": {"name": "up"}, "object": {"key": "a.mp4"}}}]}')
+        >>> [r.key for r in mixed.records], [(i.index, i.reason) for i in mixed.invalid]
+        (['a.mp4'], [(0, 'record 0 has no eventName')])
     """
     try:
         document = json.loads(body)
@@ -148,7 +169,16 @@ def _parse_document(document: Any, depth: int) -> ParsedBody:
         records = document["Records"]
         if not isinstance(records, list) or not records:
             raise _Invalid("'Records' is not a non-empty list")
-        return S3Notification(tuple(_parse_record(r, i) for i, r in enumerate(records)))
+        parsed, invalid = [], []
+        for index, raw in enumerate(records):
+            try:
+                parsed.append(_parse_record(raw, index))
+            except _Invalid as exc:
+                invalid.append(InvalidRecord(index, str(exc), raw))
+        if not parsed:  # nothing in it is a record: the message itself is malformed
+            raise _Invalid(invalid[0].reason if len(invalid) == 1 else
+                           f"no record is valid ({'; '.join(i.reason for i in invalid[:3])})")
+        return S3Notification(tuple(parsed), tuple(invalid))
     if document.get("Type") == "Notification" and isinstance(document.get("Message"), str):
         if depth > 0:
             raise _Invalid("nested SNS envelopes")

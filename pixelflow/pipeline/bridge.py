@@ -24,12 +24,13 @@ Delivery guarantees:
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import random
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import httpx
@@ -76,6 +77,7 @@ class BridgeStats:
     rejected: int = 0
     post_failures: int = 0
     released: int = 0
+    split_records: int = 0  # invalid records of otherwise valid messages, moved to the dead-letter queue alone
 
 
 @dataclass
@@ -180,6 +182,7 @@ class Bridge:
         self.api_url = (api_url or prefect_api_url()).rstrip("/")
         self.sqs = sqs
         self._queue_url = queue_url
+        self._dlq_url: str | None = None
         self.max_backoff = max_backoff
         self.stats = BridgeStats()
         self._stop = threading.Event()
@@ -307,16 +310,24 @@ class Bridge:
             )
             return
         assert isinstance(parsed, S3Notification)
-        records = [r for r in parsed.records if self._wanted(r, item)]
+        invalid = [{"reason": bad.reason, "record": bad.raw} for bad in parsed.invalid]
+        records, events = [], []
+        for record in parsed.records:
+            if not self._wanted(record, item):
+                continue
+            try:
+                events.append(build_event(record))
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                invalid.append({"reason": f"cannot become a Prefect event: {exc}", "record": asdict(record)})
+                continue
+            records.append(record)
+        if invalid and not records:
+            self.stats.malformed += 1
+            logger.error("message %s has no record that can become a Prefect event (%s); leaving it for the "
+                         "dead-letter queue %s", item.message_id, invalid[0]["reason"], self.settings.dlq_name)
+            return
         if not records:
             self._delete(item)
-            return
-        try:
-            events = [build_event(r) for r in records]
-        except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            self.stats.malformed += 1
-            logger.error("message %s cannot become a Prefect event (%s); leaving it for the dead-letter queue %s",
-                         item.message_id, exc, self.settings.dlq_name)
             return
         try:
             delivered = self._deliver(events, item, pending)
@@ -335,11 +346,38 @@ class Bridge:
                 "forwarded s3://%s/%s (etag %s) as event %s", record.bucket, record.key, record.etag, event["id"]
             )
         self.stats.forwarded_events += len(events)
+        if invalid and not self._dead_letter(invalid, item):
+            return  # kept: redelivered, its events are the same ids and start nothing twice
         self._delete(item)
+
+    def _dead_letter(self, invalid: list[dict[str, Any]], item: _InFlight) -> bool:
+        """Move the invalid records of a message whose other records were delivered to the
+        dead-letter queue, as a message of their own (``pixelflow dlq list`` shows it)."""
+        body = json.dumps({"Records": [bad["record"] for bad in invalid],
+                           "PixelFlowReasons": [bad["reason"] for bad in invalid]}, default=str)
+        try:
+            if self._dlq_url is None:
+                self._dlq_url = self.sqs.get_queue_url(QueueName=self.settings.dlq_name)["QueueUrl"]
+            self.sqs.send_message(QueueUrl=self._dlq_url, MessageBody=body, MessageAttributes={
+                "pixelflow-source-message": {"DataType": "String", "StringValue": item.message_id}})
+        except Exception as exc:  # noqa: BLE001 - the message stays; the next receive tries again
+            logger.warning("cannot move %d invalid records of message %s to the dead-letter queue %s: %s",
+                           len(invalid), item.message_id, self.settings.dlq_name, exc)
+            return False
+        self.stats.split_records += len(invalid)
+        logger.error("message %s: %d records are not S3 uploads PixelFlow understands (%s); moved to the "
+                     "dead-letter queue %s, the others were forwarded", item.message_id, len(invalid),
+                     invalid[0]["reason"], self.settings.dlq_name)
+        return True
 
     def _wanted(self, record: S3Record, item: _InFlight) -> bool:
         if not record.is_created:
             logger.info("ignoring %s for s3://%s/%s (message %s)", record.event_name, record.bucket, record.key, item.message_id)
+            self.stats.ignored_records += 1
+            return False
+        if record.bucket != self.settings.upload_bucket:
+            logger.warning("ignoring s3://%s/%s (message %s): not the upload bucket %s", record.bucket, record.key,
+                           item.message_id, self.settings.upload_bucket)
             self.stats.ignored_records += 1
             return False
         prefixes = [self.settings.quarantine_prefix]

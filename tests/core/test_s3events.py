@@ -184,7 +184,8 @@ def test_unknown_event_names_are_parsed_but_not_created(event_name):
         (json.dumps({"Records": [{**_record("ObjectCreated:Put", "k"), "s3": {"object": {"key": "k"}}}]}), "has no bucket name"),
         (json.dumps({"Records": [_record("ObjectCreated:Put", "k", size="big")]}), "non-numeric size"),
         (json.dumps({"Records": [_record("ObjectCreated:Put", "k", size=-1)]}), "negative size"),
-        (json.dumps({"Records": [_record("ObjectCreated:Put", "ok.mp4"), "bad"]}), "record 1 is not an object"),
+        (json.dumps({"Records": ["bad"]}), "record 0 is not an object"),
+        (json.dumps({"Records": ["bad", {"eventSource": "aws:s3"}]}), "no record is valid"),
         (json.dumps({"Type": "Notification", "Message": "nope"}), "SNS message is not JSON"),
     ],
 )
@@ -270,3 +271,10 @@ def test_occurred():
     assert when.isoformat() == "2024-05-01T10:00:00.123000+00:00"
     assert occurred(S3Record("ObjectCreated:Put", "b", "k", event_time="yesterday")) is None
     assert occurred(S3Record("ObjectCreated:Put", "b", "k")) is None
+
+
+def test_a_bad_record_leaves_the_good_ones_of_its_message():
+    parsed = parse_body(json.dumps({"Records": [_record("ObjectCreated:Put", "ok.mp4"), "bad"]}))
+    assert isinstance(parsed, S3Notification)
+    assert [r.key for r in parsed.records] == ["ok.mp4"]
+    assert [(bad.index, bad.reason, bad.raw) for bad in parsed.invalid] == [(1, "record 1 is not an object", "bad")]
