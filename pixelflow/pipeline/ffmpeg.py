@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import resource
 import shlex
 import subprocess
 import tempfile
@@ -153,9 +154,7 @@ def _limit_memory(memory_bytes: int | None) -> Callable[[], None] | None:
     if not memory_bytes:
         return None
 
-    def apply() -> None:
-        import resource
-
+    def apply() -> None:  # runs in the forked child: one C call, no import, no lock
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
 
     return apply
