@@ -19,11 +19,10 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing import Literal
-
 from typing_extensions import Annotated
 
 from pixelflow.core.ladder import LadderConfig
@@ -121,8 +120,9 @@ class PixelFlowSettings(BaseSettings):
     ffmpeg_memory_bytes: int | None = Field(
         12 * 1024**3, description="Address space limit (RLIMIT_AS) of every FFmpeg and ffprobe process, in bytes; "
                                   "0 for none.")
-    ffmpeg_sandbox: Literal["auto", "required", "off"] = Field("auto", description="Network isolation of FFmpeg and ffprobe: auto (when the "
-                                                    "machine allows it), required, or off.")
+    ffmpeg_sandbox: Literal["auto", "required", "off"] = Field(
+        "auto", description="Network isolation of FFmpeg and ffprobe: auto (a network namespace when the machine "
+                            "allows it), required, or off.")
 
     @field_validator("ladder", mode="before")
     @classmethod
