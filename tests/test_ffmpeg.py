@@ -209,7 +209,7 @@ def test_sandbox_modes():
         ffmpeg.sandbox_prefix("sometimes")
 
 
-def test_a_memory_limit_too_small_is_a_clear_error_not_a_crash():
+def test_a_memory_limit_too_small_is_a_clear_error_not_a_crash(tmp_path):
     from pixelflow.pipeline import ffmpeg
 
     args = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "level+error", "-f", "lavfi", "-i",
@@ -220,6 +220,10 @@ def test_a_memory_limit_too_small_is_a_clear_error_not_a_crash():
         assert caught.value.code is ErrorCode.MEMORY_LIMIT_EXCEEDED, caught.value
         assert caught.value.details["memory_bytes"] == limit and not caught.value.retryable
     assert ffmpeg.run_ffmpeg(args, timeout=60, memory_bytes=4 * 1024**3).returncode == 0
+    clip = bm.lavfi_clip(tmp_path / "clip.mp4", seconds=1, fmt="mp4")
+    with pytest.raises(PixelFlowError) as caught:  # ffprobe too: not mistaken for a file that is not media
+        ffmpeg.probe(str(clip), formats=ALLOWED, memory_bytes=64 * 1024**2)
+    assert caught.value.code is ErrorCode.MEMORY_LIMIT_EXCEEDED
 
 
 def test_the_default_memory_limit_holds_a_4k_ladder(files):

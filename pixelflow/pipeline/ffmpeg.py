@@ -569,7 +569,7 @@ def probe(path: str, demuxer: str | None = None, formats: list[str] | None = Non
     stderr = bytes(err).decode("utf-8", "replace").replace(file_url(path), "<file>").replace(str(path), "<file>")
     lines = clean_stderr([line for line in stderr.splitlines() if line.strip()])
     if process.returncode != 0:
-        raise _probe_failure(process.returncode, stderr, lines)
+        raise _probe_failure(process.returncode, stderr, lines, memory_bytes)
     try:
         data = json.loads(bytes(out).decode("utf-8", "replace") or "{}")
     except json.JSONDecodeError:
@@ -581,9 +581,13 @@ def probe(path: str, demuxer: str | None = None, formats: list[str] | None = Non
     return data
 
 
-def _probe_failure(returncode: int, stderr: str, lines: list[str]) -> PixelFlowError:
+def _probe_failure(returncode: int, stderr: str, lines: list[str], memory_bytes: int | None = None) -> PixelFlowError:
     lowered = stderr.lower()
     detail = {"stderr_tail": lines[-5:]}
+    if any(marker in lowered for marker in MEMORY_MARKERS):
+        return PixelFlowError(ErrorCode.MEMORY_LIMIT_EXCEEDED, "Reading the file's headers needed more than the "
+                              f"memory limit of {memory_bytes} bytes (PIXELFLOW_FFMPEG_MEMORY_BYTES): ffprobe was stopped.",
+                              {**detail, "memory_bytes": memory_bytes})
     if returncode < 0:
         return PixelFlowError(ErrorCode.CORRUPT_STREAM, f"ffprobe could not read the file (killed by signal {-returncode}).",
                               detail)
