@@ -111,7 +111,7 @@ def encode_ladder(source_path: Path, info: SourceInfo, renditions: list[Renditio
             poster[1].unlink(missing_ok=True)
         args = ladder_encode_args(str(source_path), info, renditions, config, out_dirs, audio_dir,
                                   (poster[0], str(poster[1])) if poster is not None else None)
-        result = limits.run(args, on_progress=progress, log=logger)
+        result = limits.run(args, on_progress=progress, log=logger, output_dir=str(out_root))
         _check_source(result, info)
     logger.info("encoded %.2f s of video for %s in one process in %.1f s", result.out_time,
                 ", ".join([r.name for r in renditions] + (["audio"] if audio else []) + (["poster"] if poster else [])),
@@ -149,7 +149,7 @@ def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path:
         logger.info("%s: encoding straight from the source", rendition.name)
         _fresh_dir(out_dir)
         args = encode_args(str(source_path), info, rendition, config, str(out_dir))
-        result = limits.run(args, on_progress=progress, log=logger)
+        result = limits.run(args, on_progress=progress, log=logger, output_dir=str(out_dir))
         damage = ffmpeg.input_damage(result.errors, result.out_time, info.duration)
         if damage is not None:  # this encode decoded the source itself: its verdict is the source's
             raise damage
@@ -170,7 +170,8 @@ def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, o
     a process of its own."""
     if not _take_over(ladder, "audio", limits):
         _fresh_dir(out_dir)
-        limits.run(audio_args(str(source_path), info, config, str(out_dir)), log=get_run_logger())
+        limits.run(audio_args(str(source_path), info, config, str(out_dir)), log=get_run_logger(),
+                   output_dir=str(out_dir))
     return _summarize(out_dir, "audio", "audio")
 
 
@@ -182,7 +183,8 @@ def make_poster(source_path: Path, info: SourceInfo, rendition: Rendition, out_p
     process when it makes the poster, else (a retry) made in a process of its own."""
     if not _take_over(ladder, "poster", limits):
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        limits.run(poster_args(str(source_path), info, rendition, str(out_path), limits.max_pixels), log=get_run_logger())
+        limits.run(poster_args(str(source_path), info, rendition, str(out_path), limits.max_pixels), log=get_run_logger(),
+                   output_dir=str(out_path.parent))
     if not out_path.exists() or out_path.stat().st_size == 0:
         raise PixelFlowError(ErrorCode.TRANSCODE_FAILED, "FFmpeg wrote no poster frame.")
     return out_path

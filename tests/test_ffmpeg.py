@@ -309,6 +309,32 @@ def test_a_full_disk_during_the_encode_is_insufficient_disk():
     assert "No space left on device" in caught.value.message
 
 
+def test_a_scratch_disk_filling_up_under_the_hls_muxer_is_insufficient_disk_not_truncated(tmp_path):
+    """FFmpeg 5.1's HLS muxer truncates its segments on a full disk and exits 0 without a word: the
+    full file system is what tells, not a rendition shorter than the source."""
+    import subprocess as sp
+
+    from pixelflow.pipeline import ffmpeg
+
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    if sp.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(tiny)], capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        args = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "level+error", "-f", "lavfi", "-i",
+                "testsrc2=size=640x360:rate=30:duration=6", "-c:v", "libx264", "-preset", "ultrafast", "-f", "hls",
+                "-hls_time", "2", "-hls_segment_type", "fmp4", "-hls_segment_filename", str(tiny / "seg_%05d.m4s"),
+                str(tiny / "index.m3u8")]
+        assert ffmpeg.run_ffmpeg(args, timeout=60).returncode == 0  # what FFmpeg itself says: nothing
+        for entry in tiny.iterdir():
+            entry.unlink()
+        with pytest.raises(PixelFlowError) as caught:
+            ffmpeg.run_ffmpeg(args, timeout=60, output_dir=str(tiny))
+        assert caught.value.code is ErrorCode.INSUFFICIENT_DISK and caught.value.retryable
+    finally:
+        sp.run(["umount", str(tiny)], check=False)
+
+
 def test_running_out_of_time_is_a_rejection_naming_its_cause():
     import time
 

@@ -17,6 +17,7 @@ import os
 import re
 import resource
 import shlex
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -207,6 +208,7 @@ def run_ffmpeg(
     timeout_error: Callable[[float], PixelFlowError] | None = None,
     memory_bytes: int | None = None,
     sandbox: str = "auto",
+    output_dir: str | None = None,
 ) -> FFmpegResult:
     """Run one FFmpeg command (an argument list, never a shell), with :func:`child_env` as its
     whole environment and, as ``sandbox`` says, without network (:func:`sandbox_prefix`).
@@ -219,6 +221,9 @@ def run_ffmpeg(
         timeout_error: The error past ``timeout`` (given the limit); ``transcode_timeout`` by default.
         memory_bytes: Address space limit of the process (``RLIMIT_AS``); ``None``: no limit.
         sandbox: One of :data:`SANDBOX_MODES`.
+        output_dir: Where the command writes: once it ends, a file system found full there is
+            ``insufficient_disk`` (FFmpeg's HLS muxer truncates segments on a full disk and
+            exits 0 without a word, which would otherwise look like a truncated source).
 
     Raises:
         PixelFlowError: ``transcode_timeout`` (or ``timeout_error``'s) past the limit,
@@ -277,6 +282,10 @@ def run_ffmpeg(
             raise timeout_error(timeout)
         raise PixelFlowError(ErrorCode.TRANSCODE_TIMEOUT, f"FFmpeg did not finish within {timeout:.0f} s.",
                              {"timeout": timeout})
+    if output_dir is not None and disk_full(output_dir):
+        log.error("the scratch file system of %s is full after ffmpeg wrote there", output_dir)
+        raise PixelFlowError(ErrorCode.INSUFFICIENT_DISK, "Scratch space ran out while FFmpeg wrote the renditions "
+                             "(the file system is full).", {"during": "encode", "returncode": result.returncode})
     if process.returncode != 0:
         tail = "\n".join(result.errors[-8:])
         log.error("ffmpeg exited with %s:\n%s", process.returncode, tail)
@@ -366,6 +375,18 @@ class ProcessLimits:
         """How long a task waits for the shared ladder process: its limit, and a little more, so
         that the process's own limit (with its code) comes first."""
         return self.timeout()[0] + 30.0
+
+
+#: Free space (bytes) below which a file system FFmpeg wrote to counts as full.
+FULL_BELOW = 1024 * 1024
+
+
+def disk_full(path: str) -> bool:
+    """Whether the file system holding ``path`` has less than :data:`FULL_BELOW` bytes left."""
+    try:
+        return shutil.disk_usage(path).free < FULL_BELOW
+    except OSError:
+        return False
 
 
 def classify_failure(result: FFmpegResult, memory_bytes: int | None = None) -> PixelFlowError:
