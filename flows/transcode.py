@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,10 @@ from pixelflow.core.text import markdown_text
 from pixelflow.core.probe import SourceInfo
 from pixelflow.core.upload import Upload
 from pixelflow.errors import ErrorCode, PixelFlowError
+from pixelflow.pipeline.ffmpeg import ProcessLimits
 from pixelflow.pipeline.ladder_process import LadderProcess
 from pixelflow.settings import PixelFlowSettings
-from tasks.encode import encode_ladder, ffmpeg_timeout, make_poster, transcode_audio, transcode_rendition
+from tasks.encode import encode_ladder, make_poster, transcode_audio, transcode_rendition
 from tasks.publish import (find_published, list_asset, publish_asset, publish_rendition, rendition_cache_key,
                            withdraw_manifest)
 from tasks.reject import clear_failure_record, error_record, quarantine_source
@@ -63,6 +65,14 @@ FIX_HINTS = {
     ErrorCode.CORRUPT_STREAM: "The file is damaged: export or copy it again and re-upload.",
     ErrorCode.TRUNCATED: "The upload is incomplete: upload the whole file again.",
     ErrorCode.SOURCE_NOT_FOUND: "The object was deleted before it could be processed: upload it again.",
+    ErrorCode.WORK_BUDGET_EXCEEDED: "Lower the resolution, frame rate or length, or raise PIXELFLOW_MAX_WORK_PIXELS.",
+    ErrorCode.SOURCE_TOO_SLOW: "Re-encode the video to a common codec and frame rate, or raise "
+                               "PIXELFLOW_FFMPEG_TIMEOUT_FACTOR.",
+    ErrorCode.RUN_TIME_EXCEEDED: "Split the video into shorter parts, or raise PIXELFLOW_MAX_RUN_SECONDS.",
+    ErrorCode.MEMORY_LIMIT_EXCEEDED: "Re-encode the video with a common encoder, or raise PIXELFLOW_FFMPEG_MEMORY_BYTES.",
+    ErrorCode.TOO_MANY_STREAMS: "Keep only the video and the audio tracks needed, or raise PIXELFLOW_MAX_STREAMS.",
+    ErrorCode.METADATA_TOO_LARGE: "Strip the file's metadata and extra tracks (e.g. ffmpeg -map_metadata -1) and "
+                                  "upload it again.",
 }
 
 
@@ -176,6 +186,7 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         The published asset's manifest.
     """
     settings = PixelFlowSettings()
+    started = time.time()  # the run's time cap (PIXELFLOW_MAX_RUN_SECONDS) counts from here
     logger = get_run_logger()
     flow_run_id = str(get_run_context().flow_run.id)
     announced = Upload(bucket, key, etag, version_id)
@@ -217,8 +228,8 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         check_upload(source, limits)
         local = _retried(download_source, settings)(source, scratch / "source", settings.scratch_headroom,
                                                     settings.multipart_chunk_mb, settings.transfer_concurrency)
-        info = validate(local, source.size, limits)
-        run = _Run(settings, layout, local, info, scratch, listed)
+        info = validate(local, source.size, limits, settings.ffmpeg_memory_bytes, settings.ffmpeg_sandbox)
+        run = _Run(settings, layout, local, info, scratch, listed, started)
         videos, audio, poster = run.encode_and_upload()
         published = run.publish(source, videos, audio, poster, flow_run_id)
     except PixelFlowError as error:
@@ -248,11 +259,14 @@ class _Run:
     """The encode and publish steps of one run, over one downloaded and validated source."""
 
     def __init__(self, settings: PixelFlowSettings, layout: AssetLayout, local: Path, info: SourceInfo, scratch: Path,
-                 listed: dict[str, int]):
+                 listed: dict[str, int], started: float):
         self.settings, self.layout, self.local, self.info = settings, layout, local, info
         self.config = settings.ladder_config()
         self.plan = plan_ladder(*info.video.display_size, info.video.frame_rate, self.config)
-        self.timeout = ffmpeg_timeout(info.duration, settings.ffmpeg_timeout_factor)
+        self.limits = ProcessLimits.for_source(
+            info.duration, base=settings.ffmpeg_timeout_base, factor=settings.ffmpeg_timeout_factor, started=started,
+            max_run_seconds=settings.max_run_seconds, memory_bytes=settings.ffmpeg_memory_bytes,
+            sandbox=settings.ffmpeg_sandbox, max_pixels=settings.max_pixels)
         self.fingerprint = publish_fingerprint(settings.output_bucket, s3_endpoint(), layout.prefix, self.config)
         self.scratch, self.out_root, self.listed = scratch, scratch / "out", listed
         self.encode = _retried(transcode_rendition, settings)
@@ -297,7 +311,7 @@ class _Run:
         if pending:
             ladder = LadderProcess([r.name for r in pending] + (["audio"] if shared_audio else [])
                                    + (["poster"] if shared_poster else []))
-            decoded = encode_ladder.submit(self.local, info, pending, self.config, self.out_root, ladder, self.timeout,
+            decoded = encode_ladder.submit(self.local, info, pending, self.config, self.out_root, ladder, self.limits,
                                            audio=shared_audio, poster=(poster_rung, poster_path) if shared_poster else None)
         # Nothing is uploaded before one full decode has vouched for the source: a file found
         # damaged half-way must leave nothing behind in the production bucket. Each rung's task
@@ -307,15 +321,15 @@ class _Run:
         for r in plan:
             encoded = None
             if r.name not in done:
-                encoded = self.encode.submit(r, self.config, self.local, info, self.out_root / r.name, self.timeout,
+                encoded = self.encode.submit(r, self.config, self.local, info, self.out_root / r.name, self.limits,
                                              ladder)
                 encodes.append(encoded)
             uploads.append(self.upload(r.name, encoded))
         audio_encoded = audio_upload = None
         if info.audio is not None and "audio" not in done:
             audio_encoded = self.encode_audio.submit(self.local, info, self.config, self.out_root / "audio",
-                                                     self.timeout, ladder if shared_audio else None)
-        poster = _retried(make_poster, self.settings).submit(self.local, info, poster_rung, poster_path, self.timeout,
+                                                     self.limits, ladder if shared_audio else None)
+        poster = _retried(make_poster, self.settings).submit(self.local, info, poster_rung, poster_path, self.limits,
                                                              ladder if shared_poster else None)
         # The audio decodes no video: it is uploaded once any rung has vouched for the source, so
         # that a run failed by one rung keeps its audio for a manual retry.
@@ -350,11 +364,11 @@ class _Run:
             get_run_logger().warning("objects missing before the manifest was written, redoing: %s",
                                      ", ".join(sorted(incomplete)))
             redone = {r.name: self.upload(r.name, self.encode.submit(r, self.config, self.local, self.info,
-                                                                     self.out_root / r.name, self.timeout))
+                                                                     self.out_root / r.name, self.limits))
                       for r in self.plan if r.name in incomplete}
             if audio is not None and "audio" in incomplete:
                 redone["audio"] = self.upload("audio", self.encode_audio.submit(
-                    self.local, self.info, self.config, self.out_root / "audio", self.timeout))
+                    self.local, self.info, self.config, self.out_root / "audio", self.limits))
             wait(list(redone.values()))
             _raise_first_failure(list(redone.values()))
             videos = [redone[v.name].result() if v.name in redone else v for v in videos]

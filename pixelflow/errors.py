@@ -24,6 +24,12 @@ class ErrorCode(StrEnum):
     CORRUPT_STREAM = "corrupt_stream"
     TRUNCATED = "truncated"
     SOURCE_NOT_FOUND = "source_not_found"
+    WORK_BUDGET_EXCEEDED = "work_budget_exceeded"
+    SOURCE_TOO_SLOW = "source_too_slow"
+    RUN_TIME_EXCEEDED = "run_time_exceeded"
+    MEMORY_LIMIT_EXCEEDED = "memory_limit_exceeded"
+    TOO_MANY_STREAMS = "too_many_streams"
+    METADATA_TOO_LARGE = "metadata_too_large"
     # The service had a problem (retried where it may help).
     INSUFFICIENT_DISK = "insufficient_disk"
     TRANSCODE_FAILED = "transcode_failed"
@@ -55,6 +61,12 @@ REJECTION_CODES = frozenset(
         ErrorCode.CORRUPT_STREAM,
         ErrorCode.TRUNCATED,
         ErrorCode.SOURCE_NOT_FOUND,
+        ErrorCode.WORK_BUDGET_EXCEEDED,
+        ErrorCode.SOURCE_TOO_SLOW,
+        ErrorCode.RUN_TIME_EXCEEDED,
+        ErrorCode.MEMORY_LIMIT_EXCEEDED,
+        ErrorCode.TOO_MANY_STREAMS,
+        ErrorCode.METADATA_TOO_LARGE,
     }
 )
 

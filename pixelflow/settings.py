@@ -15,9 +15,11 @@ Example:
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -57,6 +59,10 @@ class PixelFlowSettings(BaseSettings):
     scratch_headroom: float = Field(
         2.5, description="Free scratch space required before download, as a multiple of the source size."
     )
+    scratch_bytes: int | None = Field(
+        None, description="Size of the scratch space a worker has, in bytes (default: the size of the file system "
+                          "holding scratch_dir). A source larger than this divided by scratch_headroom can never fit: "
+                          "it is rejected as too_large before download.")
     multipart_chunk_mb: int = Field(16, description="Part size of multipart S3 transfers, in MiB; smaller objects "
                                                     "move in one request.")
     transfer_concurrency: int = Field(8, description="Concurrent parts per S3 transfer.")
@@ -98,9 +104,25 @@ class PixelFlowSettings(BaseSettings):
     allowed_video_codecs: Annotated[list[str], NoDecode] = Field(
         DEFAULT_VIDEO_CODECS, description="Video codecs accepted in sources."
     )
+    max_streams: int = Field(32, description="Most streams (video, audio, subtitles, data) an accepted source has.")
+    max_work_pixels: int = Field(
+        3840 * 2160 * 60 * 6 * 3600,
+        description="Work budget of one source: coded width x height x frame rate x duration, in pixels "
+                    "(default: six hours of 4K at 60 fps). Checked from the headers before any decode.")
     ffmpeg_timeout_factor: float = Field(
-        20.0, description="FFmpeg wall-clock limit as a multiple of the source duration (plus 120 s)."
+        20.0, description="FFmpeg wall-clock limit as a multiple of the source duration (plus ffmpeg_timeout_base)."
     )
+    ffmpeg_timeout_base: float = Field(120.0, description="Seconds every FFmpeg process gets on top of "
+                                                          "duration x ffmpeg_timeout_factor.")
+    max_run_seconds: float = Field(
+        86400.0, description="Wall-clock cap of one run's FFmpeg work, in seconds: every FFmpeg process is limited "
+                             "to what remains of it.")
+    ffmpeg_memory_bytes: int | None = Field(
+        12 * 1024**3, description="Address space limit (RLIMIT_AS) of every FFmpeg and ffprobe process, in bytes; "
+                                  "0 for none.")
+    ffmpeg_sandbox: Literal["auto", "required", "off"] = Field(
+        "auto", description="Network isolation of FFmpeg and ffprobe: auto (a network namespace when the machine "
+                            "allows it), required, or off.")
 
     @field_validator("ladder", mode="before")
     @classmethod
@@ -151,6 +173,7 @@ class PixelFlowSettings(BaseSettings):
             max_fps=self.max_fps,
             low_rung_max_fps=self.low_rung_max_fps,
             threads=self.encoder_threads,
+            decode_max_pixels=self.max_pixels,
         )
 
     def limits(self) -> Limits:
@@ -166,4 +189,18 @@ class PixelFlowSettings(BaseSettings):
             max_fps=self.max_source_fps,
             containers=frozenset(self.allowed_containers),
             video_codecs=frozenset(self.allowed_video_codecs),
+            max_streams=self.max_streams,
+            max_work_pixels=self.max_work_pixels,
+            scratch_bytes=self.scratch_capacity(),
+            headroom=self.scratch_headroom,
         )
+
+    def scratch_capacity(self) -> int:
+        """The scratch space a worker has: ``PIXELFLOW_SCRATCH_BYTES``, else the size of the file
+        system holding ``scratch_dir`` (read now)."""
+        if self.scratch_bytes is not None:
+            return self.scratch_bytes
+        where = Path(self.scratch_dir)
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        return shutil.disk_usage(where).total

@@ -22,11 +22,6 @@ from pixelflow.pipeline.ladder_process import LadderProcess
 from tasks._policy import RETRIES, RETRY_DELAYS, retry_transient
 
 
-def ffmpeg_timeout(duration: float, factor: float) -> float:
-    """Wall-clock limit of one FFmpeg process, scaled to the source duration."""
-    return 120.0 + max(duration, 1.0) * factor
-
-
 class _Progress:
     """A Prefect progress artifact fed from FFmpeg's ``-progress`` output.
 
@@ -93,7 +88,7 @@ def _check_source(result: ffmpeg.FFmpegResult, info: SourceInfo) -> None:
 
 @task(name="encode-ladder", task_run_name="encode-ladder", cache_policy=NO_CACHE)
 def encode_ladder(source_path: Path, info: SourceInfo, renditions: list[Rendition], config: LadderConfig,
-                  out_root: Path, ladder: LadderProcess, timeout: float, audio: bool = False,
+                  out_root: Path, ladder: LadderProcess, limits: ffmpeg.ProcessLimits, audio: bool = False,
                   poster: tuple[Rendition, Path] | None = None) -> float:
     """Decode the source once and encode every pending rung (and, with ``audio``, the audio
     rendition; with ``poster``, the poster frame from that rung's pictures) in one FFmpeg process,
@@ -116,7 +111,7 @@ def encode_ladder(source_path: Path, info: SourceInfo, renditions: list[Renditio
             poster[1].unlink(missing_ok=True)
         args = ladder_encode_args(str(source_path), info, renditions, config, out_dirs, audio_dir,
                                   (poster[0], str(poster[1])) if poster is not None else None)
-        result = ffmpeg.run_ffmpeg(args, timeout=timeout, on_progress=progress, log=logger)
+        result = limits.run(args, on_progress=progress, log=logger, output_dir=str(out_root))
         _check_source(result, info)
     logger.info("encoded %.2f s of video for %s in one process in %.1f s", result.out_time,
                 ", ".join([r.name for r in renditions] + (["audio"] if audio else []) + (["poster"] if poster else [])),
@@ -124,14 +119,15 @@ def encode_ladder(source_path: Path, info: SourceInfo, renditions: list[Renditio
     return result.out_time
 
 
-def _take_over(ladder: LadderProcess | None, name: str, timeout: float, progress: "_Progress | None" = None) -> bool:
+def _take_over(ladder: LadderProcess | None, name: str, limits: ffmpeg.ProcessLimits,
+               progress: "_Progress | None" = None) -> bool:
     """Whether the shared ``ladder`` process makes ``name`` for this task: the task's first
     attempt claims it, waits for that process and takes its verdict on the source as its own.
     ``False`` (no shared process, or a retry) leaves the task to make it alone."""
     if ladder is None or not ladder.claim(name):
         return False
     try:
-        ladder.wait(timeout, on_tick=progress)
+        ladder.wait(limits.wait_seconds(), on_tick=progress)
     except PixelFlowError as error:
         if error.is_rejection:
             raise
@@ -144,16 +140,16 @@ def _take_over(ladder: LadderProcess | None, name: str, timeout: float, progress
 @task(name="transcode", task_run_name="transcode-{rendition.name}", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path: Path, info: SourceInfo,
-                        out_dir: Path, timeout: float, ladder: LadderProcess | None = None) -> RenditionOutput:
+                        out_dir: Path, limits: ffmpeg.ProcessLimits, ladder: LadderProcess | None = None) -> RenditionOutput:
     """One rung as fMP4 HLS: taken over from the shared ``ladder`` process, else (a retry of this
     rung alone) encoded straight from the downloaded source."""
     logger = get_run_logger()
     progress = _Progress(f"{rendition.name} ({rendition.width}x{rendition.height})", info.duration)
-    if not _take_over(ladder, rendition.name, timeout, progress):
+    if not _take_over(ladder, rendition.name, limits, progress):
         logger.info("%s: encoding straight from the source", rendition.name)
         _fresh_dir(out_dir)
         args = encode_args(str(source_path), info, rendition, config, str(out_dir))
-        result = ffmpeg.run_ffmpeg(args, timeout=timeout, on_progress=progress, log=logger)
+        result = limits.run(args, on_progress=progress, log=logger, output_dir=str(out_dir))
         damage = ffmpeg.input_damage(result.errors, result.out_time, info.duration)
         if damage is not None:  # this encode decoded the source itself: its verdict is the source's
             raise damage
@@ -167,27 +163,28 @@ def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path:
 
 @task(name="transcode-audio", task_run_name="transcode-audio", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, out_dir: Path, timeout: float,
+def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, out_dir: Path, limits: ffmpeg.ProcessLimits,
                     ladder: LadderProcess | None = None) -> RenditionOutput:
     """The audio rendition: the default (else first) audio track as stereo AAC in fMP4 HLS. Taken
     over from the shared ``ladder`` process when it carries the audio, else (a retry) encoded in
     a process of its own."""
-    if not _take_over(ladder, "audio", timeout):
+    if not _take_over(ladder, "audio", limits):
         _fresh_dir(out_dir)
-        ffmpeg.run_ffmpeg(audio_args(str(source_path), info, config, str(out_dir)), timeout=timeout, log=get_run_logger())
+        limits.run(audio_args(str(source_path), info, config, str(out_dir)), log=get_run_logger(),
+                   output_dir=str(out_dir))
     return _summarize(out_dir, "audio", "audio")
 
 
 @task(name="poster", task_run_name="poster", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def make_poster(source_path: Path, info: SourceInfo, rendition: Rendition, out_path: Path, timeout: float,
+def make_poster(source_path: Path, info: SourceInfo, rendition: Rendition, out_path: Path, limits: ffmpeg.ProcessLimits,
                 ladder: LadderProcess | None = None) -> Path:
     """A JPEG poster frame the size of ``rendition``: taken over from the shared ``ladder``
     process when it makes the poster, else (a retry) made in a process of its own."""
-    if not _take_over(ladder, "poster", timeout):
+    if not _take_over(ladder, "poster", limits):
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        ffmpeg.run_ffmpeg(poster_args(str(source_path), info, rendition, str(out_path)), timeout=timeout,
-                          log=get_run_logger())
+        limits.run(poster_args(str(source_path), info, rendition, str(out_path), limits.max_pixels), log=get_run_logger(),
+                   output_dir=str(out_path.parent))
     if not out_path.exists() or out_path.stat().st_size == 0:
         raise PixelFlowError(ErrorCode.TRANSCODE_FAILED, "FFmpeg wrote no poster frame.")
     return out_path

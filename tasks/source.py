@@ -118,10 +118,12 @@ def _download_pinned(s3, source: Upload, path: Path, chunk: int, concurrency: in
 
 
 @task(name="validate", task_run_name="validate")
-def validate(path: Path, size: int, limits: Limits) -> SourceInfo:
+def validate(path: Path, size: int, limits: Limits, memory_bytes: int | None = None, sandbox: str = "auto") -> SourceInfo:
     """Probe the local copy's headers with ffprobe (demuxers limited to the allow-list, file
-    protocol only) and check it is a video PixelFlow can transcode."""
-    data = ffmpeg.probe(str(path), formats=sorted(limits.containers))
+    protocol only, ``memory_bytes`` of address space, no network as ``sandbox`` says) and check
+    it is a video PixelFlow can transcode, within the work budget, before any frame is decoded."""
+    data = ffmpeg.probe(str(path), formats=sorted(limits.containers), memory_bytes=memory_bytes or None,
+                        sandbox=sandbox)
     info = interpret_probe(data, size=size)
     validate_source(info, limits)
     get_run_logger().info("source: %s", info.summary())

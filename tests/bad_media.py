@@ -457,6 +457,41 @@ def make_long_duration_mkv(path: Path) -> Path:
     return _matroska_duration(path, 10 * 3600 * 1000.0)
 
 
+def make_work_budget(path: Path) -> Path:
+    """An 8K (7680x4320) 240 fps MP4 of a few black frames whose movie header claims two hours:
+    every limit on its own is met (size, sides, area, frame rate, duration), but decoding it
+    would mean 5.7e13 pixels, five times the default work budget."""
+    base = path.with_suffix(".base")
+    ffmpeg("-f", "lavfi", "-i", "color=black:size=7680x4320:rate=240", "-frames:v", "3", "-c:v", "mpeg4",
+           "-pix_fmt", "yuv420p", "-f", "mp4", base)
+    rewrite_mp4(base, path, _set_durations(2 * 3600, (b"mvhd",)))
+    base.unlink()
+    return path
+
+
+def make_many_streams(path: Path, streams: int = 100) -> Path:
+    """A 1 s 320x240 MP4 with ``streams`` audio tracks (one sine source mapped again and again)."""
+    args = ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=1",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000:duration=1", "-map", "0:v"]
+    args += ["-map", "1:a"] * streams
+    ffmpeg(*args, "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "16k",
+           "-f", "mp4", path)
+    return path
+
+
+def make_huge_tag(path: Path, size: int = 1024 * 1024) -> Path:
+    """A 1 s 320x240 Matroska clip whose title tag is ``size`` bytes of text (read from an
+    FFmetadata file: no command line holds that much)."""
+    meta = path.with_suffix(".meta")
+    meta.write_text(";FFMETADATA1\ntitle=" + "A" * size + "\n")
+    base = lavfi_clip(path.with_suffix(".base.mkv"), seconds=1, fmt="matroska")
+    ffmpeg("-i", base, "-f", "ffmetadata", "-i", meta, "-map", "0", "-map_metadata", "1", "-c", "copy", "-f", "matroska",
+           path)
+    base.unlink()
+    meta.unlink()
+    return path
+
+
 def _video_track(edit_one):
     def edit(boxes):
         for box in video_trak_boxes(boxes):

@@ -206,6 +206,8 @@ REJECTIONS: list[tuple[str, Callable[[Path], Path], str]] = [
     ("truncated-avi", bm.make_truncated_avi, "truncated"),
     ("corrupt-mp4", bm.make_corrupt_mp4, "corrupt_stream"),
     ("corrupt-ts", bm.make_corrupt_ts, "corrupt_stream"),
+    ("work-budget", bm.make_work_budget, "work_budget_exceeded"),
+    ("many-streams", bm.make_many_streams, "too_many_streams"),
 ]
 
 #: Uploads that try to make FFmpeg read a local file or a URL: all ``unsupported_container``.
@@ -259,6 +261,33 @@ def test_size_limit_is_a_setting(prefect_server, moto_server, tmp_path_factory, 
     record = check_rejected(batch, batch.outcomes["big"])
     assert record["code"] == "too_large"
     assert record["details"] == {"size": path.stat().st_size, "max_bytes": 1000}
+
+
+def test_work_budget_and_stream_limit_are_judged_before_any_decode(rejections):
+    # an 8K 240 fps file claiming two hours, and one with 101 streams: rejected by validation,
+    # from the headers; no FFmpeg decode ever started for them
+    for name in ("work-budget", "many-streams"):
+        record = check_rejected(rejections, rejections.outcomes[name])
+        _, tasks = flow_run_and_tasks(record["flow_run_id"])
+        names = {t.name for t in tasks}
+        assert "validate" in names and not [n for n in names if n.startswith(("encode", "transcode", "poster"))], names
+    record = json.loads(s3_client().get_object(Bucket=rejections.upload_bucket, Key=(
+        f"quarantine/{rejections.outcomes['work-budget'].asset}/error.json"))["Body"].read())
+    assert record["details"]["work_pixels"] > record["details"]["max_work_pixels"] == 3840 * 2160 * 60 * 6 * 3600
+
+
+def test_an_upload_that_can_never_fit_in_scratch_is_rejected_before_download(prefect_server, moto_server,
+                                                                              tmp_path_factory, corpus):
+    path = bm.make_no_audio(corpus / "never-fits.mp4")
+    size = path.stat().st_size
+    # workers with twice the upload's size of scratch space: it needs 2.5 times
+    batch = run_batch(tmp_path_factory, [("never-fits", "never-fits.mp4", path)], workers=1,
+                      env={"PIXELFLOW_SCRATCH_BYTES": str(2 * size)})
+    record = check_rejected(batch, batch.outcomes["never-fits"])  # a rejection, never retried
+    assert record["code"] == "too_large" and record["status"] == "rejected" and not record["retryable"]
+    assert record["details"]["scratch_bytes"] == 2 * size and record["details"]["max_bytes"] == int(2 * size / 2.5)
+    _, tasks = flow_run_and_tasks(record["flow_run_id"])
+    assert "download" not in {t.name for t in tasks}
 
 
 def test_rejection_event_reaches_the_prefect_server(rejections, prefect_server):

@@ -141,3 +141,255 @@ def test_ffmpeg_is_never_given_a_shell_or_a_bare_path():
     done = subprocess.run(["ffprobe", "-v", "error", "-protocol_whitelist", "file", "-i", "file:http://127.0.0.1:9/x"],
                           capture_output=True, text=True)
     assert done.returncode != 0  # "file:" makes even a URL-looking name a local path
+
+
+# --- what FFmpeg and ffprobe may use: environment, network, memory, time, output --------------
+
+def _slow_ffmpeg(marker: str) -> list[str]:
+    """An FFmpeg command that runs for minutes (real-time reading) and is found by ``marker``."""
+    return ["ffmpeg", "-hide_banner", "-nostdin", "-progress", "pipe:1", "-nostats", "-re", "-f", "lavfi", "-i",
+            "testsrc2=size=64x48:rate=10:duration=600", "-metadata", f"title={marker}", "-f", "null", "-"]
+
+
+def test_a_running_ffmpeg_holds_no_credential_and_has_no_network(monkeypatch):
+    import os
+    import threading
+    import time
+    import uuid
+
+    from pixelflow.pipeline import ffmpeg
+    from tests.fault_helpers import find_processes
+
+    secrets = {"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI-secret", "AWS_SESSION_TOKEN": "token-secret",
+               "PREFECT_API_KEY": "pnu_secret", "PIXELFLOW_SECRET": "pixelflow-secret"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    marker = f"env-probe-{uuid.uuid4().hex}"
+    seen: dict = {}
+
+    def inspect():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            pids = find_processes(marker)
+            if pids:
+                time.sleep(0.3)  # past unshare's exec: the process is FFmpeg itself
+                pid = pids[0]
+                seen["cmdline"] = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+                seen["environ"] = Path(f"/proc/{pid}/environ").read_bytes().decode("utf-8", "replace")
+                seen["netns"] = os.readlink(f"/proc/{pid}/ns/net")
+                seen["interfaces"] = [line.split(":")[0].strip()
+                                      for line in Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]]
+                os.kill(pid, 9)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=inspect, daemon=True)
+    watcher.start()
+    with pytest.raises(PixelFlowError):  # killed by the watcher
+        ffmpeg.run_ffmpeg(_slow_ffmpeg(marker), timeout=30)
+    watcher.join(5)
+    assert seen, "the FFmpeg process was never seen"
+    assert seen["cmdline"] == "ffmpeg"  # the sandbox execs FFmpeg: its pid and command line are FFmpeg's
+    names = {entry.split("=", 1)[0] for entry in seen["environ"].split("\0") if entry}
+    assert names <= {"PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "MALLOC_ARENA_MAX"}, names
+    assert not any(value in seen["environ"] for value in secrets.values())
+    assert "AWS_ACCESS_KEY_ID" not in names and "AWS_ENDPOINT_URL" not in names
+    # on Linux, where a network namespace can be made (root, or unprivileged user namespaces)
+    if ffmpeg.sandbox_prefix("auto"):
+        assert seen["netns"] != os.readlink("/proc/self/ns/net")
+        assert seen["interfaces"] == ["lo"]
+
+
+def test_sandbox_modes():
+    from pixelflow.pipeline import ffmpeg
+
+    assert ffmpeg.sandbox_prefix("off") == []
+    assert ffmpeg.sandbox_prefix("auto")[:1] in ([], ["unshare"])
+    with pytest.raises(ValueError):
+        ffmpeg.sandbox_prefix("sometimes")
+
+
+def test_a_memory_limit_too_small_is_a_clear_error_not_a_crash(tmp_path):
+    from pixelflow.pipeline import ffmpeg
+
+    args = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "level+error", "-f", "lavfi", "-i",
+            "testsrc2=size=1280x720:rate=30:duration=2", "-c:v", "libx264", "-preset", "ultrafast", "-f", "null", "-"]
+    for limit in (64 * 1024**2, 300 * 1024**2):  # too small to load the libraries; to open the encoder
+        with pytest.raises(PixelFlowError) as caught:
+            ffmpeg.run_ffmpeg(args, timeout=60, memory_bytes=limit)
+        assert caught.value.code is ErrorCode.MEMORY_LIMIT_EXCEEDED, caught.value
+        assert caught.value.details["memory_bytes"] == limit and not caught.value.retryable
+    assert ffmpeg.run_ffmpeg(args, timeout=60, memory_bytes=4 * 1024**3).returncode == 0
+    clip = bm.lavfi_clip(tmp_path / "clip.mp4", seconds=1, fmt="mp4")
+    with pytest.raises(PixelFlowError) as caught:  # ffprobe too: not mistaken for a file that is not media
+        ffmpeg.probe(str(clip), formats=ALLOWED, memory_bytes=64 * 1024**2)
+    assert caught.value.code is ErrorCode.MEMORY_LIMIT_EXCEEDED
+
+
+def test_the_default_memory_limit_holds_a_4k_ladder(files):
+    """The measured peak address space of the 4K ladder (six rungs, audio) stays under the default."""
+    import os
+    import threading
+    import time
+
+    from pixelflow.core.ffmpeg_args import ladder_encode_args
+    from pixelflow.core.ladder import LadderConfig, plan_ladder
+    from pixelflow.pipeline import ffmpeg
+    from pixelflow.settings import PixelFlowSettings
+    from tests.fault_helpers import find_processes
+
+    source = bm.lavfi_clip(files / "4k.mp4", seconds=1, size="3840x2160", fmt="mp4")
+    info = interpret_probe(ffmpeg.probe(str(source)), size=source.stat().st_size)
+    config = LadderConfig(heights=(360, 480, 720, 1080, 1440, 2160))
+    plan = plan_ladder(*info.video.display_size, info.video.frame_rate, config)
+    dirs = [files / "4k" / r.name for r in plan] + [files / "4k" / "audio"]
+    for folder in dirs:
+        folder.mkdir(parents=True, exist_ok=True)
+    args = ladder_encode_args(str(source), info, plan, config, [str(d) for d in dirs[:-1]], str(dirs[-1]))
+    peak = {"kib": 0}
+    stop = threading.Event()
+
+    def measure():
+        while not stop.is_set():
+            for pid in find_processes(str(files / "4k" / "2160p")):
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmPeak:"):
+                        peak["kib"] = max(peak["kib"], int(line.split()[1]))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=measure, daemon=True)
+    watcher.start()
+    limit = PixelFlowSettings().ffmpeg_memory_bytes
+    try:
+        ffmpeg.run_ffmpeg(args, timeout=600, memory_bytes=limit)
+    finally:
+        stop.set()
+        watcher.join(5)
+    print(f"4K ladder peak address space {peak['kib'] / 1024:.0f} MiB, limit {limit / 1024**2:.0f} MiB, "
+          f"{os.cpu_count()} CPUs")
+    assert 0 < peak["kib"] * 1024 < limit
+
+
+def test_a_stream_growing_past_max_pixels_is_stopped_as_too_large(files):
+    """An MPEG-TS whose stream turns from 320x240 into 1280x720 half way: validation saw 320x240;
+    the decode's ``-max_pixels`` refuses the larger frames instead of allocating them."""
+    from pixelflow.core.ffmpeg_args import encode_args
+    from pixelflow.core.ladder import LadderConfig, plan_ladder
+    from pixelflow.pipeline import ffmpeg
+
+    small = bm.lavfi_clip(files / "small.ts", seconds=1, size="320x240", audio=False, fmt="mpegts")
+    large = bm.lavfi_clip(files / "large.ts", seconds=1, size="1280x720", audio=False, fmt="mpegts")
+    grows = files / "grows.ts"
+    grows.write_bytes(small.read_bytes() + large.read_bytes())
+    info = interpret_probe(ffmpeg.probe(str(grows), formats=ALLOWED), size=grows.stat().st_size)
+    assert (info.video.width, info.video.height) == (320, 240)
+    config = LadderConfig(heights=(240,), decode_max_pixels=320 * 240)
+    out = files / "grows-out"
+    out.mkdir(exist_ok=True)
+    args = encode_args(str(grows), info, plan_ladder(320, 240, info.video.frame_rate, config)[0], config, str(out))
+    assert args[args.index("-max_pixels") + 1] == str(320 * 240)
+    result = ffmpeg.run_ffmpeg(args, timeout=60)
+    verdict = ffmpeg.input_damage(result.errors, result.out_time, info.duration)
+    assert verdict is not None and verdict.code is ErrorCode.DIMENSIONS_TOO_LARGE and not verdict.retryable
+
+
+def test_a_full_disk_during_the_encode_is_insufficient_disk():
+    from pixelflow.pipeline import ffmpeg
+
+    args = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "level+error", "-f", "lavfi", "-i",
+            "testsrc2=size=320x240:rate=30:duration=2", "-c:v", "libx264", "-preset", "ultrafast", "-f", "mpegts",
+            "-y", "file:/dev/full"]  # every write fails with ENOSPC
+    with pytest.raises(PixelFlowError) as caught:
+        ffmpeg.run_ffmpeg(args, timeout=60)
+    assert caught.value.code is ErrorCode.INSUFFICIENT_DISK and caught.value.details["during"] == "encode"
+    assert "No space left on device" in caught.value.message
+
+
+def test_a_scratch_disk_filling_up_under_the_hls_muxer_is_insufficient_disk_not_truncated(tmp_path):
+    """FFmpeg 5.1's HLS muxer truncates its segments on a full disk and exits 0 without a word: the
+    full file system is what tells, not a rendition shorter than the source."""
+    import subprocess as sp
+
+    from pixelflow.pipeline import ffmpeg
+
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    if sp.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(tiny)], capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        args = ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "level+error", "-f", "lavfi", "-i",
+                "testsrc2=size=640x360:rate=30:duration=6", "-c:v", "libx264", "-preset", "ultrafast", "-f", "hls",
+                "-hls_time", "2", "-hls_segment_type", "fmp4", "-hls_segment_filename", str(tiny / "seg_%05d.m4s"),
+                str(tiny / "index.m3u8")]
+        assert ffmpeg.run_ffmpeg(args, timeout=60).returncode == 0  # what FFmpeg itself says: nothing
+        for entry in tiny.iterdir():
+            entry.unlink()
+        with pytest.raises(PixelFlowError) as caught:
+            ffmpeg.run_ffmpeg(args, timeout=60, output_dir=str(tiny))
+        assert caught.value.code is ErrorCode.INSUFFICIENT_DISK and caught.value.retryable
+    finally:
+        sp.run(["umount", str(tiny)], check=False)
+
+
+def test_running_out_of_time_is_a_rejection_naming_its_cause():
+    import time
+
+    from pixelflow.pipeline.ffmpeg import ProcessLimits
+
+    by_source = ProcessLimits.for_source(2.0, base=0.5, factor=0.25, started=time.time(), max_run_seconds=3600)
+    with pytest.raises(PixelFlowError) as caught:
+        by_source.run(_slow_ffmpeg("slow-source"))
+    assert caught.value.code is ErrorCode.SOURCE_TOO_SLOW and not caught.value.retryable
+    by_run = ProcessLimits.for_source(600.0, base=120, factor=20, started=time.time(), max_run_seconds=1.0)
+    started = time.monotonic()
+    with pytest.raises(PixelFlowError) as caught:
+        by_run.run(_slow_ffmpeg("slow-run"))
+    assert caught.value.code is ErrorCode.RUN_TIME_EXCEEDED and not caught.value.retryable
+    assert time.monotonic() - started < 10
+    with pytest.raises(PixelFlowError) as caught:  # nothing left of the run: no process at all
+        ProcessLimits(100.0, deadline=time.time() - 1, max_run_seconds=60).run(["false"])
+    assert caught.value.code is ErrorCode.RUN_TIME_EXCEEDED
+
+
+def test_probe_asks_only_for_the_fields_it_uses(files):
+    import json
+
+    from pixelflow.pipeline import ffmpeg
+
+    tagged = bm.make_huge_tag(files / "huge-tag.mkv")  # a 1 MiB title
+    data = ffmpeg.probe(str(tagged), formats=ALLOWED)
+    assert len(json.dumps(data)) < 4096 and "AAAA" not in json.dumps(data)
+    assert "tags" not in data["format"]
+    info = interpret_probe(data, size=tagged.stat().st_size)
+    assert (info.video.width, info.video.height, info.audio_stream_count) == (320, 240, 1)
+    rotated = interpret_probe(ffmpeg.probe(str(bm.make_rotated(files / "rotated.mp4")), formats=ALLOWED))
+    assert rotated.video.display_size == (360, 640)  # the display matrix is still read
+
+
+def test_probe_output_is_capped_and_streams_are_counted(files):
+    from pixelflow.pipeline import ffmpeg
+
+    many = bm.make_many_streams(files / "many.mp4")
+    data = ffmpeg.probe(str(many), formats=ALLOWED)
+    assert interpret_probe(data).stream_count == 101
+    with pytest.raises(PixelFlowError) as caught:
+        validate_source(interpret_probe(data), Limits())
+    assert caught.value.code is ErrorCode.TOO_MANY_STREAMS and not caught.value.retryable
+    with pytest.raises(PixelFlowError) as caught:
+        ffmpeg.probe(str(many), formats=ALLOWED, max_output=4096)
+    assert caught.value.code is ErrorCode.METADATA_TOO_LARGE and not caught.value.retryable
+
+
+def test_work_budget_is_judged_from_the_headers(files):
+    from pixelflow.pipeline import ffmpeg
+
+    path = bm.make_work_budget(files / "8k-240fps-2h.mp4")
+    info = interpret_probe(ffmpeg.probe(str(path), formats=ALLOWED), size=path.stat().st_size)
+    with pytest.raises(PixelFlowError) as caught:
+        validate_source(info, Limits())
+    assert caught.value.code is ErrorCode.WORK_BUDGET_EXCEEDED and not caught.value.retryable
+    validate_source(info, Limits(max_work_pixels=1e15))  # within a larger budget, nothing else is wrong

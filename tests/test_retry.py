@@ -141,3 +141,45 @@ def test_two_runs_racing_on_one_upload_publish_one_whole_asset(prefect_server, b
     for rendition in stored["renditions"]:
         keys = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket=out, Prefix=f"assets/{aid}/{rendition['name']}/")["Contents"]}
         assert sum(size for key, size in keys.items() if not key.endswith(".m3u8")) == rendition["size"]
+
+
+def _transcode_rejected(buckets, media_dir, monkeypatch, key: str, env: dict[str, str]):
+    """Transcode a 6 s 720p clip under ``env``, expecting a rejection: returns the rejection code,
+    the task runs and the error record."""
+    from flows.transcode import transcode
+
+    up, out = buckets
+    monkeypatch.setenv("PIXELFLOW_LADDER", "360,480,720")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    clip = make_clip(media_dir / "retry-720p.mp4", seconds=6, size="1280x720")
+    s3 = s3_client()
+    s3.upload_file(str(clip), up, key)
+    etag = s3.head_object(Bucket=up, Key=key)["ETag"]
+    state = transcode(bucket=up, key=key, etag=etag, return_state=True)
+    assert state.is_failed(), state.message
+    aid = asset_id(up, key, etag)
+    assert s3.list_objects_v2(Bucket=out, Prefix=f"assets/{aid}/").get("KeyCount", 0) == 0  # nothing published
+    record = json.loads(s3.get_object(Bucket=up, Key=f"quarantine/{aid}/error.json")["Body"].read())
+    assert s3.head_object(Bucket=up, Key=key)["ContentLength"] == clip.stat().st_size  # the source is kept
+    return state.message.split(":")[0], task_runs(state.state_details.flow_run_id), record
+
+
+def test_an_ffmpeg_stopped_at_its_source_derived_limit_is_a_rejection_and_never_retried(prefect_server, buckets,
+                                                                                        media_dir, monkeypatch):
+    # 0.5 s + 0.05 x 6 s: the ladder process is stopped at 0.8 s, by a limit the source's duration set
+    code, runs, record = _transcode_rejected(buckets, media_dir, monkeypatch, "too-slow.mp4", {
+        "PIXELFLOW_FFMPEG_TIMEOUT_BASE": "0.5", "PIXELFLOW_FFMPEG_TIMEOUT_FACTOR": "0.05", "PIXELFLOW_TASK_RETRIES": "2"})
+    assert code == "source_too_slow" and record["code"] == code and record["status"] == "rejected"
+    by_name = {run.name: run for run in runs}
+    assert by_name["encode-ladder"].run_count == 1 and by_name["encode-ladder"].state.is_failed()
+    # no rung re-decoded the source on a retry
+    assert all(run.run_count <= 1 for run in runs), [(r.name, r.run_count) for r in runs]
+
+
+def test_a_run_past_its_time_cap_is_a_rejection_and_never_retried(prefect_server, buckets, media_dir, monkeypatch):
+    code, runs, record = _transcode_rejected(buckets, media_dir, monkeypatch, "run-cap.mp4", {
+        "PIXELFLOW_MAX_RUN_SECONDS": "2", "PIXELFLOW_TASK_RETRIES": "2"})
+    assert code == "run_time_exceeded" and record["code"] == code and record["status"] == "rejected"
+    assert record["details"]["max_run_seconds"] == 2
+    assert all(run.run_count <= 1 for run in runs), [(r.name, r.run_count) for r in runs]

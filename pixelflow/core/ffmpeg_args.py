@@ -60,9 +60,16 @@ def base_args(progress: bool = True) -> list[str]:
     return args
 
 
-def input_args(path: str, demuxer: str, extra: list[str] | None = None) -> list[str]:
-    """Open one local file with a forced demuxer and nothing but the file protocol."""
-    return ["-protocol_whitelist", "file", "-format_whitelist", demuxer, *(extra or []), "-f", demuxer, "-i", file_url(path)]
+def input_args(path: str, demuxer: str, extra: list[str] | None = None, max_pixels: int | None = None) -> list[str]:
+    """Open one local file with a forced demuxer and nothing but the file protocol; with
+    ``max_pixels``, its decoders refuse any frame larger than that (``-max_pixels``).
+
+    >>> input_args("/s/source", "mov", max_pixels=100)[:6]
+    ['-protocol_whitelist', 'file', '-format_whitelist', 'mov', '-max_pixels', '100']
+    """
+    limit = ["-max_pixels", str(max_pixels)] if max_pixels else []
+    return ["-protocol_whitelist", "file", "-format_whitelist", demuxer, *limit, *(extra or []), "-f", demuxer,
+            "-i", file_url(path)]
 
 
 #: Colour tags the HDR chain passes on as stated; anything else (often "unknown" on HDR files
@@ -209,7 +216,7 @@ def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition
     if len(renditions) != len(out_dirs) or not renditions:
         raise ValueError("one output folder per rendition")
     graph, labels = ladder_graph(info, renditions)
-    args = base_args() + input_args(source, info.demuxer) + ["-filter_complex", graph]
+    args = base_args() + input_args(source, info.demuxer, max_pixels=config.decode_max_pixels) + ["-filter_complex", graph]
     maps = [f"[{label}]" for label in labels]
     if poster is not None:
         rendition, poster_path = poster
@@ -282,14 +289,16 @@ def encode_args(source: str, info: SourceInfo, rendition: Rendition, config: Lad
     """Encode one rung alone to fMP4 HLS, decoding and scaling the source itself (a rung's retry)."""
     assert info.video is not None
     chain = ",".join(prefilters(info) + rung_filters(rendition))
-    return (base_args() + input_args(source, info.demuxer) + ["-map", f"0:{info.video.index}", "-filter:v", chain]
+    return (base_args() + input_args(source, info.demuxer, max_pixels=config.decode_max_pixels)
+            + ["-map", f"0:{info.video.index}", "-filter:v", chain]
             + rung_output_args(rendition, config, out_dir))
 
 
 def audio_args(source: str, info: SourceInfo, config: LadderConfig, out_dir: str) -> list[str]:
     """The audio rendition (stereo AAC), from the source's default (else first) audio stream."""
     assert info.audio is not None
-    return base_args() + input_args(source, info.demuxer) + ["-map", f"0:{info.audio.index}"] + audio_output_args(config, out_dir)
+    return (base_args() + input_args(source, info.demuxer, max_pixels=config.decode_max_pixels)
+            + ["-map", f"0:{info.audio.index}"] + audio_output_args(config, out_dir))
 
 
 def poster_time(info: SourceInfo) -> float:
@@ -307,21 +316,40 @@ def poster_output_args(out_path: str) -> list[str]:
     return ["-frames:v", "1", "-q:v", "3", "-f", "image2", "-update", "1", file_url(out_path)]
 
 
-def poster_args(source: str, info: SourceInfo, rendition: Rendition, out_path: str) -> list[str]:
+def poster_args(source: str, info: SourceInfo, rendition: Rendition, out_path: str,
+                max_pixels: int | None = LadderConfig.decode_max_pixels) -> list[str]:
     """A JPEG poster frame at :func:`poster_time`, the size of ``rendition``, in a process of its
     own (seeking to it); :func:`ladder_encode_args` takes it from the ladder's pictures instead."""
     assert info.video is not None
     chain = ",".join(prefilters(info) + [f"scale={rendition.width}:{rendition.height}:flags=bicubic", "setsar=1", "format=yuvj420p"])
-    args = base_args(progress=False) + ["-ss", f"{poster_time(info):.3f}"] + input_args(source, info.demuxer)
+    args = (base_args(progress=False) + ["-ss", f"{poster_time(info):.3f}"]
+            + input_args(source, info.demuxer, max_pixels=max_pixels))
     return args + ["-map", f"0:{info.video.index}", "-filter:v", chain] + poster_output_args(out_path)
 
 
-def probe_args(path: str, demuxer: str | None = None, formats: list[str] | None = None) -> list[str]:
-    """ffprobe of a local file's headers as JSON: file protocol only, bounded analysis, and either
-    exactly ``demuxer`` or, when given, only the demuxers in ``formats`` (``format_whitelist``).
+#: The only fields ffprobe is asked for: what :mod:`pixelflow.core.probe` reads (and the duration
+#: measurement of :mod:`pixelflow.pipeline.ffmpeg`). No free-form tag but ``rotate``, so a file
+#: with huge titles or comments gives a description of a few KiB.
+PROBE_ENTRIES = ":".join([
+    "format=format_name,duration,size,bit_rate",
+    "stream=index,codec_type,codec_name,width,height,sample_aspect_ratio,r_frame_rate,avg_frame_rate,pix_fmt,"
+    "bits_per_raw_sample,field_order,color_transfer,color_primaries,color_space,color_range,nb_frames,duration,"
+    "channels,sample_rate",
+    "stream_disposition=default,attached_pic",
+    "stream_tags=rotate",
+    "stream_side_data=rotation",
+])
 
-    >>> probe_args("/s/source", "mov")[-7:]
-    ['-f', 'mov', '-show_format', '-show_streams', '-of', 'json', 'file:/s/source']
+
+def probe_args(path: str, demuxer: str | None = None, formats: list[str] | None = None) -> list[str]:
+    """ffprobe of a local file's headers as JSON: file protocol only, bounded analysis, only the
+    :data:`PROBE_ENTRIES` fields, and either exactly ``demuxer`` or, when given, only the demuxers
+    in ``formats`` (``format_whitelist``).
+
+    >>> probe_args("/s/source", "mov")[-7:-4]
+    ['-f', 'mov', '-show_entries']
+    >>> probe_args("/s/source", "mov")[-3:]
+    ['-of', 'json', 'file:/s/source']
     >>> args = probe_args("/s/source", formats=["mov", "webm"])
     >>> args[args.index("-format_whitelist") + 1]
     'mov,webm'
@@ -332,7 +360,7 @@ def probe_args(path: str, demuxer: str | None = None, formats: list[str] | None 
         args += ["-f", demuxer]
     elif formats is not None:
         args += ["-format_whitelist", ",".join(formats)]
-    return args + ["-show_format", "-show_streams", "-of", "json", file_url(path)]
+    return args + ["-show_entries", PROBE_ENTRIES, "-of", "json", file_url(path)]
 
 
 def measure_duration_args(path: str, demuxer: str) -> list[str]:

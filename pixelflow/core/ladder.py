@@ -48,6 +48,9 @@ class LadderConfig:
     max_fps: float = 60.0
     low_rung_max_fps: float = 30.0
     threads: int = 0
+    #: FFmpeg's ``-max_pixels`` on every decode: a frame larger than this (a mid-stream change of
+    #: resolution past what validation accepted) stops the decode instead of allocating it.
+    decode_max_pixels: int = 7680 * 4320
     maxrates_kbps: dict[int, int] = field(default_factory=lambda: dict(DEFAULT_MAXRATES_KBPS))
 
     def __post_init__(self):

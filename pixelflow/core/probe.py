@@ -145,6 +145,8 @@ class SourceInfo:
     #: ``"<index>:<type>"`` of streams FFmpeg could not identify (no codec), for example an AVI
     #: GAB2 subtitle stream carrying something other than subtitles.
     unidentified_streams: tuple[str, ...] = ()
+    #: How many streams the file has, of every kind.
+    stream_count: int = 0
 
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly summary for manifests, error records and the UI."""
@@ -308,4 +310,5 @@ def interpret_probe(data: dict[str, Any], size: int | None = None) -> SourceInfo
         audio=audio,
         audio_stream_count=len(audios),
         unidentified_streams=unidentified,
+        stream_count=len(streams),
     )

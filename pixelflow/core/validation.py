@@ -25,13 +25,25 @@ class Limits:
     min_dimension: int = 16
     min_fps: float = 1.0
     max_fps: float = 240.0
+    max_streams: int = 32
+    #: Decoding work: coded width x height x frame rate x duration, in pixels (six hours of 4K at 60 fps).
+    max_work_pixels: int = 3840 * 2160 * 60 * 6 * 3600
+    #: The scratch space a worker has (bytes) and the multiple of a source's size a run needs
+    #: there: a source larger than ``scratch_bytes / headroom`` can never be transcoded here.
+    scratch_bytes: int | None = None
+    headroom: float = 2.5
     containers: frozenset[str] = field(default_factory=lambda: frozenset({"mov", "matroska", "webm", "avi", "mpegts", "flv", "mxf", "mpeg", "ogg"}))
     video_codecs: frozenset[str] = field(default_factory=lambda: frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "prores"}))
 
 
 def check_size(size: int, limits: Limits) -> None:
-    """Reject by object size before anything is downloaded.
+    """Reject by object size before anything is downloaded: empty, over the limit, or too large
+    ever to fit in the workers' scratch space (``scratch_bytes``) with its ``headroom``.
 
+    >>> check_size(100, Limits(scratch_bytes=200, headroom=2.5))
+    Traceback (most recent call last):
+    ...
+    pixelflow.errors.PixelFlowError: too_large: The upload is 100 bytes and needs 250 bytes of scratch space (2.5x its size); the workers have 200 bytes, so it can never fit.
     >>> check_size(0, Limits())
     Traceback (most recent call last):
     ...
@@ -45,6 +57,14 @@ def check_size(size: int, limits: Limits) -> None:
             f"The upload is {size} bytes; the limit is {limits.max_bytes} bytes.",
             {"size": size, "max_bytes": limits.max_bytes},
         )
+    if limits.scratch_bytes is not None and size * limits.headroom > limits.scratch_bytes:
+        raise PixelFlowError(
+            ErrorCode.TOO_LARGE,
+            f"The upload is {size} bytes and needs {size * limits.headroom:.0f} bytes of scratch space "
+            f"({limits.headroom:g}x its size); the workers have {limits.scratch_bytes} bytes, so it can never fit.",
+            {"size": size, "scratch_bytes": limits.scratch_bytes, "headroom": limits.headroom,
+             "max_bytes": int(limits.scratch_bytes / limits.headroom)},
+        )
 
 
 #: Containers whose unidentified streams are refused: an AVI "GAB2" subtitle stream can hide a
@@ -56,8 +76,10 @@ HIDDEN_PAYLOAD_CONTAINERS = frozenset({"avi"})
 def validate_source(info: SourceInfo, limits: Limits) -> None:
     """Raise :class:`PixelFlowError` with the first reason the source cannot be transcoded.
 
-    Checks, in order: container (allow-list; playlists never), hidden payloads, a video stream,
-    its codec, usable and bounded dimensions (coded and as displayed), frame rate, duration.
+    Checks, in order: container (allow-list; playlists never), the number of streams, hidden
+    payloads, a video stream, its codec, usable and bounded dimensions (coded and as displayed),
+    frame rate, duration, and the work budget (:func:`decode_work`), all from headers before any
+    frame is decoded.
 
     Example:
         >>> from pixelflow.core.probe import interpret_probe
@@ -74,6 +96,12 @@ def validate_source(info: SourceInfo, limits: Limits) -> None:
             ErrorCode.UNSUPPORTED_CONTAINER,
             f"The container '{info.format_name}' is not accepted; upload MP4, MOV, MKV, WebM or another common video file.",
             {"container": info.format_name},
+        )
+    if info.stream_count > limits.max_streams:
+        raise PixelFlowError(
+            ErrorCode.TOO_MANY_STREAMS,
+            f"The file has {info.stream_count} streams; the limit is {limits.max_streams}.",
+            {"streams": info.stream_count, "max_streams": limits.max_streams},
         )
     if demuxers & HIDDEN_PAYLOAD_CONTAINERS and info.unidentified_streams:
         raise PixelFlowError(
@@ -136,3 +164,30 @@ def validate_source(info: SourceInfo, limits: Limits) -> None:
             f"The video lasts {info.duration:.0f} s; the limit is {limits.max_duration:.0f} s.",
             {"duration": info.duration, "max_duration": limits.max_duration},
         )
+    work = decode_work(info)
+    if work > limits.max_work_pixels:
+        raise PixelFlowError(
+            ErrorCode.WORK_BUDGET_EXCEEDED,
+            f"Decoding the video means {work:.3g} pixels ({video.width}x{video.height} at {float(rate):g} fps for "
+            f"{info.duration:.0f} s); the work budget is {limits.max_work_pixels:.3g}.",
+            {"work_pixels": work, "max_work_pixels": limits.max_work_pixels},
+        )
+
+
+def decode_work(info: SourceInfo) -> float:
+    """The pixels a full decode of the source produces, from its headers: coded width x height
+    x frame rate (:attr:`~pixelflow.core.probe.VideoInfo.frame_rate`) x duration. A file of
+    near-empty frames is small to upload and costs this much to decode all the same.
+
+    >>> from pixelflow.core.probe import interpret_probe
+    >>> info = interpret_probe({"format": {"format_name": "mov", "duration": "7200"}, "streams": [
+    ...     {"index": 0, "codec_type": "video", "codec_name": "h264", "width": 7680, "height": 4320,
+    ...      "r_frame_rate": "240/1", "avg_frame_rate": "240/1"}]})
+    >>> f"{decode_work(info):.3g}"
+    '5.73e+13'
+    """
+    video = info.video
+    rate = video.frame_rate if video is not None else None
+    if video is None or rate is None or info.duration <= 0:
+        return 0.0
+    return float(video.width) * video.height * float(rate) * info.duration

@@ -1,14 +1,25 @@
 """Run FFmpeg and ffprobe: argument lists only, progress parsed from ``-progress pipe:1``,
-wall-clock limits, and failures mapped to :class:`~pixelflow.errors.PixelFlowError` codes."""
+wall-clock limits, and failures mapped to :class:`~pixelflow.errors.PixelFlowError` codes.
+
+Every FFmpeg and ffprobe process runs with a minimal environment (:func:`child_env`: ``PATH``,
+the locale, a ``HOME``/``TMPDIR``; no credential of the worker), on Linux without network
+(:func:`sandbox_prefix`: a network namespace of its own through util-linux ``unshare``, which
+execs FFmpeg, so the process id and command line are FFmpeg's) and, when given, under an address
+space limit (``RLIMIT_AS``, set in the child before it execs).
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import re
+import resource
 import shlex
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections import deque
@@ -40,6 +51,15 @@ CORRUPT_MARKERS = (
 )
 #: Messages (lower case) that mean the input ends before its streams do.
 TRUNCATED_MARKERS = ("moov atom not found", "partial file", "prematurely", "truncat", "end of file")
+#: Messages (lower case) that mean FFmpeg ran out of memory: an allocation refused under the
+#: address space limit (``RLIMIT_AS``), or ``-max_pixels`` refusing a frame larger than allowed.
+MEMORY_MARKERS = ("cannot allocate memory", "out of memory", "failed to allocate", "malloc of size",
+                  "failed to map segment", "pthread_create failed")
+#: What a decoder says (lower case) when ``-max_pixels`` refuses a frame: the stream changed to a
+#: frame size beyond the accepted area after its headers were validated.
+MAX_PIXELS_MARKER = "exceeds specified max pixel count"
+#: Messages (lower case) of an output that could not be written because the disk is full.
+DISK_FULL_MARKERS = ("no space left on device", "disk quota exceeded")
 #: The subset a demuxer prints even when FFmpeg then exits normally ("stream 0, offset 0x1bb65:
 #: partial file" from MP4/MOV, "File ended prematurely" from Matroska/WebM): still a truncated input.
 INPUT_ENDED_MARKERS = ("partial file", "prematurely")
@@ -69,6 +89,84 @@ def clean_stderr(lines: list[str]) -> list[str]:
     ['[mov,mp4] <file>: Invalid data']
     """
     return [_PATH.sub("<file>", _ADDRESS.sub("", line)) for line in lines]
+
+
+#: Sandbox modes (``PIXELFLOW_FFMPEG_SANDBOX``): ``auto`` isolates FFmpeg from the network when
+#: this machine allows it (else runs it without and logs a warning once), ``required`` refuses to
+#: run FFmpeg without isolation, ``off`` never isolates.
+SANDBOX_MODES = ("auto", "required", "off")
+#: Wrappers tried in order: a new network namespace as root (``CAP_SYS_ADMIN``), else inside an
+#: unprivileged user namespace. ``unshare`` execs the command (no ``--fork``): the process that
+#: runs is FFmpeg itself.
+SANDBOX_WRAPPERS = (["unshare", "--net", "--"], ["unshare", "--user", "--map-root-user", "--net", "--"])
+
+
+def child_env() -> dict[str, str]:
+    """The whole environment FFmpeg and ffprobe get: ``PATH``, a UTF-8 locale, ``HOME`` and
+    ``TMPDIR`` (the temporary directory), and ``MALLOC_ARENA_MAX`` (fewer malloc arenas: far less
+    address space per thread under the memory limit). No AWS or Prefect variable, nothing else.
+
+    >>> sorted(child_env())
+    ['HOME', 'LANG', 'LC_ALL', 'MALLOC_ARENA_MAX', 'PATH', 'TMPDIR']
+    """
+    temp = tempfile.gettempdir()
+    return {"PATH": os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+            "HOME": temp, "TMPDIR": temp, "MALLOC_ARENA_MAX": "2"}
+
+
+@functools.lru_cache(maxsize=None)
+def _working_wrapper() -> tuple[str, ...] | None:
+    """The first of :data:`SANDBOX_WRAPPERS` that works on this machine (tried once), or ``None``."""
+    for wrapper in SANDBOX_WRAPPERS:
+        try:
+            done = subprocess.run([*wrapper, "true"], stdin=subprocess.DEVNULL, capture_output=True, timeout=10,
+                                  env=child_env())
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if done.returncode == 0:
+            return tuple(wrapper)
+    logger.warning("FFmpeg runs without network isolation: no network namespace can be created here "
+                   "(unshare --net, or an unprivileged user namespace); inputs stay limited to local files")
+    return None
+
+
+def sandbox_prefix(mode: str = "auto") -> list[str]:
+    """What FFmpeg's argument list is prefixed with to run it without network, for ``mode``
+    (one of :data:`SANDBOX_MODES`).
+
+    Raises:
+        PixelFlowError: ``internal`` when ``mode`` is ``required`` and no isolation is possible.
+    """
+    if mode not in SANDBOX_MODES:
+        raise ValueError(f"unknown sandbox mode {mode!r}; use one of {', '.join(SANDBOX_MODES)}")
+    if mode == "off":
+        return []
+    wrapper = _working_wrapper()
+    if wrapper is None:
+        if mode == "required":
+            raise PixelFlowError(ErrorCode.INTERNAL, "FFmpeg must run without network (PIXELFLOW_FFMPEG_SANDBOX="
+                                 "required) but no network namespace can be created on this machine.")
+        return []
+    return list(wrapper)
+
+
+def _limit_memory(memory_bytes: int | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` setting the child's address space limit, or ``None`` for no limit."""
+    if not memory_bytes:
+        return None
+
+    def apply() -> None:  # runs in the forked child: one C call, no import, no lock
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+    return apply
+
+
+def _spawn(args: list[str], *, sandbox: str, memory_bytes: int | None, text: bool) -> subprocess.Popen:
+    """Start FFmpeg or ffprobe: minimal environment, network sandbox, memory limit."""
+    options = {"text": True, "errors": "replace", "bufsize": 1} if text else {}
+    return subprocess.Popen(sandbox_prefix(sandbox) + list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=child_env(), preexec_fn=_limit_memory(memory_bytes),
+                            **options)
 
 
 @dataclass
@@ -107,24 +205,36 @@ def run_ffmpeg(
     timeout: float,
     on_progress: Callable[[float], None] | None = None,
     log: logging.Logger | logging.LoggerAdapter | None = None,
+    timeout_error: Callable[[float], PixelFlowError] | None = None,
+    memory_bytes: int | None = None,
+    sandbox: str = "auto",
+    output_dir: str | None = None,
 ) -> FFmpegResult:
-    """Run one FFmpeg command (an argument list, never a shell).
+    """Run one FFmpeg command (an argument list, never a shell), with :func:`child_env` as its
+    whole environment and, as ``sandbox`` says, without network (:func:`sandbox_prefix`).
 
     Args:
         args: The command, as built by :mod:`pixelflow.core.ffmpeg_args`.
         timeout: Wall-clock limit in seconds; the process is killed past it.
         on_progress: Called with the media time reached (seconds) as FFmpeg reports it.
         log: Where to log the command and FFmpeg's errors.
+        timeout_error: The error past ``timeout`` (given the limit); ``transcode_timeout`` by default.
+        memory_bytes: Address space limit of the process (``RLIMIT_AS``); ``None``: no limit.
+        sandbox: One of :data:`SANDBOX_MODES`.
+        output_dir: Where the command writes: once it ends, a file system found full there is
+            ``insufficient_disk`` (FFmpeg's HLS muxer truncates segments on a full disk and
+            exits 0 without a word, which would otherwise look like a truncated source).
 
     Raises:
-        PixelFlowError: ``transcode_timeout`` past the limit, ``corrupt_stream`` /
-            ``truncated`` when FFmpeg's errors say the input is damaged, else ``transcode_failed``.
+        PixelFlowError: ``transcode_timeout`` (or ``timeout_error``'s) past the limit,
+            ``memory_limit_exceeded`` when it ran out of memory, ``insufficient_disk`` when an
+            output could not be written for want of space, ``corrupt_stream`` / ``truncated``
+            when FFmpeg's errors say the input is damaged, else ``transcode_failed``.
     """
     log = log or logger
     log.info("ffmpeg: %s", shlex.join(args))
     started = time.monotonic()
-    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               errors="replace", bufsize=1)
+    process = _spawn(args, sandbox=sandbox, memory_bytes=memory_bytes, text=True)
     errors: deque[str] = deque(maxlen=200)
     timed_out = threading.Event()
 
@@ -168,12 +278,22 @@ def run_ffmpeg(
     elapsed = time.monotonic() - started
     result = FFmpegResult(args=args, returncode=process.returncode, elapsed=elapsed, out_time=out_time, errors=list(errors))
     if timed_out.is_set():
+        if timeout_error is not None:
+            raise timeout_error(timeout)
         raise PixelFlowError(ErrorCode.TRANSCODE_TIMEOUT, f"FFmpeg did not finish within {timeout:.0f} s.",
                              {"timeout": timeout})
+    if output_dir is not None and disk_full(output_dir):
+        log.error("the scratch file system of %s is full after ffmpeg wrote there", output_dir)
+        raise PixelFlowError(ErrorCode.INSUFFICIENT_DISK, "Scratch space ran out while FFmpeg wrote the renditions "
+                             "(the file system is full).", {"during": "encode", "returncode": result.returncode})
     if process.returncode != 0:
         tail = "\n".join(result.errors[-8:])
         log.error("ffmpeg exited with %s:\n%s", process.returncode, tail)
-        raise classify_failure(result)
+        raise classify_failure(result, memory_bytes)
+    if any(marker in line.lower() for line in result.errors for marker in DISK_FULL_MARKERS):
+        # FFmpeg may exit 0 when only its trailer or the closing of an output failed
+        log.error("ffmpeg could not write its outputs:\n%s", "\n".join(result.errors[-5:]))
+        raise classify_failure(result, memory_bytes)
     ended = input_ended(result.errors)
     if ended:
         log.error("ffmpeg reached the end of the input early:\n%s", "\n".join(ended[:5]))
@@ -184,11 +304,107 @@ def run_ffmpeg(
     return result
 
 
-def classify_failure(result: FFmpegResult) -> PixelFlowError:
-    """The error a failed FFmpeg run means: a damaged input (``truncated``, ``corrupt_stream``,
-    never retried) or a service failure (``transcode_failed``)."""
+@dataclass(frozen=True)
+class ProcessLimits:
+    """What each FFmpeg process of one run may use: time, memory, network.
+
+    Each process gets ``min(duration_limit, what remains until deadline)`` seconds. Past a limit
+    derived from the source's duration, the source is the cause (``source_too_slow``); past the
+    run's absolute cap, ``run_time_exceeded``. Both are rejections: a retry would decode the same
+    source again, for as long.
+
+    Args:
+        duration_limit: ``base + factor x duration`` seconds (:meth:`for_source`).
+        deadline: When the run's cap ends (``time.time()`` seconds), or ``None`` for no cap.
+        memory_bytes: Address space limit of each process, or ``None``.
+        sandbox: One of :data:`SANDBOX_MODES`.
+        max_run_seconds: The cap's length, for messages.
+        max_pixels: ``-max_pixels`` of the poster's decode.
+
+    >>> limits = ProcessLimits(100.0, deadline=1000.0 + 50, max_run_seconds=60)
+    >>> limits.timeout(now=1000.0)
+    (50.0, <ErrorCode.RUN_TIME_EXCEEDED: 'run_time_exceeded'>)
+    >>> ProcessLimits(100.0, deadline=1000.0 + 500).timeout(now=1000.0)
+    (100.0, <ErrorCode.SOURCE_TOO_SLOW: 'source_too_slow'>)
+    """
+
+    duration_limit: float
+    deadline: float | None = None
+    memory_bytes: int | None = None
+    sandbox: str = "auto"
+    max_run_seconds: float | None = None
+    #: FFmpeg's ``-max_pixels`` of the decodes built outside the ladder configuration (the poster's).
+    max_pixels: int | None = None
+
+    @classmethod
+    def for_source(cls, duration: float, *, base: float, factor: float, started: float, max_run_seconds: float | None,
+                   memory_bytes: int | None = None, sandbox: str = "auto",
+                   max_pixels: int | None = None) -> "ProcessLimits":
+        """The limits of a run that ``started`` (``time.time()``) on a source of ``duration`` s."""
+        return cls(base + max(duration, 1.0) * factor,
+                   started + max_run_seconds if max_run_seconds else None, memory_bytes or None, sandbox,
+                   max_run_seconds, max_pixels)
+
+    def timeout(self, now: float | None = None) -> tuple[float, ErrorCode]:
+        """The next process's wall-clock limit, and the code of running past it."""
+        if self.deadline is not None:
+            remaining = self.deadline - (time.time() if now is None else now)
+            if remaining < self.duration_limit:
+                return max(remaining, 0.0), ErrorCode.RUN_TIME_EXCEEDED
+        return self.duration_limit, ErrorCode.SOURCE_TOO_SLOW
+
+    def error(self, code: ErrorCode, seconds: float) -> PixelFlowError:
+        """The rejection of a process stopped at its limit of ``seconds``."""
+        if code == ErrorCode.RUN_TIME_EXCEEDED:
+            return PixelFlowError(code, f"The run used up its {self.max_run_seconds:.0f} s (PIXELFLOW_MAX_RUN_SECONDS) "
+                                        "before FFmpeg finished.", {"max_run_seconds": self.max_run_seconds,
+                                                                    "timeout": round(seconds, 3)})
+        return PixelFlowError(code, f"FFmpeg did not finish within {seconds:.0f} s, the limit derived from the "
+                                    "source's duration: this source takes too long to decode.",
+                              {"timeout": round(seconds, 3)})
+
+    def run(self, args: list[str], **kwargs) -> FFmpegResult:
+        """:func:`run_ffmpeg` under these limits."""
+        seconds, code = self.timeout()
+        if seconds <= 0:
+            raise self.error(code, 0.0)
+        return run_ffmpeg(args, timeout=seconds, timeout_error=lambda limit: self.error(code, limit),
+                          memory_bytes=self.memory_bytes, sandbox=self.sandbox, **kwargs)
+
+    def wait_seconds(self) -> float:
+        """How long a task waits for the shared ladder process: its limit, and a little more, so
+        that the process's own limit (with its code) comes first."""
+        return self.timeout()[0] + 30.0
+
+
+#: Free space (bytes) below which a file system FFmpeg wrote to counts as full.
+FULL_BELOW = 1024 * 1024
+
+
+def disk_full(path: str) -> bool:
+    """Whether the file system holding ``path`` has less than :data:`FULL_BELOW` bytes left."""
+    try:
+        return shutil.disk_usage(path).free < FULL_BELOW
+    except OSError:
+        return False
+
+
+def classify_failure(result: FFmpegResult, memory_bytes: int | None = None) -> PixelFlowError:
+    """The error a failed FFmpeg run means: out of memory under its limit
+    (``memory_limit_exceeded``), a full scratch disk (``insufficient_disk``), a damaged input
+    (``truncated``, ``corrupt_stream``, never retried) or a service failure (``transcode_failed``)."""
     text = "\n".join(result.errors).lower()
     detail = {"returncode": result.returncode, "stderr_tail": clean_stderr(result.errors[-5:])}
+    if MAX_PIXELS_MARKER in text:
+        return _oversized_frame(result.errors)
+    if any(marker in text for marker in DISK_FULL_MARKERS):
+        return PixelFlowError(ErrorCode.INSUFFICIENT_DISK, "Scratch space ran out while FFmpeg wrote the renditions "
+                              "(No space left on device).", {**detail, "during": "encode"})
+    if any(marker in text for marker in MEMORY_MARKERS) or (memory_bytes and result.returncode in (-6, -11)):
+        limit = f"its memory limit of {memory_bytes} bytes (PIXELFLOW_FFMPEG_MEMORY_BYTES)" if memory_bytes else "memory"
+        return PixelFlowError(ErrorCode.MEMORY_LIMIT_EXCEEDED,
+                              f"Decoding the source needed more than {limit}: FFmpeg was stopped.",
+                              {**detail, "memory_bytes": memory_bytes})
     if result.returncode < 0:
         return PixelFlowError(ErrorCode.TRANSCODE_FAILED, f"FFmpeg was killed by signal {-result.returncode}.", detail)
     if any(marker in text for marker in TRUNCATED_MARKERS):
@@ -196,6 +412,13 @@ def classify_failure(result: FFmpegResult) -> PixelFlowError:
     if any(marker in text for marker in CORRUPT_MARKERS):
         return PixelFlowError(ErrorCode.CORRUPT_STREAM, "The video stream could not be decoded: the file is damaged.", detail)
     return PixelFlowError(ErrorCode.TRANSCODE_FAILED, f"FFmpeg failed with exit code {result.returncode}.", detail)
+
+
+def _oversized_frame(errors: list[str]) -> PixelFlowError:
+    lines = [line for line in errors if MAX_PIXELS_MARKER in line.lower()]
+    return PixelFlowError(ErrorCode.DIMENSIONS_TOO_LARGE,
+                          "The video changes to a frame size above the limit part way through (FFmpeg's -max_pixels "
+                          "refused it).", {"errors": clean_stderr(lines[:3])})
 
 
 def input_ended(errors: list[str]) -> list[str]:
@@ -245,8 +468,8 @@ def check_duration(what: str, reached: float, expected: float) -> None:
 
 def input_damage(errors: list[str], reached: float | None = None, duration: float | None = None) -> PixelFlowError | None:
     """The verdict on a decode that exited normally (through :func:`run_ffmpeg`, which already
-    raises ``truncated`` when the input ended early): ``corrupt_stream`` when the decoder
-    reported damaged data, else ``None``.
+    raises ``truncated`` when the input ended early): ``dimensions_too_large`` when ``-max_pixels``
+    refused a frame, ``corrupt_stream`` when the decoder reported damaged data, else ``None``.
 
     A decode that reported damage and also stopped short of the stated ``duration`` (at
     ``reached`` seconds, :func:`ends_short`) is ``truncated``: cutting a file mid-frame damages
@@ -259,6 +482,8 @@ def input_damage(errors: list[str], reached: float | None = None, duration: floa
     >>> input_damage(["[h264 @ 0x1] non-existing PPS 0 referenced"]) is None
     True
     """
+    if any(MAX_PIXELS_MARKER in line.lower() for line in errors):
+        return _oversized_frame(errors)
     damaged = decode_errors(errors)
     if not damaged:
         return None
@@ -293,12 +518,37 @@ def _unreadable(demuxer: str) -> PixelFlowError:
                           f"The file is a '{demuxer}' file, which PixelFlow does not accept as a video source.", detail)
 
 
-def probe(path: str, demuxer: str | None = None, formats: list[str] | None = None, timeout: float = 120.0) -> dict:
+#: The most of ffprobe's output read (its JSON, and separately its error lines): it names only
+#: the fields PixelFlow uses, so a normal file needs a few KiB; a file with thousands of streams
+#: is refused once past this.
+MAX_PROBE_OUTPUT = 1024 * 1024
+
+
+def _read_capped(stream, limit: int, into: bytearray, over: threading.Event, process: subprocess.Popen | None) -> None:
+    """Read ``stream`` into ``into`` up to ``limit`` bytes; past it, set ``over`` and kill
+    ``process`` (or, without one, read on and drop the rest)."""
+    while True:
+        chunk = stream.read(65536)
+        if not chunk:
+            return
+        room = limit - len(into)
+        if room > 0:
+            into += chunk[:room]
+        if len(chunk) > room:
+            over.set()
+            if process is not None:
+                process.kill()
+                return
+
+
+def probe(path: str, demuxer: str | None = None, formats: list[str] | None = None, timeout: float = 120.0, *,
+          max_output: int = MAX_PROBE_OUTPUT, memory_bytes: int | None = None, sandbox: str = "auto") -> dict:
     """ffprobe a local file: the file protocol only and, when given, only the demuxers in
     ``formats`` (``format_whitelist``: playlists, images and other formats are refused before
-    they are opened) or exactly ``demuxer``.
+    they are opened) or exactly ``demuxer``; only the fields PixelFlow reads
+    (:func:`pixelflow.core.ffmpeg_args.probe_args`), and at most ``max_output`` bytes of them.
 
-    Returns ffprobe's ``-show_format -show_streams`` JSON, plus ``"stderr"``: its error lines
+    Returns ffprobe's JSON (``format`` and ``streams``), plus ``"stderr"``: its error lines
     (paths removed), which :func:`pixelflow.core.probe.interpret_probe` reads for headers FFmpeg
     refused (``Picture size 30000x30000 is invalid``). When the container states no duration (a
     live-recorded WebM or Matroska file) and the video stream none either, the duration is
@@ -308,35 +558,57 @@ def probe(path: str, demuxer: str | None = None, formats: list[str] | None = Non
     Raises:
         PixelFlowError: ``not_media``, ``no_video_stream`` (audio formats),
             ``unsupported_container``, ``truncated`` or ``corrupt_stream`` when ffprobe cannot
-            read it; ``transcode_timeout`` past ``timeout``.
+            read it; ``metadata_too_large`` when its description of the file passes
+            ``max_output``; ``transcode_timeout`` past ``timeout``.
     """
     if demuxer in REFERENCE_DEMUXERS:
         raise ValueError(f"the {demuxer} demuxer reads other files or URLs")
     allowed = [f for f in formats if f not in REFERENCE_DEMUXERS] if formats and not demuxer else None
     args = probe_args(path, demuxer, allowed)
     logger.info("ffprobe: %s", shlex.join(args))
+    process = _spawn(args, sandbox=sandbox, memory_bytes=memory_bytes, text=False)
+    out, err, over = bytearray(), bytearray(), threading.Event()
+    readers = [threading.Thread(target=_read_capped, args=(process.stdout, max_output, out, over, process), daemon=True),
+               threading.Thread(target=_read_capped, args=(process.stderr, max_output, err, threading.Event(), None),
+                                daemon=True)]
+    for reader in readers:
+        reader.start()
     try:
-        done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        process.wait(timeout)
     except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
         raise PixelFlowError(ErrorCode.TRANSCODE_TIMEOUT, f"ffprobe did not finish within {timeout:.0f} s.",
                              {"timeout": timeout}) from None
-    stderr = done.stderr.decode("utf-8", "replace").replace(file_url(path), "<file>").replace(str(path), "<file>")
+    finally:
+        for reader in readers:
+            reader.join(5)
+    if over.is_set():
+        raise PixelFlowError(ErrorCode.METADATA_TOO_LARGE,
+                             f"The file's description (streams and their properties) exceeds {max_output} bytes.",
+                             {"max_bytes": max_output})
+    stderr = bytes(err).decode("utf-8", "replace").replace(file_url(path), "<file>").replace(str(path), "<file>")
     lines = clean_stderr([line for line in stderr.splitlines() if line.strip()])
-    if done.returncode != 0:
-        raise _probe_failure(done.returncode, stderr, lines)
+    if process.returncode != 0:
+        raise _probe_failure(process.returncode, stderr, lines, memory_bytes)
     try:
-        data = json.loads(done.stdout.decode("utf-8", "replace") or "{}")
+        data = json.loads(bytes(out).decode("utf-8", "replace") or "{}")
     except json.JSONDecodeError:
         raise PixelFlowError(ErrorCode.NOT_MEDIA, "The file is not a readable audio or video file.",
                              {"stderr_tail": lines[-5:]}) from None
+    data.pop("programs", None)  # ffprobe lists the (empty) section with the stream entries
     data["stderr"] = lines if len(lines) <= 50 else lines[:25] + lines[-25:]  # where a header was refused, and how it ended
-    _measure_missing_duration(path, data, timeout)
+    _measure_missing_duration(path, data, timeout, memory_bytes, sandbox)
     return data
 
 
-def _probe_failure(returncode: int, stderr: str, lines: list[str]) -> PixelFlowError:
+def _probe_failure(returncode: int, stderr: str, lines: list[str], memory_bytes: int | None = None) -> PixelFlowError:
     lowered = stderr.lower()
     detail = {"stderr_tail": lines[-5:]}
+    if any(marker in lowered for marker in MEMORY_MARKERS):
+        return PixelFlowError(ErrorCode.MEMORY_LIMIT_EXCEEDED, "Reading the file's headers needed more than the "
+                              f"memory limit of {memory_bytes} bytes (PIXELFLOW_FFMPEG_MEMORY_BYTES): ffprobe was stopped.",
+                              {**detail, "memory_bytes": memory_bytes})
     if returncode < 0:
         return PixelFlowError(ErrorCode.CORRUPT_STREAM, f"ffprobe could not read the file (killed by signal {-returncode}).",
                               detail)
@@ -349,7 +621,8 @@ def _probe_failure(returncode: int, stderr: str, lines: list[str]) -> PixelFlowE
     return PixelFlowError(ErrorCode.NOT_MEDIA, "The file is not a readable audio or video file.", detail)
 
 
-def _measure_missing_duration(path: str, data: dict, timeout: float) -> None:
+def _measure_missing_duration(path: str, data: dict, timeout: float, memory_bytes: int | None = None,
+                              sandbox: str = "auto") -> None:
     fmt = data.get("format") or {}
     videos = [s for s in data.get("streams") or [] if s.get("codec_type") == "video"]
     if not videos or _positive(fmt.get("duration")) is not None or _positive(videos[0].get("duration")) is not None:
@@ -361,7 +634,7 @@ def _measure_missing_duration(path: str, data: dict, timeout: float) -> None:
         return
     args = measure_duration_args(path, demuxer)
     # reading every packet once: allow for the file's size (20 MB/s) on top of the probe's limit
-    result = run_ffmpeg(args, timeout=timeout + os.path.getsize(path) / 20e6)
+    result = run_ffmpeg(args, timeout=timeout + os.path.getsize(path) / 20e6, memory_bytes=memory_bytes, sandbox=sandbox)
     if result.out_time > 0:
         fmt["duration"] = f"{result.out_time:.6f}"
         fmt["duration_measured"] = True
