@@ -366,10 +366,13 @@ def probe_args(path: str, demuxer: str | None = None, formats: list[str] | None 
 def measure_duration_args(path: str, demuxer: str) -> list[str]:
     """Read every packet of the first video stream once, without decoding (``-c copy`` to
     ``null``): the media time FFmpeg reports at the end is the duration of a file that states none.
+    The input is held to the demuxer the probe found, like every other input: the file protocol
+    only and ``format_whitelist`` with that one demuxer (so nothing the file names can open
+    another demuxer or file).
 
-    >>> measure_duration_args("/s/source", "webm")[-11:]
-    ['-f', 'webm', '-i', 'file:/s/source', '-map', '0:v:0', '-c', 'copy', '-f', 'null', '-']
+    >>> measure_duration_args("/s/source", "webm")[-13:]
+    ['-format_whitelist', 'webm', '-f', 'webm', '-i', 'file:/s/source', '-map', '0:v:0', '-c', 'copy', '-f', 'null', '-']
     """
     return [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "level+error", "-progress", "pipe:1", "-nostats",
-            "-protocol_whitelist", "file", "-f", demuxer, "-i", file_url(path),
+            "-protocol_whitelist", "file", "-format_whitelist", demuxer, "-f", demuxer, "-i", file_url(path),
             "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]

@@ -598,7 +598,8 @@ def probe(path: str, demuxer: str | None = None, formats: list[str] | None = Non
                              {"stderr_tail": lines[-5:]}) from None
     data.pop("programs", None)  # ffprobe lists the (empty) section with the stream entries
     data["stderr"] = lines if len(lines) <= 50 else lines[:25] + lines[-25:]  # where a header was refused, and how it ended
-    _measure_missing_duration(path, data, timeout, memory_bytes, sandbox)
+    _measure_missing_duration(path, data, timeout, memory_bytes, sandbox, allowed if allowed is not None else
+                              ([demuxer] if demuxer else None))
     return data
 
 
@@ -622,16 +623,18 @@ def _probe_failure(returncode: int, stderr: str, lines: list[str], memory_bytes:
 
 
 def _measure_missing_duration(path: str, data: dict, timeout: float, memory_bytes: int | None = None,
-                              sandbox: str = "auto") -> None:
+                              sandbox: str = "auto", formats: list[str] | None = None) -> None:
     fmt = data.get("format") or {}
     videos = [s for s in data.get("streams") or [] if s.get("codec_type") == "video"]
     if not videos or _positive(fmt.get("duration")) is not None or _positive(videos[0].get("duration")) is not None:
         return
     if fmt.get("duration") not in (None, "N/A"):
         return  # a stated zero or negative duration is the file's claim: validation judges it
-    demuxer = (fmt.get("format_name") or "").split(",")[0]
-    if not demuxer:
-        return
+    names = [name for name in (fmt.get("format_name") or "").split(",")
+             if name and name not in REFERENCE_DEMUXERS and (formats is None or name in formats)]
+    if not names:
+        return  # only a demuxer the allow-list admitted reads the file again; validation judges the rest
+    demuxer = names[0]
     args = measure_duration_args(path, demuxer)
     # reading every packet once: allow for the file's size (20 MB/s) on top of the probe's limit
     result = run_ffmpeg(args, timeout=timeout + os.path.getsize(path) / 20e6, memory_bytes=memory_bytes, sandbox=sandbox)

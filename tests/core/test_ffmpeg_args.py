@@ -132,3 +132,12 @@ def test_no_argument_is_ever_a_shell_string():
         assert args[0] == "ffmpeg"
     args = probe_args("/s/source", formats=["mov", "webm"])
     assert all(isinstance(a, str) for a in args) and args[0] == "ffprobe"
+
+
+def test_the_duration_measuring_read_is_held_to_the_probed_demuxer():
+    from pixelflow.core.ffmpeg_args import measure_duration_args
+
+    args = measure_duration_args("/s/source", "matroska")
+    assert args[args.index("-protocol_whitelist") + 1] == "file"
+    assert args[args.index("-format_whitelist") + 1] == "matroska" == args[args.index("-f") + 1]
+    assert args.index("-format_whitelist") < args.index("-i")
