@@ -8,7 +8,8 @@ import pytest
 MODULES = ["pixelflow.errors", "pixelflow.core.ids", "pixelflow.core.ladder", "pixelflow.core.probe",
            "pixelflow.core.hls", "pixelflow.core.manifest", "pixelflow.core.ffmpeg_args", "pixelflow.core.validation",
            "pixelflow.settings", "pixelflow.commands.transcode",
-           "pixelflow.notifications", "pixelflow.commands.retry", "pixelflow.aws"]
+           "pixelflow.notifications", "pixelflow.commands.retry", "pixelflow.aws",
+           "pixelflow.records", "pixelflow.api.auth", "pixelflow.api.errors", "pixelflow.api.uploads"]
 
 
 @pytest.mark.parametrize("name", MODULES)
