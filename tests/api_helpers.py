@@ -15,6 +15,7 @@ from pixelflow.aws import dynamodb_client, s3_client
 from pixelflow.local import free_port
 from pixelflow.records import Records
 from pixelflow.settings import PixelFlowSettings
+from pixelflow.stack.provision import ensure_upload_cors
 
 TOKEN = "test-token-" + uuid.uuid4().hex
 MiB = 1024 * 1024
@@ -64,6 +65,7 @@ def make_settings(**overrides: Any) -> PixelFlowSettings:
     s3.create_bucket(Bucket=settings.upload_bucket)
     s3.create_bucket(Bucket=settings.output_bucket)
     Records.from_settings(settings).ensure_table()
+    ensure_upload_cors(s3, settings.upload_bucket)  # browsers PUT straight to S3, as in the local stack
     return settings
 
 
