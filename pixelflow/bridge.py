@@ -150,6 +150,15 @@ def build_event(record: S3Record) -> dict[str, Any]:
     return Event(**fields).model_dump(mode="json")
 
 
+def written_by_pixelflow(record: S3Record, settings: PixelFlowSettings) -> bool:
+    """Whether the object is one PixelFlow wrote itself (a quarantined copy, a published file):
+    never a new upload."""
+    prefixes = [settings.quarantine_prefix]
+    if record.bucket == settings.output_bucket:
+        prefixes.append(settings.asset_prefix)
+    return any(p and record.key.startswith(p) for p in prefixes)
+
+
 class Bridge:
     """Moves S3 notifications from an SQS queue to the Prefect events API.
 
@@ -342,10 +351,7 @@ class Bridge:
             logger.info("ignoring %s for s3://%s/%s (message %s)", record.event_name, record.bucket, record.key, item.message_id)
             self.stats.ignored_records += 1
             return False
-        prefixes = [self.settings.quarantine_prefix]
-        if record.bucket == self.settings.output_bucket:
-            prefixes.append(self.settings.asset_prefix)
-        if any(p and record.key.startswith(p) for p in prefixes):
+        if written_by_pixelflow(record, self.settings):
             logger.info("ignoring s3://%s/%s: written by PixelFlow itself", record.bucket, record.key)
             self.stats.ignored_records += 1
             return False
