@@ -66,7 +66,7 @@ case "$cmd" in
   test)
     install_system "${APT_TEST[@]}"
     install_python
-    exec .venv/bin/python -m pytest "$@"
+    exec .venv/bin/python -m pytest --all "$@"  # every tier; a plain `pytest` runs the fast one
     ;;
   bench)
     install_system "${APT_RUN[@]}"

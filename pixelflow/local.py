@@ -12,6 +12,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,8 +134,19 @@ def prefect_env(api_url: str | None = None, home: Path | None = None) -> dict[st
     return env
 
 
-def start_prefect_server(port: int | None = None, home: Path = Path(".pixelflow/prefect"), log_dir: Path = Path(".pixelflow/logs")) -> Service:
-    """``prefect server start`` with its embedded SQLite database under ``home``."""
+def start_prefect_server(port: int | None = None, home: Path = Path(".pixelflow/prefect"),
+                         log_dir: Path = Path(".pixelflow/logs"), timeout: float = 120.0) -> Service:
+    """``prefect server start`` with its embedded SQLite database under ``home``.
+
+    Args:
+        port: Port on loopback; a free one when not given.
+        home: ``PREFECT_HOME`` of the server, where its SQLite database is.
+        log_dir: Where ``prefect-server.log`` is written.
+        timeout: Seconds to wait for ``/api/health`` to answer.
+
+    Returns:
+        The running server; its ``url`` ends in ``/api``.
+    """
     port = port or free_port()
     home.mkdir(parents=True, exist_ok=True)
     env = prefect_env(home=home.resolve())
@@ -144,5 +157,79 @@ def start_prefect_server(port: int | None = None, home: Path = Path(".pixelflow/
     log_path = log_dir / "prefect-server.log"
     process = spawn([_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], log_path, env)
     url = f"http://127.0.0.1:{port}/api"
-    wait_http(f"{url}/health", timeout=120, process=process)
+    try:
+        wait_http(f"{url}/health", timeout=timeout, process=process)
+    except BaseException:
+        stop_process(process)
+        raise
     return Service("prefect", url, process, log_path)
+
+
+#: How long a command waits for the Prefect server it starts itself. A fresh environment whose
+#: bytecode is not compiled yet takes far longer than Prefect's 20 s limit for its temporary
+#: server on a loaded 2-core machine; the wait ends early if the server exits.
+LOCAL_SERVER_TIMEOUT = 600.0
+
+
+class LocalServerError(RuntimeError):
+    """A Prefect server started for a command did not come up."""
+
+
+def drain_prefect_queues(timeout: float = 10.0) -> None:
+    """Send buffered logs and events while the Prefect server is still there."""
+    try:
+        from prefect._internal.concurrency.services import QueueService
+
+        QueueService.drain_all(timeout=timeout)
+    except Exception:
+        pass
+
+
+@contextmanager
+def prefect_api(home: Path | None = None, log_dir: Path | None = None,
+                say: Callable[[str], None] | None = None) -> Iterator[str]:
+    """The Prefect API for flows run in this process, started here when ``PREFECT_API_URL`` is unset.
+
+    With ``PREFECT_API_URL`` set, yields it and does nothing else. Otherwise starts
+    ``prefect server start`` (SQLite) the way the local stack does, waits for it (up to
+    :data:`LOCAL_SERVER_TIMEOUT`), points ``PREFECT_API_URL`` at it for the block, then sends the
+    buffered logs and events and stops it. This replaces Prefect's temporary server, whose 20 s
+    start-up limit a fresh environment misses.
+
+    Args:
+        home: ``PREFECT_HOME`` of the server; a temporary directory (removed afterwards) when
+            not given.
+        log_dir: Where the server's log goes; ``home`` when not given.
+        say: Called with a line for the user before the server starts.
+
+    Yields:
+        The API URL, ending in ``/api``.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    import tempfile
+
+    scratch = None if home is not None else Path(tempfile.mkdtemp(prefix="pixelflow-prefect-"))
+    home = home if home is not None else scratch
+    if say is not None:
+        say(f"starting a Prefect server (SQLite in {home}); set PREFECT_API_URL to use one that is running...")
+    log_dir = log_dir or home
+    try:
+        server = start_prefect_server(home=home, log_dir=log_dir, timeout=LOCAL_SERVER_TIMEOUT)
+    except (OSError, RuntimeError) as exc:  # TimeoutError is an OSError
+        raise LocalServerError(f"the Prefect server did not start: {exc}; its log is "
+                               f"{log_dir / 'prefect-server.log'}") from exc
+    os.environ["PREFECT_API_URL"] = server.url
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    try:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: server.url}):  # also when Prefect was imported before
+            yield server.url
+            drain_prefect_queues()
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -3,6 +3,10 @@
 Both are started once per test session as real processes on loopback. The test process and
 every process it starts (workers, bridges, containers) reach them through ``AWS_ENDPOINT_URL``
 and ``PREFECT_API_URL``.
+
+Tiers: a plain ``pytest`` runs the fast tier, every test without one of :data:`SLOW_MARKERS`;
+``--all`` (what ``./dev.sh test`` passes), paths, ``-m`` or ``-k`` run what they select. A test
+using the ``prefect_server`` fixture is marked ``prefect`` here.
 """
 
 from __future__ import annotations
@@ -113,7 +117,48 @@ def clip_720p(media_dir) -> Path:
     return make_clip(media_dir / "clip-720p.mp4", seconds=5, size="1280x720")
 
 
+#: Markers of the slow tiers: what a plain ``pytest`` leaves out and ``./dev.sh test`` (``--all``) runs.
+SLOW_MARKERS = ("prefect", "stack", "image", "browser", "bench")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--all", action="store_true", dest="all_tiers",
+                     help="run every tier (what ./dev.sh test and CI do); without it, a plain `pytest` with no "
+                          f"paths, -m or -k runs the fast tier only (no {', '.join(SLOW_MARKERS)} tests)")
+
+
+def fast_tier_only(config) -> bool:
+    """True for a plain ``pytest``: no ``--all``, no paths, no ``-m``, no ``-k``.
+
+    Naming a file or a node, or choosing tests by marker or keyword, runs what was chosen whatever
+    its tier.
+    """
+    sources = (pytest.Config.ArgsSource.TESTPATHS, pytest.Config.ArgsSource.INVOCATION_DIR)
+    return not (config.getoption("all_tiers") or config.args_source not in sources
+                or config.getoption("markexpr") or config.getoption("keyword"))
+
+
+def pytest_report_header(config):
+    if fast_tier_only(config):
+        return (f"fast tier: tests marked {', '.join(SLOW_MARKERS)} are deselected; "
+                "./dev.sh test (pytest --all) runs every tier")
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
 def pytest_collection_modifyitems(config, items):
+    # A test that starts a Prefect server (the fixture, or a fixture built on it) belongs to the
+    # `prefect` tier: the server takes about 10 s to start and the flow runs a few seconds each.
+    for item in items:
+        if "prefect_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.prefect)
+    if fast_tier_only(config):
+        fast, slow = [], []
+        for item in items:
+            (slow if any(item.get_closest_marker(name) for name in SLOW_MARKERS) else fast).append(item)
+        if slow:
+            config.hook.pytest_deselected(items=slow)
+            items[:] = fast
     if shutil.which("ffmpeg") is None:
         skip = pytest.mark.skip(reason="ffmpeg is not installed")
         for item in items:

@@ -246,12 +246,35 @@ def test_server_limited_to_one_asset(library):
 
 @pytest.mark.browser
 def test_prefect_ui_shows_the_transcode_run(page, prefect_server, library):
-    """The Prefect UI (served by the local Prefect server, offline) renders the completed run."""
+    """The Prefect UI (served by the local Prefect server, offline) shows the run by its name as
+    Completed, and among its task runs one per rendition for the encode and for the upload, each
+    Completed."""
+    from playwright.sync_api import expect
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+
     flow_run_id = library["manifest"]["flow_run_id"]
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
     ui = prefect_server.removesuffix("/api")
     page.set_viewport_size({"width": 1400, "height": 900})
     page.goto(f"{ui}/runs/flow-run/{flow_run_id}")
-    page.get_by_text("transcode: videos/talk.mp4").first.wait_for()
-    page.get_by_text("Completed").first.wait_for()
+
+    expect(page.get_by_text("transcode: videos/talk.mp4", exact=True).first).to_be_visible(timeout=20_000)
+    expect(page.locator(".state-badge").first).to_have_text("Completed")  # the run's state, in its header
+    expect(page.get_by_text(f"{len(task_runs)} Task runs", exact=True).first).to_be_visible()
     page.wait_for_load_state("networkidle")
     _save_screenshot(page, "prefect-run.png")
+
+    page.get_by_text("Task Runs", exact=True).first.click()
+    expect(page.locator(".task-run-list-item").first).to_be_visible(timeout=20_000)
+    expect(page.get_by_text(f"{len(task_runs)} Completed").first).to_be_visible()  # "15 Task runs (15 Completed)"
+    shown = {}
+    for row in page.locator(".task-run-list-item").all():
+        shown[row.locator(".state-list-item__name").inner_text().strip()] = row.locator(".state-badge").inner_text().strip()
+    for rendition in library["manifest"]["renditions"]:
+        for task in ("transcode", "upload"):
+            assert shown.get(f"{task}-{rendition['name']}") == "Completed", (task, rendition["name"], shown)
+    assert set(shown.values()) == {"Completed"}, shown
+    assert set(shown) <= {run.name for run in task_runs}

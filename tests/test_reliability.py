@@ -106,7 +106,7 @@ def _etag(path: Path) -> str:
 
 
 def runs_for(stack: Stack, key: str) -> list[dict[str, Any]]:
-    return [r for r in stack.flow_runs() if (r.get("parameters") or {}).get("key") == key]
+    return [r for r in stack.prefect.flow_runs() if (r.get("parameters") or {}).get("key") == key]
 
 
 def reconciled(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -118,7 +118,7 @@ def wait_run(stack: Stack, key: str, states: set[str], timeout: float = 240.0) -
     """Wait for the run of an upload to reach one of ``states``: the one its event started, or
     else the one the reconciler started (never two of either, and all of them finished)."""
     def done():
-        stack.check_children()
+        stack.supervisor.check()
         runs = runs_for(stack, key)
         repaired = reconciled(runs)
         triggered = [r for r in runs if r not in repaired]
@@ -130,11 +130,11 @@ def wait_run(stack: Stack, key: str, states: set[str], timeout: float = 240.0) -
 
 
 def task_runs(stack: Stack, flow_run_id: str) -> list[dict[str, Any]]:
-    return stack.api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 200})
+    return stack.prefect.api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 200})
 
 
 def state_history(stack: Stack, flow_run_id: str) -> list[dict[str, Any]]:
-    states = stack.api("GET", f"/flow_run_states/?flow_run_id={flow_run_id}")
+    states = stack.prefect.api("GET", f"/flow_run_states/?flow_run_id={flow_run_id}")
     return sorted(states, key=lambda s: s["timestamp"])
 
 
@@ -245,7 +245,7 @@ def test_manual_retry_redoes_only_the_failed_rendition(stack, media_dir):
     clip = make_clip(media_dir / "reliability-720p.mp4", seconds=6, size="1280x720")
     cases = {}
     for name in ("prefect-cli", "pixelflow-cli"):
-        upload = stack.upload_file(clip, key=f"retry/{name}.mp4")
+        upload = stack.uploads.upload_file(clip, key=f"retry/{name}.mp4")
         killer = Killer(str(scratch / upload["asset_id"]), "/720p/index.m3u8", "pipe:0", after=0.3, timeout=300)
         killer.start()
         cases[name] = (upload, killer)
@@ -305,7 +305,7 @@ def lost_run(stack, media_dir) -> dict[str, Any]:
     settings = stack.settings()
     scratch = Path(settings.scratch_dir)
     clip = make_clip(media_dir / "reliability-crash.mp4", seconds=4, size="1280x720")
-    upload = stack.upload_file(clip, key="faults/lost-machine.mp4")
+    upload = stack.uploads.upload_file(clip, key="faults/lost-machine.mp4")
     wait_for(lambda: find_processes(str(scratch / upload["asset_id"]), "ffmpeg"), timeout=300, interval=0.2,
              what="the run's first FFmpeg")
     [run] = runs_for(stack, upload["key"])
@@ -345,7 +345,7 @@ def lost_event(stack, media_dir) -> dict[str, Any]:
     saved.pop("ResponseMetadata", None)
     s3.put_bucket_notification_configuration(Bucket=settings.upload_bucket, NotificationConfiguration={})
     try:
-        upload = stack.upload_file(tiny_clips(media_dir, 1)[0], key="faults/event-lost.mp4")
+        upload = stack.uploads.upload_file(tiny_clips(media_dir, 1)[0], key="faults/event-lost.mp4")
     finally:
         s3.put_bucket_notification_configuration(Bucket=settings.upload_bucket, NotificationConfiguration=saved)
     return upload
@@ -353,7 +353,7 @@ def lost_event(stack, media_dir) -> dict[str, Any]:
 
 def test_an_upload_without_an_event_has_no_run_at_first(stack, lost_event):
     """Nothing reached Prefect for this upload: no event, no run (the reconciler waits its grace period)."""
-    events = stack.api("POST", "/events/filter", json={"filter": {
+    events = stack.prefect.api("POST", "/events/filter", json={"filter": {
         "event": {"name": ["pixelflow.upload.created"]},
         "resource": {"id": [resource_id(lost_event["bucket"], lost_event["key"])]},
         "occurred": {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"}}})["events"]
@@ -381,7 +381,7 @@ def test_transient_s3_errors_do_not_stop_the_asset(stack, proxy, media_dir):
         "any put, at random": proxy.add(Fault("PUT", out, fraction=0.2, seed=11)),
     }
     try:
-        stack.upload_file(clip, key=key)
+        stack.uploads.upload_file(clip, key=key)
         run = wait_run(stack, key, TERMINAL)
     finally:
         proxy.clear()
@@ -406,7 +406,7 @@ def test_bridge_killed_between_receive_and_delete_loses_nothing(stack, media_dir
         blackhole.listen(16)
         stack.stop_bridge()
         stack.start_bridge(env={"PREFECT_API_URL": f"http://127.0.0.1:{blackhole.getsockname()[1]}/api"})
-        upload = stack.upload_file(clip, key=key)
+        upload = stack.uploads.upload_file(clip, key=key)
         wait_for(lambda: queue_counts(sqs, queue_url) == (0, 1), timeout=60, what="the bridge to receive the message")
         time.sleep(1.0)
         stack.stop_bridge(kill=True)
@@ -431,13 +431,13 @@ def test_a_run_retried_beyond_max_attempts_gives_up_with_an_alert(stack, media_d
     key = "faults/max-attempts.mp4"
     etag = s3.put_object(Bucket=side, Key=key, Body=b"not a video\n" * 50)["ETag"].strip('"')
     asset = asset_id(side, key, etag, None)
-    run = stack.api("POST", f"/deployments/{stack.deployment_id()}/create_flow_run", json={
+    run = stack.prefect.api("POST", f"/deployments/{stack.prefect.deployment_id()}/create_flow_run", json={
         "parameters": {"bucket": side, "key": key, "etag": etag},
         "job_variables": {"env": {"PIXELFLOW_MAX_ATTEMPTS": "1"}},
     })
     first = wait_run(stack, key, TERMINAL)
     assert first["state_type"] == "FAILED" and first["state"]["message"].startswith("not_media:"), first["state"]
-    stack.api("POST", f"/flow_runs/{run['id']}/set_state",
+    stack.prefect.api("POST", f"/flow_runs/{run['id']}/set_state",
               json={"state": {"type": "SCHEDULED", "message": "retried"}, "force": True})
     wait_for(lambda: (r := runs_for(stack, key)[0])["run_count"] == 2 and r["state_type"] in TERMINAL, timeout=240,
              interval=1.0, what="the second attempt to finish")
@@ -447,7 +447,7 @@ def test_a_run_retried_beyond_max_attempts_gives_up_with_an_alert(stack, media_d
     assert not [t["name"] for t in task_runs(stack, run["id"]) if t["flow_run_run_count"] == 2]
 
     def alerts():
-        return stack.api("POST", "/events/filter", json={"filter": {
+        return stack.prefect.api("POST", "/events/filter", json={"filter": {
             "event": {"name": ["pixelflow.asset.alert"]}, "resource": {"id": [f"pixelflow.asset.{asset}"]},
             "occurred": {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"}}})["events"]
     [alert] = wait_for(alerts, timeout=60, what="the pixelflow.asset.alert event")
@@ -524,9 +524,9 @@ def test_burst_of_uploads_and_duplicates_gives_one_asset_per_upload(stack, media
     folders_before = asset_folders(stack)
     started = time.time()
     with ThreadPoolExecutor(8) as pool:
-        uploads = list(pool.map(lambda item: stack.upload_file(item[0], key=item[1]),
+        uploads = list(pool.map(lambda item: stack.uploads.upload_file(item[0], key=item[1]),
                                 good + [(path, key) for path, key, _ in bad]))
-        again = list(pool.map(lambda item: stack.upload_file(item[0], key=item[1]), reput))
+        again = list(pool.map(lambda item: stack.uploads.upload_file(item[0], key=item[1]), reput))
     assert {(u["key"], u["etag"]) for u in again} <= {(u["key"], u["etag"]) for u in uploads}
     puts = len(good) + len(bad) + len(reput)
 
@@ -556,15 +556,15 @@ def test_burst_of_uploads_and_duplicates_gives_one_asset_per_upload(stack, media
     expected_keys = {key for _, key in good} | {key for _, key, _ in bad}
 
     def settled():
-        stack.check_children()
-        runs = [r for r in stack.flow_runs() if (r.get("parameters") or {}).get("key", "").startswith("burst/")]
+        stack.supervisor.check()
+        runs = [r for r in stack.prefect.flow_runs() if (r.get("parameters") or {}).get("key", "").startswith("burst/")]
         finished = [r for r in runs if r["state_type"] in TERMINAL]
         return {r["parameters"]["key"] for r in finished} >= expected_keys and len(finished) == len(runs) \
             and len(runs) >= len(expected_keys) + len(new_puts) - len(reconciled(runs)) and runs
     try:
         runs = wait_for(settled, timeout=840, interval=2.0, what="every burst run to finish")
     except AssertionError:
-        print(sorted((r["parameters"]["key"], r["state_name"], r["run_count"], r["tags"]) for r in stack.flow_runs()
+        print(sorted((r["parameters"]["key"], r["state_name"], r["run_count"], r["tags"]) for r in stack.prefect.flow_runs()
                      if r["parameters"].get("key", "").startswith("burst/")))
         raise
     elapsed = time.time() - started
@@ -646,13 +646,13 @@ def test_prefect_server_outage_loses_no_upload(stack, media_dir):
     """Uploads arriving while the Prefect server is down wait in the queue, held by the bridge,
     and become runs once it is back: every asset is published once, nothing is dead-lettered."""
     _, sqs = stack.clients()
-    wait_for(lambda: all(r["state_type"] in TERMINAL for r in stack.flow_runs()), timeout=120, what="an idle stack")
+    wait_for(lambda: all(r["state_type"] in TERMINAL for r in stack.prefect.flow_runs()), timeout=120, what="an idle stack")
     clips = tiny_clips(media_dir, 2)
     bridge_log = stack.config.log_dir / "bridge.log"
     log_offset = bridge_log.stat().st_size
     stack.stop_prefect_server()
     down_at = time.monotonic()
-    uploads = [stack.upload_file(clip, key=f"outage/clip-{i}.mp4") for i, clip in enumerate(clips)]
+    uploads = [stack.uploads.upload_file(clip, key=f"outage/clip-{i}.mp4") for i, clip in enumerate(clips)]
     wait_for(lambda: bridge_log.read_bytes()[log_offset:].count(b"unavailable") >= 3, timeout=60,
              what="the bridge to retry against the stopped server")
     while time.monotonic() - down_at < 15:  # the restart itself adds tens of seconds of outage
@@ -665,6 +665,6 @@ def test_prefect_server_outage_loses_no_upload(stack, media_dir):
         assert run["state_type"] == "COMPLETED", run["state"]
         assert_complete_asset(stack, upload["asset_id"], _rendition_names(stack, upload["asset_id"]))
     print(f"Prefect server down for {outage:.0f} s; both uploads published {time.monotonic() - down_at:.0f} s after "
-          f"it stopped; supervised restarts: {stack.restarts}")
+          f"it stopped; supervised restarts: {stack.supervisor.restarts}")
     wait_for(lambda: queue_counts(sqs, stack.provisioned.queue_url) == (0, 0), timeout=30, what="an empty queue")
     assert queue_counts(sqs, stack.provisioned.dlq_url) == (0, 0)

@@ -53,7 +53,7 @@ def stack(moto_server, tmp_path_factory):
 
 
 def _runs(stack: Stack) -> list[dict]:
-    return stack.flow_runs()
+    return stack.prefect.flow_runs()
 
 
 def test_upload_starts_exactly_one_run_that_publishes_the_asset(stack, media_dir):
@@ -69,9 +69,9 @@ def test_upload_starts_exactly_one_run_that_publishes_the_asset(stack, media_dir
     uploaded_at = time.time()
     asset = asset_id(settings.upload_bucket, key, etag, None)
 
-    manifest = stack.wait_for_manifest(asset, timeout=600)
+    manifest = stack.uploads.wait_for_manifest(asset, timeout=600)
     assert manifest["asset_id"] == asset and manifest["status"] == "ready"
-    run = wait_for(lambda: (r := stack.flow_run_for(key, etag)) and r["state_type"] == "COMPLETED" and r,
+    run = wait_for(lambda: (r := stack.prefect.flow_run_for(key, etag)) and r["state_type"] == "COMPLETED" and r,
                    timeout=120, what="the flow run to complete")
     print(f"upload -> manifest: {time.time() - uploaded_at:.1f} s")
 

@@ -36,7 +36,7 @@ def sample_clip(path: Path, seconds: int = 8, size: str = "1920x1080") -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pixelflow.local import start_moto, start_prefect_server
+    from pixelflow.local import LocalServerError, prefect_api, start_moto
 
     services = []
     try:
@@ -48,55 +48,47 @@ def run(args: argparse.Namespace) -> int:
             moto = start_moto(log_dir=STATE_DIR / "logs")
             services.append(moto)
             os.environ["AWS_ENDPOINT_URL"] = moto.url
-        if not os.environ.get("PREFECT_API_URL"):
-            print("starting a Prefect server (SQLite)...", file=sys.stderr)
-            server = start_prefect_server(home=STATE_DIR / "demo-prefect", log_dir=STATE_DIR / "logs")
-            services.append(server)
-            os.environ["PREFECT_API_URL"] = server.url
         os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-
-        from pixelflow.aws import s3_client
-        from pixelflow.settings import PixelFlowSettings
-
-        settings = PixelFlowSettings()
-        s3 = s3_client()
-        existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-        for bucket in (settings.upload_bucket, settings.output_bucket):
-            if bucket not in existing:
-                s3.create_bucket(Bucket=bucket)
-        clip = Path(args.file) if args.file else sample_clip(STATE_DIR / "sample-1080p.mp4")
-        key = args.key or f"samples/{clip.name}"
-        print(f"uploading {clip} to s3://{settings.upload_bucket}/{key}...", file=sys.stderr)
-        s3.upload_file(str(clip), settings.upload_bucket, key)
-        etag = s3.head_object(Bucket=settings.upload_bucket, Key=key)["ETag"]
-
-        from flows.transcode import transcode
-        from pixelflow.commands.transcode import summary_text
-
-        state = transcode(bucket=settings.upload_bucket, key=key, etag=etag, return_state=True)
-        run_url = os.environ["PREFECT_API_URL"].removesuffix("/api") + f"/runs/flow-run/{state.state_details.flow_run_id}"
-        try:
-            manifest = state.result()
-        except PixelFlowError as error:
-            print(f"flow run: {run_url}", file=sys.stderr)
-            return fail(args, error)
-        emit(args, {**manifest, "flow_run_url": run_url}, summary_text(manifest) + f"\n  flow run: {run_url}")
-        return EXIT_OK if manifest.get("status") == "ready" else EXIT_FAILED
+        with prefect_api(home=STATE_DIR / "demo-prefect", log_dir=STATE_DIR / "logs",
+                         say=lambda line: print(line, file=sys.stderr)):
+            return _demo(args)
+    except LocalServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
-        if services:
-            _drain_prefect_queues()
         for service in reversed(services):
             service.stop()
 
 
-def _drain_prefect_queues() -> None:
-    """Send buffered logs and events before the servers this command started go away."""
-    try:
-        from prefect._internal.concurrency.services import QueueService
+def _demo(args: argparse.Namespace) -> int:
+    """Upload the clip and transcode it against the current S3 endpoint and Prefect API."""
+    from pixelflow.aws import s3_client
+    from pixelflow.settings import PixelFlowSettings
 
-        QueueService.drain_all(timeout=10)
-    except Exception:
-        pass
+    settings = PixelFlowSettings()
+    s3 = s3_client()
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in (settings.upload_bucket, settings.output_bucket):
+        if bucket not in existing:
+            s3.create_bucket(Bucket=bucket)
+    clip = Path(args.file) if args.file else sample_clip(STATE_DIR / "sample-1080p.mp4")
+    key = args.key or f"samples/{clip.name}"
+    print(f"uploading {clip} to s3://{settings.upload_bucket}/{key}...", file=sys.stderr)
+    s3.upload_file(str(clip), settings.upload_bucket, key)
+    etag = s3.head_object(Bucket=settings.upload_bucket, Key=key)["ETag"]
+
+    from flows.transcode import transcode
+    from pixelflow.commands.transcode import summary_text
+
+    state = transcode(bucket=settings.upload_bucket, key=key, etag=etag, return_state=True)
+    run_url = os.environ["PREFECT_API_URL"].removesuffix("/api") + f"/runs/flow-run/{state.state_details.flow_run_id}"
+    try:
+        manifest = state.result()
+    except PixelFlowError as error:
+        print(f"flow run: {run_url}", file=sys.stderr)
+        return fail(args, error)
+    emit(args, {**manifest, "flow_run_url": run_url}, summary_text(manifest) + f"\n  flow run: {run_url}")
+    return EXIT_OK if manifest.get("status") == "ready" else EXIT_FAILED
 
 
 def register(subparsers) -> None:

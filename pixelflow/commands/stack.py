@@ -89,7 +89,7 @@ def run_up(args: argparse.Namespace) -> int:
         if not args.no_sample:
             _sample(stack, make_sample(config.home / "samples" / "sample-1080p.mp4"), args.timeout)
         print("Upload more videos (each upload becomes a flow run):")
-        print("  " + stack.how_to_upload().replace("\n", "\n  "))
+        print("  " + stack.uploads.how_to_upload().replace("\n", "\n  "))
         print()
         if args.detach:
             stack.detach()
@@ -108,22 +108,23 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def _sample(stack, path: Path, timeout: float) -> None:
-    upload = stack.upload_file(path, key=f"samples/sample-{time.strftime('%Y%m%dT%H%M%S')}.mp4")
+    uploads, prefect = stack.uploads, stack.prefect
+    upload = uploads.upload_file(path, key=f"samples/sample-{time.strftime('%Y%m%dT%H%M%S')}.mp4")
     _say(f"uploaded s3://{upload['bucket']}/{upload['key']} (asset {upload['asset_id']}); waiting for the transcode")
-    manifest = stack.wait_for_manifest(
+    manifest = uploads.wait_for_manifest(
         upload["asset_id"], timeout=timeout,
         on_wait=lambda elapsed: _say(f"... still transcoding ({elapsed:.0f} s)"),
     )
     elapsed = time.time() - upload["uploaded_at"]
-    settings = stack.settings()
-    run = stack.flow_run_for(upload["key"], upload["etag"])
+    settings = uploads.settings
+    run = prefect.flow_run_for(upload["key"], upload["etag"])
     prefix = f"{settings.asset_prefix}{upload['asset_id']}/"
     print()
     print(f"Sample transcoded in {elapsed:.1f} s: {len(manifest.get('renditions', []))} renditions.")
     if run:
-        print(f"  flow run        {stack.flow_run_url(run['id'])}")
+        print(f"  flow run        {prefect.flow_run_url(run['id'])}")
     print(f"  master playlist s3://{settings.output_bucket}/{prefix}master.m3u8")
-    print(f"                  {stack.object_url(settings.output_bucket, prefix + 'master.m3u8')}")
+    print(f"                  {uploads.object_url(settings.output_bucket, prefix + 'master.m3u8')}")
     print()
 
 

@@ -1,9 +1,12 @@
-"""``pixelflow transcode s3://BUCKET/KEY``: run the transcode flow for one object now, in-process."""
+"""``pixelflow transcode s3://BUCKET/KEY``: run the transcode flow for one object now, in-process.
+
+Without ``PREFECT_API_URL`` the command starts a Prefect server of its own for the run (SQLite in
+a temporary directory) and stops it afterwards, as ``pixelflow demo`` does.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from urllib.parse import urlparse
 
@@ -43,9 +46,18 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not os.environ.get("PREFECT_API_URL"):
-        print("note: PREFECT_API_URL is not set; Prefect runs this flow against a temporary local server.",
-              file=sys.stderr)
+    from pixelflow.local import LocalServerError, prefect_api
+
+    try:
+        with prefect_api(say=lambda line: print(f"note: {line}", file=sys.stderr)):
+            return _transcode(args, bucket, key)
+    except LocalServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _transcode(args: argparse.Namespace, bucket: str, key: str) -> int:
+    """Run the flow on ``s3://bucket/key`` against the current Prefect API and report the outcome."""
     from flows.transcode import transcode
 
     try:

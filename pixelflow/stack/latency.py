@@ -113,16 +113,16 @@ def measure(stack: Stack, sample: Path, uploads: int = 5, timeout: float = 900.0
 
     results = []
     tag = time.strftime("%Y%m%dT%H%M%S")
-    workers = {c.process.pid for c in stack.children if c.name == "worker"} or {
+    workers = {c.process.pid for c in stack.supervisor.children if c.name == "worker"} or {
         p["pid"] for p in (read_state(stack.config.state_file) or {}).get("processes", []) if p.get("name") == "worker"}
     with FfmpegWatcher(ancestors=workers or None) as watcher:
         for index in range(uploads):
-            upload = stack.upload_file(sample, key=f"latency/{tag}-{index}{sample.suffix}")
+            upload = stack.uploads.upload_file(sample, key=f"latency/{tag}-{index}{sample.suffix}")
             put = upload["uploaded_at"]
-            stack.wait_for_manifest(upload["asset_id"], timeout=timeout)
+            stack.uploads.wait_for_manifest(upload["asset_id"], timeout=timeout)
             manifest_seen = time.time()
-            run = stack.flow_run_for(upload["key"], upload["etag"])
-            events = stack.api("POST", "/events/filter", json={"filter": {
+            run = stack.prefect.flow_run_for(upload["key"], upload["etag"])
+            events = stack.prefect.api("POST", "/events/filter", json={"filter": {
                 "event": {"name": ["pixelflow.upload.created"]},
                 "resource": {"id": [resource_id(upload["bucket"], upload["key"])]},
             }})["events"]

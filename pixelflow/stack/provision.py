@@ -1,18 +1,28 @@
-"""Provision the upload notification chain: buckets, queue, dead-letter queue, notification; and
-what the HTTP API needs: the records table and the upload bucket's CORS rule for browsers that
-send files straight to S3 through presigned URLs.
+"""Provision what the event chain and the HTTP API need, on AWS and on the local stack's Prefect server.
 
-:func:`provision` works against AWS and against a local endpoint such as moto's server, and is
-idempotent: run it as often as you like.
+* :func:`provision`: the upload notification chain (buckets, queue, dead-letter queue,
+  notification). It works against AWS and against a local endpoint such as moto's server, and
+  is idempotent: run it as often as you like. It also creates what the HTTP API needs: the
+  records table and the upload bucket's CORS rule for browsers that send files straight to S3
+  through presigned URLs.
+* :func:`install_automations`, :func:`ensure_work_pool`, :func:`deploy`: the crash-recovery
+  automations, the ``pixelflow-local`` work pool and the ``local`` deployment with its upload
+  trigger on the local stack's Prefect server.
+* :func:`settle_previous_runs`: closes the runs a previous local stack left unfinished.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pixelflow.settings import PixelFlowSettings
+from pixelflow.stack.config import DEPLOYMENT_NAME, WORK_POOL, StackError
+from pixelflow.stack.prefect_api import PrefectApi
+from pixelflow.stack.state import tail
 
 #: Id of PixelFlow's entry in the upload bucket's notification configuration.
 NOTIFICATION_ID = "pixelflow-upload-created"
@@ -172,3 +182,79 @@ def _ensure_notification(s3: Any, bucket: str, queue_arn: str) -> None:
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
 
 
+def install_automations(api_url: str, heartbeat_seconds: int) -> list[str]:
+    """Install (or replace) the crash-recovery automations on a Prefect server; returns their names."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    from pixelflow.automations import install
+
+    with SyncPrefectClient(api_url) as client:
+        return install(client, heartbeat_seconds)
+
+
+def ensure_work_pool(api_url: str) -> None:
+    """Create (or keep) the ``pixelflow-local`` process work pool.
+
+    Raises:
+        StackError: When the Prefect server refuses it.
+    """
+    import httpx
+    from prefect.workers.process import ProcessWorker
+
+    response = httpx.post(
+        f"{api_url}/work_pools/",
+        json={"name": WORK_POOL, "type": "process", "base_job_template": ProcessWorker.get_default_base_job_template(),
+              "description": "PixelFlow's local transcodes (pixelflow stack up)."},
+        timeout=30,
+    )
+    if response.status_code not in (201, 409):
+        raise StackError(f"cannot create work pool {WORK_POOL}: HTTP {response.status_code} {response.text[:300]}")
+
+
+def deploy(env: dict[str, str], project_dir: Path, log_path: Path) -> None:
+    """``prefect deploy --name local`` in ``project_dir``: the deployment and its upload trigger.
+
+    Raises:
+        StackError: When the command fails (its output is in ``log_path``).
+    """
+    from pixelflow.local import _bin
+
+    args = ["deploy", "--no-prompt", "--name", DEPLOYMENT_NAME]
+    with open(log_path, "ab") as log:
+        result = subprocess.run(
+            [_bin("prefect"), *args], env=env, cwd=str(project_dir),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=300,
+        )
+    if result.returncode != 0:
+        raise StackError(f"`prefect {' '.join(args)}` failed (exit {result.returncode}); see {log_path}:\n{tail(log_path)}")
+
+
+def settle_previous_runs(prefect: PrefectApi, sources_lost: bool) -> int:
+    """Close the runs a previous stack left behind in the (persistent) Prefect database.
+
+    Runs that were Pending or Running died with the previous worker: they are marked Crashed,
+    which also frees their deployment concurrency slots (and lets the re-run automation
+    schedule them again). When the S3 endpoint is a fresh moto server, every unfinished run
+    refers to an object that no longer exists: they are all cancelled instead.
+
+    Returns:
+        How many runs were closed.
+    """
+    try:
+        deployment = prefect.deployment_id()
+    except Exception:
+        return 0  # first start: nothing deployed yet
+    states = {"PENDING": "CRASHED", "RUNNING": "CRASHED", "CANCELLING": "CANCELLED"}
+    if sources_lost:
+        states = dict.fromkeys(["PENDING", "RUNNING", "CANCELLING", "SCHEDULED", "PAUSED"], "CANCELLED")
+    runs = prefect.api("POST", "/flow_runs/filter", json={
+        "deployments": {"id": {"any_": [deployment]}},
+        "flow_runs": {"state": {"type": {"any_": sorted(states)}}},
+        "limit": 200,
+    })
+    for run in runs:
+        prefect.api("POST", f"/flow_runs/{run['id']}/set_state", json={
+            "state": {"type": states[run["state_type"]], "message": "Closed when the local stack restarted."},
+            "force": True,
+        })
+    return len(runs)

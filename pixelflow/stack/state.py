@@ -24,6 +24,14 @@ def read_state(state_file: Path) -> dict[str, Any] | None:
         return None
 
 
+def running_state(state_file: Path) -> dict[str, Any] | None:
+    """The recorded state of a stack of which at least one process is still alive, if any."""
+    state = read_state(state_file)
+    if state and any(process_alive(proc) for proc in state.get("processes", [])):
+        return state
+    return None
+
+
 def stop_from_state(state_file: Path, log: Log = print, timeout: float = 20.0) -> int:
     """Stop the processes recorded in a stack state file; returns how many were stopped."""
     state = read_state(state_file)

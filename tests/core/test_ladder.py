@@ -104,18 +104,3 @@ def test_configured_ladder_and_settings_are_one_typed_place(monkeypatch):
     with pytest.raises(ValueError):
         LadderConfig(gop_seconds=2, segment_seconds=5)
 
-
-def test_settings_overrides_leave_the_environment_alone(monkeypatch):
-    """The local stack layers its own PIXELFLOW_* values over the environment while other
-    threads (boto3 clients) read os.environ: reading them must not write it."""
-    import os
-
-    from pixelflow.settings import PixelFlowSettings
-
-    monkeypatch.setenv("PIXELFLOW_PRESET", "medium")
-    monkeypatch.setenv("PIXELFLOW_CRF", "20")
-    before = dict(os.environ)
-    settings = PixelFlowSettings.from_env({"PIXELFLOW_CRF": "26", "PIXELFLOW_LADDER": "360,720",
-                                           "PIXELFLOW_NOT_A_SETTING": "x", "AWS_REGION": "eu-west-1"})
-    assert dict(os.environ) == before
-    assert (settings.preset, settings.crf, settings.ladder) == ("medium", 26, [360, 720])
