@@ -125,7 +125,7 @@ def reconcile_forever(settings: PixelFlowSettings, deployment: str, every: float
                       log: Callable[[str], None] = print, stop: Callable[[], bool] = lambda: False,
                       repair: bool = True) -> None:
     """Run :func:`reconcile` every ``every`` seconds until ``stop()`` (errors are logged, not fatal);
-    with ``repair``, :func:`repair_records` too."""
+    with ``repair``, :func:`repair_records` too (at most once a minute: it lists the buckets)."""
     from prefect.client.orchestration import get_client
 
     from pixelflow.aws import s3_client
@@ -133,6 +133,7 @@ def reconcile_forever(settings: PixelFlowSettings, deployment: str, every: float
 
     s3 = s3_client()
     records = Records.from_settings(settings)
+    repaired_at = 0.0
     while not stop():
         started = time.monotonic()
         try:
@@ -144,7 +145,8 @@ def reconcile_forever(settings: PixelFlowSettings, deployment: str, every: float
                         f"started flow run {orphan.flow_run_id}")
         except Exception as exc:  # noqa: BLE001 - the next round tries again
             log(f"reconcile failed: {type(exc).__name__}: {exc}")
-        if repair:
+        if repair and time.monotonic() - repaired_at >= max(every, 60.0):  # a full listing: not every round
+            repaired_at = time.monotonic()
             try:
                 for fixed in repair_records(settings, s3, records, older_than=older_than):
                     log(f"record of asset {fixed.asset_id} said {fixed.before or 'nothing'}; S3 says {fixed.after}: "

@@ -33,3 +33,37 @@ def test_provision_creates_the_records_table_and_the_upload_cors_rule_once(moto_
     # Only the upload bucket takes PUTs from browsers.
     with pytest.raises(s3.exceptions.ClientError, match="NoSuchCORSConfiguration"):
         s3.get_bucket_cors(Bucket=settings.output_bucket)
+
+
+def test_the_stack_starts_the_api_with_a_kept_token(moto_server, tmp_path):
+    """What `pixelflow stack up` adds: `pixelflow api` as a supervised child on its port, with a
+    token generated once (kept, owner-only) and the URL recorded in the state file."""
+    import json
+    import stat
+
+    import httpx
+
+    from pixelflow.local import free_port
+    from pixelflow.stack import Stack, StackConfig
+    from tests.api_helpers import make_settings
+
+    settings = make_settings(api_tokens=[])
+    config = StackConfig(home=tmp_path / "stack", api_port=free_port(), env={
+        "PIXELFLOW_UPLOAD_BUCKET": settings.upload_bucket, "PIXELFLOW_OUTPUT_BUCKET": settings.output_bucket,
+        "PIXELFLOW_RECORDS_TABLE": settings.records_table})
+    stack = Stack(config, log=lambda message: None)
+    stack.aws_endpoint, stack.api_url = moto_server, "http://127.0.0.1:9/api"
+    try:
+        stack.start_api()
+        token = stack.api_token
+        assert len(token) >= 32 and stat.S_IMODE((config.home / "api-token").stat().st_mode) == 0o600
+        assert json.loads(config.state_file.read_text())["http_api_url"] == stack.http_api_url
+        with httpx.Client(base_url=stack.http_api_url, timeout=10) as client:
+            assert client.get("/v1/assets", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+            assert client.get("/v1/assets").status_code == 401
+            created = client.post("/v1/uploads", headers={"Authorization": f"Bearer {token}"},
+                                  json={"filename": "a.mp4", "size": 3}).json()["data"]
+        assert created["url"].startswith(f"{moto_server}/{settings.upload_bucket}/uploads/")
+        assert Stack(config)._api_token() == token  # kept across stacks of the same home
+    finally:
+        stack.down()
