@@ -37,6 +37,7 @@ from pixelflow.core.ids import asset_id as make_asset_id, normalize_etag
 from pixelflow.core.ladder import plan_ladder
 from pixelflow.core.layout import AssetLayout, manifest_objects, missing_objects, publish_fingerprint
 from pixelflow.core.manifest import SourceRef, audio_entry, build_manifest, variant_entry
+from pixelflow.core.upload import Upload
 from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow.fanout import open_fanout, open_shared
 from pixelflow.settings import PixelFlowSettings
@@ -44,6 +45,8 @@ from tasks.encode import (decode_source, encode_ladder, ffmpeg_timeout, make_pos
                           transcode_rendition)
 from tasks.publish import (find_published, list_asset, publish_asset, publish_rendition, rendition_cache_key,
                            withdraw_manifest)
+from tasks.records import (encode_percent, progress_recorder, record_asset, wait_reporting_progress,
+                           withdraw_deleted)
 from tasks.reject import clear_failure_record, error_record, quarantine_source
 from tasks.source import SourceObject, check_upload, download_source, inspect_source, validate
 
@@ -196,14 +199,25 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
     prefix = layout.prefix
     existing = find_published(settings.output_bucket, prefix)
     listed = list_asset(settings.output_bucket, prefix)
+    upload = Upload(bucket, key, source.etag, source.version_id, source.size)
+
+    def record(status: str, **fields: Any) -> dict[str, Any]:  # the asset's record (docs/api.md)
+        return record_asset(settings.records_table, settings.upload_key_prefix, upload, status,
+                            flow_run_id=flow_run_id, **fields)
+
     if existing is not None:
         broken = missing_objects(manifest_objects(existing), listed)
         if not broken:
+            if record("ready", manifest=existing).get("deleted"):
+                return _deleted(asset)
             message = f"Asset {asset} is already published; nothing to do."
             logger.info(message)
             return Completed(message=message, data=existing)
         # A manifest naming objects that are gone is not an asset: withdraw it and rebuild.
         withdraw_manifest(settings.output_bucket, prefix, broken)
+    # The asset's record: preparing from now on (a deleted asset is not made again).
+    if record("preparing", progress=0).get("deleted"):
+        return _deleted(asset)
 
     scratch = Path(settings.scratch_dir) / f"{asset}-{flow_run_id[:8]}"
     info = None
@@ -273,7 +287,9 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
                 "audio", audio_encoded, out_root, settings.output_bucket, prefix, asset, fingerprint, wait_for=audio_gate)
         poster = make_poster.submit(local, info, poster_rung, poster_path, timeout, fanout.id if shared_poster else None)
         all_futures = futures + uploads + [poster] + ([audio_upload] if audio_upload else [])
-        wait(all_futures + ([decoded] if decoded is not None else []))
+        running = all_futures + ([decoded] if decoded is not None else [])
+        wait_reporting_progress(running, encode_percent(fanout, info.duration, running),
+                                progress_recorder(settings.records_table, upload, flow_run_id))
         _raise_first_failure(all_futures)
 
         videos = [u.result() for u in uploads]
@@ -323,6 +339,10 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         clear_failure_record(bucket, asset, settings.quarantine_prefix)
     except Exception:  # noqa: BLE001 - the asset is published; a stale record is only cosmetic
         logger.warning("could not remove an earlier attempt's failure record for asset %s", asset, exc_info=True)
+    recorded = record("ready", manifest=published)
+    if recorded.get("deleted"):  # deleted while this run published it: withdraw what it published
+        withdraw_deleted(settings.output_bucket, prefix, asset)
+        return _deleted(asset)
     _asset_table(published)
     if published.get("flow_run_id") not in (None, flow_run_id):
         logger.info("asset %s was published by flow run %s, which announces it", asset, published["flow_run_id"])
@@ -330,9 +350,15 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
     _emit("pixelflow.asset.ready", asset, {
         "asset_id": asset, "bucket": bucket, "key": key, "status": "ready",
         "master_playlist": published.get("location"), "renditions": [r["name"] for r in published["renditions"]],
-        "duration": published.get("duration"),
+        "duration": published.get("duration"), "passthrough": recorded.get("passthrough"),
     })
     return published
+
+
+def _deleted(asset: str):
+    message = f"Asset {asset} was deleted (DELETE /v1/assets); it is not published again."
+    get_run_logger().info(message)
+    return Completed(message=message, data={"status": "deleted", "asset_id": asset})
 
 
 def _incomplete(future) -> set[str]:
@@ -380,8 +406,10 @@ def _reject(error: PixelFlowError, asset: str, bucket: str, key: str, etag: str 
         except Exception:
             logger.exception("could not record the rejection")
     _rejection_artifact(error, key, asset)
+    recorded = record_asset(settings.records_table, settings.upload_key_prefix, Upload(bucket, key, etag, version_id),
+                            "errored", error=error, flow_run_id=flow_run_id)
     _emit("pixelflow.asset.errored", asset, {
         "asset_id": asset, "bucket": bucket, "key": key, "status": record["status"],
-        "code": error.code.value, "message": error.message,
+        "code": error.code.value, "message": error.message, "passthrough": recorded.get("passthrough"),
     })
     return Failed(message=str(error), data=error)

@@ -1,5 +1,9 @@
-"""Thin tasks over :mod:`pixelflow.records`: the transcode flow records its asset's state at each
-change (``preparing`` with progress, ``ready``, ``errored``).
+"""What the transcode flow calls to keep its asset's record (:mod:`pixelflow.records`) at each
+state change (``preparing`` with progress, ``ready``, ``errored``).
+
+The writes are plain calls, not task runs: a run's task list shows its work only (a run that
+gives up after too many attempts still shows none), and each write is one DynamoDB request
+retried by botocore.
 
 The records are an index, S3 the truth: a write that fails (the table is unreachable, or not
 provisioned on an older deployment) is logged and the run goes on; ``pixelflow reconcile``
@@ -25,28 +29,38 @@ from pixelflow.settings import PixelFlowSettings
 DELETED = {"deleted": True}
 
 
-@task(name="record-asset", task_run_name="record-{status}", retries=2, retry_delay_seconds=[1, 5], cache_policy=NO_CACHE)
-def record_asset(settings: PixelFlowSettings, upload: Upload, status: str, *, progress: float | None = None,
-                 manifest: Mapping[str, Any] | None = None, error: PixelFlowError | None = None,
-                 flow_run_id: str | None = None) -> dict[str, Any]:
-    """Record the asset's new state; its record (with the API upload's ``passthrough``), ``{}``
-    when the records could not be written (logged), :data:`DELETED` when the asset was deleted."""
+def _logger():
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a run (tests, scripts)
+        import logging
+
+        return logging.getLogger("pixelflow.records")
+
+
+def record_asset(table: str, upload_key_prefix: str, upload: Upload, status: str, *,
+                 progress: float | None = None, manifest: Mapping[str, Any] | None = None,
+                 error: PixelFlowError | None = None, flow_run_id: str | None = None) -> dict[str, Any]:
+    """Record the asset's new state in ``table``; its record (with the API upload's
+    ``passthrough``), ``{}`` when the records could not be written (logged), :data:`DELETED`
+    when the asset was deleted."""
+    settings = PixelFlowSettings.model_construct(records_table=table, upload_key_prefix=upload_key_prefix)
     try:
         record = record_asset_state(settings, upload, status, progress=progress, manifest=manifest, error=error,
                                     flow_run_id=flow_run_id)
     except Exception as exc:  # noqa: BLE001 - the index lags; the reconciler repairs it from S3
-        get_run_logger().warning("could not record asset %s as %s (%s: %s); pixelflow reconcile will repair it",
+        _logger().warning("could not record asset %s as %s (%s: %s); pixelflow reconcile will repair it",
                                  upload.asset_id, status, type(exc).__name__, exc)
         return {}
     if record is None:
-        get_run_logger().warning("asset %s was deleted: its state %s is not recorded", upload.asset_id, status)
+        _logger().warning("asset %s was deleted: its state %s is not recorded", upload.asset_id, status)
         return dict(DELETED)
     return record
 
 
-def progress_recorder(settings: PixelFlowSettings, upload: Upload, flow_run_id: str | None = None) -> ProgressRecorder:
-    """A throttled writer of the asset's ``progress`` (at most one write per 10 % and per 5 s)."""
-    records = Records.from_settings(settings)
+def progress_recorder(table: str, upload: Upload, flow_run_id: str | None = None) -> ProgressRecorder:
+    """A throttled writer of the asset's ``progress`` in ``table`` (at most one write per 10 % and per 5 s)."""
+    records = Records(table)
 
     def write(percent: float) -> None:
         records.record_asset(upload.asset_id, PREPARING, {"progress": round(percent, 1), "flow_run_id": flow_run_id})
@@ -67,3 +81,35 @@ def wait_reporting_progress(futures: Iterable, percent: Callable[[], float], rec
         except Exception:  # noqa: BLE001 - progress is a nicety
             pass
         time.sleep(0)
+
+
+def encode_percent(fanout: Any, duration: float, futures: list) -> Callable[[], float]:
+    """How far a run's encode is, for its record: the shared FFmpeg process's position in the
+    source (``single`` engine), else the share of the run's tasks that finished; 5 to 95 %
+    (downloading and validating come before, publishing after)."""
+
+    def percent() -> float:
+        position = getattr(fanout, "out_time", 0.0) or 0.0
+        by_time = position / duration if duration > 0 else 0.0
+        by_tasks = sum(1 for f in futures if f.state.is_final()) / len(futures) if futures else 0.0
+        return 5.0 + 90.0 * min(1.0, max(by_time, by_tasks))
+
+    return percent
+
+
+@task(name="withdraw-deleted-asset", task_run_name="withdraw-deleted-asset", retries=2, retry_delay_seconds=[1, 5],
+      cache_policy=NO_CACHE)
+def withdraw_deleted(bucket: str, prefix: str, asset_id: str) -> int:
+    """Remove what this run published (``prefix`` of ``bucket``) of an asset deleted while it ran;
+    the number of objects."""
+    from pixelflow.aws import s3_client
+
+    s3 = s3_client()
+    removed = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            removed += len(keys)
+    get_run_logger().warning("asset %s was deleted while this run published it: %d objects withdrawn", asset_id, removed)
+    return removed

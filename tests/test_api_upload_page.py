@@ -53,7 +53,6 @@ def _transcode_when_uploaded(page, api, monkeypatch) -> str:
     """Run the transcode flow on the page's upload once it is an object (what the event chain
     does on the stack); returns the asset id."""
     from flows.transcode import transcode
-    from pixelflow.records import READY, record_asset_state
 
     page.wait_for_selector("body[data-state=preparing]", timeout=60_000)
     upload_id = page.evaluate("JSON.parse(localStorage.getItem('pixelflow.pending')).upload")
@@ -64,7 +63,6 @@ def _transcode_when_uploaded(page, api, monkeypatch) -> str:
     manifest = transcode(bucket=api.settings.upload_bucket, key=record["key"], etag=record["etag"])
     upload = Upload(api.settings.upload_bucket, record["key"], record["etag"])
     assert manifest["asset_id"] == record["asset_id"] == upload.asset_id
-    record_asset_state(api.settings, upload, READY, manifest=manifest)
     return upload.asset_id
 
 
