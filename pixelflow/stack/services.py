@@ -148,6 +148,17 @@ class Stack:
             session.client("sqs", endpoint_url=self.aws_endpoint, config=config),
         )
 
+    def dynamodb_client(self) -> Any:
+        """A boto3 DynamoDB client for the stack's endpoint (the records table)."""
+        import boto3
+        from botocore.config import Config
+
+        session = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        )
+        return session.client("dynamodb", endpoint_url=self.aws_endpoint,
+                              config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+
     def _urls(self) -> dict[str, str | None]:
         return {"aws_endpoint": self.aws_endpoint, "api_url": self.api_url, "ui_url": self.ui_url,
                 "http_api_url": self.http_api_url}
@@ -190,7 +201,7 @@ class Stack:
 
             settings = self.settings()
             s3, sqs = self.clients()
-            self.provisioned = provision(settings, s3=s3, sqs=sqs)
+            self.provisioned = provision(settings, s3=s3, sqs=sqs, dynamodb=self.dynamodb_client())
             self.log(
                 f"provisioned s3://{settings.upload_bucket} -> SQS {settings.queue_name} (DLQ {settings.dlq_name} "
                 f"after {settings.max_receive_count} receives); output bucket s3://{settings.output_bucket}"
