@@ -154,9 +154,13 @@ def test_part_numbers_out_of_range_and_unknown_uploads(api, client):
     small = client.post("/v1/uploads", json={"filename": "s.mp4", "size": 5}).json()["data"]
     for response in (client.get(f"/v1/uploads/{small['id']}/parts/1"), client.post(f"/v1/uploads/{small['id']}/complete")):
         assert response.status_code == 400 and response.json()["error"]["code"] == "not_multipart"
-    for path in ("/v1/uploads/0123456789abcdef01234567", "/v1/uploads/not-an-id", "/v1/uploads/0123456789ABCDEF01234567"):
-        response = client.get(path)
-        assert response.status_code == 404 and response.json()["error"]["code"] in ("upload_not_found", "not_found")
+    for upload_id in ("0123456789abcdef01234567", "not-an-id", "0123456789ABCDEF01234567"):
+        for method, path in (("GET", ""), ("DELETE", ""), ("POST", "/complete"), ("GET", "/parts/1")):
+            response = client.request(method, f"/v1/uploads/{upload_id}{path}")
+            assert (response.status_code, response.json()["error"]["code"]) == (404, "upload_not_found"), \
+                (method, path, response.text)
+    response = client.get(f"/v1/uploads/{upload['id']}/parts/first")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request"
 
 
 def test_cancel_aborts_the_multipart_upload(api, client):
