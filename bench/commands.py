@@ -6,8 +6,10 @@
 * :func:`bare_command`: the best single FFmpeg command for PixelFlow's own ladder: one decode,
   ``split`` in a filter graph, the same per-rung filters and libx264 settings as PixelFlow
   (built with :mod:`pixelflow.core.ffmpeg_args`), audio encoded once, the same HLS outputs.
-* :func:`engine_commands`: PixelFlow's encoding engine without Prefect or S3 (decoder process,
-  pipes, one encoder process per rung) and the design alternatives measured against it.
+* :func:`engine_commands`: PixelFlow's encoding (its ladder process) without Prefect or S3, and
+  the design alternatives measured against it: ``fanout`` (one decoder process piping raw frames
+  to one encoder process per rung, PixelFlow's engine before the ladder process; kept here only,
+  to go on measuring the idea), and one process per rung decoding the source itself.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from pixelflow.core import ffmpeg_args
 from pixelflow.core.ffmpeg_args import (
-    EncodeInput, audio_output_args, base_args, encode_args, input_args, prefilters, rung_filters, rung_output_args,
+    audio_output_args, base_args, encode_args, input_args, prefilters, rung_filters, rung_output_args,
 )
 from pixelflow.core.ladder import LadderConfig, Rendition
 from pixelflow.core.probe import SourceInfo
@@ -89,10 +91,10 @@ def cascade_graph(info: SourceInfo, plan: list[Rendition], sws_threads: int = 0,
 
 
 def pixelflow_graph(info: SourceInfo, plan: list[Rendition]) -> tuple[str, list[str]]:
-    """The filter graph PixelFlow's decoder runs, so the bare command makes the same pictures:
-    ``fanout_graph`` when :mod:`pixelflow.core.ffmpeg_args` has one, else one ``split`` and each
-    rung scaled from the source (:func:`split_graph`)."""
-    build = getattr(ffmpeg_args, "fanout_graph", None)
+    """The filter graph PixelFlow's ladder process runs, so the bare command makes the same
+    pictures: ``ladder_graph`` when :mod:`pixelflow.core.ffmpeg_args` has one, else one ``split``
+    and each rung scaled from the source (:func:`split_graph`)."""
+    build = getattr(ffmpeg_args, "ladder_graph", None)
     return build(info, plan) if build is not None else split_graph(info, plan)
 
 
@@ -131,24 +133,24 @@ class EngineVariant:
     name: str
     description: str
     mode: str = "fanout"  # "fanout" | "per-rung" | "single"
-    scaling: str = "pixelflow"  # "pixelflow" (what PixelFlow's decoder does) | "direct" | "chain" | "two-stage"
+    scaling: str = "pixelflow"  # "pixelflow" (what PixelFlow's ladder process does) | "direct" | "chain" | "two-stage"
     decoder_threads: int = 0
     encoder_threads: int = 0
     sws_threads: int = 0
-    pipe_size: int = 1 << 20  # PixelFlow's fanout default; 0 leaves the kernel default (64 KiB)
+    pipe_size: int = 1 << 20  # 1 MiB, what PixelFlow's fanout engine used; 0 leaves the kernel default (64 KiB)
     extra_decoder_args: tuple[str, ...] = field(default_factory=tuple)
 
 
 ENGINE_VARIANTS: dict[str, EngineVariant] = {
     v.name: v
     for v in (
-        EngineVariant("fanout", "PIXELFLOW_ENGINE=fanout: one decoder process (two-stage scaling: source -> "
-                                "largest rung -> each smaller rung), 1 MiB pipes, one libx264 process per rung"),
+        EngineVariant("fanout", "bench only (PixelFlow's former engine): one decoder process (two-stage scaling: "
+                                "source -> largest rung -> each smaller rung), 1 MiB pipes, one libx264 process per rung"),
         EngineVariant("fanout-direct", "fanout, each rung scaled from the source (split)", scaling="direct"),
         EngineVariant("per-rung-decode", "each rung's process decodes and scales the source itself "
-                                         "(EncodeInput.source)", mode="per-rung"),
-        EngineVariant("single-process", "PIXELFLOW_ENGINE=single (the default): one FFmpeg process for every "
-                                        "rung, PixelFlow's graph (the bare command's video)", mode="single"),
+                                         "(what a rung's retry runs)", mode="per-rung"),
+        EngineVariant("single-process", "PixelFlow's ladder process: one FFmpeg process for every rung, "
+                                        "PixelFlow's graph (the bare command's video)", mode="single"),
         EngineVariant("single-process-cascade", "one FFmpeg process, chained scaling", mode="single",
                       scaling="chain"),
         EngineVariant("single-process-2stage", "one FFmpeg process, two-stage scaling", mode="single",
@@ -204,14 +206,21 @@ def _pipe(size: int) -> tuple[int, int]:
 
 def fanout_decoder_args(source: Path, info: SourceInfo, plan: list[Rendition], fds: list[int],
                         variant: EngineVariant) -> list[str]:
-    """The decoder process, as :func:`pixelflow.core.ffmpeg_args.decode_fanout_args` builds it,
-    with the variant's graph and thread settings."""
+    """The fanout decoder process: one decode writing each rung's raw frames (NUT, rawvideo) to
+    the inherited file descriptors ``fds``, with the variant's graph and thread settings."""
     graph, labels = scaling_graph(info, plan, variant.scaling, variant.sws_threads)
     args = base_args(progress=False) + ["-threads", str(variant.decoder_threads), *variant.extra_decoder_args]
     args += input_args(str(source), info.demuxer) + ["-filter_complex", graph]
     for label, fd in zip(labels, fds):
         args += ["-map", f"[{label}]", "-c:v", "rawvideo", "-fps_mode", "passthrough", "-f", "nut", f"pipe:{int(fd)}"]
     return args
+
+
+def pipe_encoder_args(rendition: Rendition, config: LadderConfig, out_dir: str) -> list[str]:
+    """A fanout encoder process: one rung's raw frames, already scaled, from the decoder's pipe on
+    standard input, encoded as PixelFlow encodes the rung."""
+    return (base_args() + ["-protocol_whitelist", "pipe", "-f", "nut", "-i", "pipe:0", "-map", "0"]
+            + rung_output_args(rendition, config, out_dir))
 
 
 def engine_commands(variant: EngineVariant, source: Path, info: SourceInfo, plan: list[Rendition],
@@ -225,8 +234,7 @@ def engine_commands(variant: EngineVariant, source: Path, info: SourceInfo, plan
         info_no_audio = replace(info, audio=None)
         return EngineRun([bare_command(source, info_no_audio, plan, config, out_dir, variant.scaling)], [None], [()], [])
     if variant.mode == "per-rung":
-        commands = [encode_args(EncodeInput.source(str(source), info), r, config, str(out_dir / r.name), info)
-                    for r in plan]
+        commands = [encode_args(str(source), info, r, config, str(out_dir / r.name)) for r in plan]
         return EngineRun(commands, [None] * len(plan), [()] * len(plan), [])
     pipes = [_pipe(variant.pipe_size) for _ in plan]
     write_fds = [w for _, w in pipes]
@@ -234,7 +242,7 @@ def engine_commands(variant: EngineVariant, source: Path, info: SourceInfo, plan
     stdin: list[int | None] = [None]
     pass_fds: list[tuple[int, ...]] = [tuple(write_fds)]
     for (read_fd, _), r in zip(pipes, plan):
-        commands.append(encode_args(EncodeInput.pipe(), r, config, str(out_dir / r.name), info))
+        commands.append(pipe_encoder_args(r, config, str(out_dir / r.name)))
         stdin.append(read_fd)
         pass_fds.append(())
     return EngineRun(commands, stdin, pass_fds, [fd for pair in pipes for fd in pair])

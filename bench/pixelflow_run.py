@@ -171,7 +171,7 @@ class FlowRun:
 
 
 def run_pixelflow(stack: Stack, source_key: str, ladder: str | None, work: Path, label: str,
-                  keep_output: Path | None = None, timeout: float = 3600, engine: str | None = None) -> FlowRun:
+                  keep_output: Path | None = None, timeout: float = 3600) -> FlowRun:
     """Transcode one fresh copy of ``source_key`` through the flow in its own process.
 
     Args:
@@ -182,7 +182,6 @@ def run_pixelflow(stack: Stack, source_key: str, ladder: str | None, work: Path,
         label: Names the run's log and key.
         keep_output: Download the published asset here (else it is only measured, then deleted).
         timeout: Kill the run past this many seconds.
-        engine: ``PIXELFLOW_ENGINE`` (``None``: PixelFlow's default).
     """
     from pixelflow.aws import s3_client
 
@@ -203,11 +202,10 @@ def run_pixelflow(stack: Stack, source_key: str, ladder: str | None, work: Path,
     })
     if stack.moto is not None:  # as the local stack runs against its moto server
         with_moto_settings(env)
-    for name, value in (("PIXELFLOW_LADDER", ladder), ("PIXELFLOW_ENGINE", engine)):
-        if value:
-            env[name] = value
-        else:
-            env.pop(name, None)
+    if ladder:
+        env["PIXELFLOW_LADDER"] = ladder
+    else:
+        env.pop("PIXELFLOW_LADDER", None)
     result_path = work / f"{label}-{run_id}.json"
     cpu_before = stack.services_cpu()
     started = time.time()

@@ -29,7 +29,6 @@ class Contender:
     kind: str  # "original" | "bare" | "pixelflow"
     ladder: str | None  # PIXELFLOW_LADDER; None: PixelFlow's default
     description: str
-    engine: str | None = None  # PIXELFLOW_ENGINE; None: PixelFlow's default
 
 
 CONTENDERS: dict[str, Contender] = {
@@ -45,9 +44,6 @@ CONTENDERS: dict[str, Contender] = {
         Contender("bare-default", "bare", None,
                   "one FFmpeg command, PixelFlow's default ladder (360p-1080p) and settings, HLS to local disk"),
         Contender("pixelflow-default", "pixelflow", None, "PixelFlow end to end, default ladder (360p-1080p)"),
-        Contender("pixelflow-default-fanout", "pixelflow", None,
-                  "PixelFlow end to end, default ladder, PIXELFLOW_ENGINE=fanout (one encoder process per rung)",
-                  engine="fanout"),
     )
 }
 #: Contenders the benchmark runs unless told otherwise (``--contenders``).
@@ -104,8 +100,7 @@ def run_contender(contender: Contender, case: SourceCase, repeat: int, work: Pat
     else:
         assert stack is not None and case.s3_key is not None
         run = run_pixelflow(stack, case.s3_key, contender.ladder, work / "pixelflow", label,
-                            keep_output=out if keep is not None else None, timeout=_timeout(case),
-                            engine=contender.engine)
+                            keep_output=out if keep is not None else None, timeout=_timeout(case))
         m = run.measurement
         manifest = run.result.get("manifest") or {}
         record.update({

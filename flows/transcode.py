@@ -3,9 +3,9 @@ rejection.
 
 Steps, each a Prefect task run visible in the UI: inspect the upload (HEAD), check its size,
 download it, validate it (ffprobe of the headers), decode it once (``encode-ladder``: one FFmpeg
-process encoding every rung, the audio and the poster; or, with ``PIXELFLOW_ENGINE=fanout``,
-``decode`` feeding one encoder process per rung), one ``transcode-<rung>`` task per rung of the
-ladder (plus ``transcode-audio`` and ``poster``), ``upload-<rung>`` as each rendition finishes,
+process encoding every rung, the audio and the poster), one ``transcode-<rung>`` task per rung of
+the ladder (plus ``transcode-audio`` and ``poster``) taking its output over from that process,
+``upload-<rung>`` as each rendition finishes,
 then ``publish-asset`` writes the master playlist and, last, ``manifest.json``.
 
 Example:
@@ -26,29 +26,27 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import get_run_context
 from prefect.events import emit_event
-from prefect.futures import wait
+from prefect.futures import as_completed, wait
 from prefect.results import get_result_store
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pixelflow.aws import s3_endpoint
 from pixelflow.core.hls import master_playlist
-from pixelflow.core.ids import asset_id as make_asset_id, normalize_etag
-from pixelflow.core.ladder import plan_ladder
-from pixelflow.core.layout import AssetLayout, manifest_objects, missing_objects, publish_fingerprint
-from pixelflow.core.manifest import SourceRef, audio_entry, build_manifest, variant_entry
+from pixelflow.core.ladder import plan_ladder, poster_rendition
+from pixelflow.core.layout import MASTER, POSTER, AssetLayout, manifest_objects, missing_objects, publish_fingerprint
+from pixelflow.core.manifest import RenditionOutput, audio_entry, build_manifest, variant_entry
+from pixelflow.core.probe import SourceInfo
 from pixelflow.core.upload import Upload
 from pixelflow.errors import ErrorCode, PixelFlowError
-from pixelflow.fanout import open_fanout, open_shared
+from pixelflow.ladder_process import LadderProcess
 from pixelflow.settings import PixelFlowSettings
-from tasks.encode import (decode_source, encode_ladder, ffmpeg_timeout, make_poster, transcode_audio,
-                          transcode_rendition)
+from tasks.encode import encode_ladder, ffmpeg_timeout, make_poster, transcode_audio, transcode_rendition
 from tasks.publish import (find_published, list_asset, publish_asset, publish_rendition, rendition_cache_key,
                            withdraw_manifest)
-from tasks.records import (encode_percent, progress_recorder, record_asset, wait_reporting_progress,
-                           withdraw_deleted)
+from tasks.records import encode_percent, progress_recorder, record_asset, report_progress, withdraw_deleted
 from tasks.reject import clear_failure_record, error_record, quarantine_source
-from tasks.source import SourceObject, check_upload, download_source, inspect_source, validate
+from tasks.source import check_upload, download_source, inspect_source, validate
 
 FIX_HINTS = {
     ErrorCode.EMPTY_FILE: "Upload the file again; the object was empty.",
@@ -86,10 +84,13 @@ def _tag_run(tags: list[str]) -> None:
         get_run_logger().debug("could not tag the flow run", exc_info=True)
 
 
-def _emit(event: str, asset: str, payload: dict[str, Any]) -> None:
+def _emit(event: str, upload: Upload, payload: dict[str, Any]) -> None:
+    """Emit a ``pixelflow.asset.*`` event for the upload's asset (``asset_id``, ``bucket`` and
+    ``key`` lead its payload)."""
+    payload = {"asset_id": upload.asset_id, "bucket": upload.bucket, "key": upload.key, **payload}
     try:
-        emit_event(event=event, resource={"prefect.resource.id": f"pixelflow.asset.{asset}",
-                                          "prefect.resource.name": payload.get("key", asset)}, payload=payload)
+        emit_event(event=event, resource={"prefect.resource.id": f"pixelflow.asset.{upload.asset_id}",
+                                          "prefect.resource.name": upload.key}, payload=payload)
     except Exception:
         get_run_logger().warning("could not emit %s", event, exc_info=True)
 
@@ -118,15 +119,22 @@ def _asset_table(manifest: dict[str, Any]) -> None:
         get_run_logger().debug("could not create artifacts", exc_info=True)
 
 
-def _rejection_artifact(error: PixelFlowError, key: str, asset: str) -> None:
+def _rejection_artifact(error: PixelFlowError, upload: Upload) -> None:
+    asset = upload.asset_id
     try:
         create_markdown_artifact(
             f"### {'Rejected' if error.is_rejection else 'Failed'}: `{error.code.value}`\n\n"
-            f"**{key}** (asset `{asset}`)\n\n{error.message}\n\n"
+            f"**{upload.key}** (asset `{asset}`)\n\n{error.message}\n\n"
             f"**What to do:** {FIX_HINTS.get(error.code, 'Retry the run; if it fails again, check the worker logs.')}\n",
             key=f"asset-{asset}-error", description="Why this upload was not published")
     except Exception:
         get_run_logger().debug("could not create the rejection artifact", exc_info=True)
+
+
+def _retried(task, settings: PixelFlowSettings):
+    """``task`` with ``PIXELFLOW_TASK_RETRIES`` retries: the setting covers every transcode and
+    transfer task of a run (the tasks' own ``retries`` are only the default)."""
+    return task.with_options(retries=settings.task_retries)
 
 
 def _published_renditions(asset: str, names: list[str], fingerprint: str, listed: dict[str, int]) -> tuple[set, set]:
@@ -152,16 +160,17 @@ def _published_renditions(asset: str, names: list[str], fingerprint: str, listed
 
 @flow(name="transcode", flow_run_name=_run_name, task_runner=ThreadPoolTaskRunner(max_workers=16),
       validate_parameters=True)
-def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | None = None,
-              size: int | None = None) -> dict[str, Any]:
+def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | None = None) -> dict[str, Any]:
     """Transcode one uploaded object into an adaptive HLS ladder and publish it.
+
+    The parameters are the upload as its event described it; the asset id is derived from the
+    object as S3 has it when the run starts (``inspect-upload``), never taken on trust.
 
     Args:
         bucket: The upload bucket.
         key: The object key (as stored, not URL-encoded).
         etag: The ETag the upload event reported, when known.
         version_id: The object version, when the bucket is versioned.
-        size: The size the upload event reported (informational; the object is checked).
 
     Returns:
         The published asset's manifest.
@@ -169,188 +178,80 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
     settings = PixelFlowSettings()
     logger = get_run_logger()
     flow_run_id = str(get_run_context().flow_run.id)
-    limits = settings.limits()
-    config = settings.ladder_config()
+    announced = Upload(bucket, key, etag, version_id)
 
     attempt = get_run_context().flow_run.run_count
     if attempt > settings.max_attempts:
         error = PixelFlowError(ErrorCode.TOO_MANY_ATTEMPTS,
                                f"Gave up after {attempt - 1} attempts (PIXELFLOW_MAX_ATTEMPTS={settings.max_attempts}).")
-        asset = make_asset_id(bucket, key, etag, version_id)
-        _emit("pixelflow.asset.alert", asset, {"asset_id": asset, "bucket": bucket, "key": key,
-                                                "code": error.code.value, "message": error.message})
-        return _reject(error, asset, bucket, key, etag, version_id, None, flow_run_id, settings, keep=False)
+        _emit("pixelflow.asset.alert", announced, {"code": error.code.value, "message": error.message})
+        return _reject(error, announced, None, flow_run_id, settings, keep=False)
 
     try:
-        source = inspect_source(bucket, key, version_id)
+        source = _retried(inspect_source, settings)(announced)
     except PixelFlowError as error:
-        asset = make_asset_id(bucket, key, etag, version_id)
-        return _reject(error, asset, bucket, key, etag, version_id, None, flow_run_id, settings, keep=False)
-
-    if etag and normalize_etag(etag) != source.etag and not version_id:
-        message = (f"s3://{bucket}/{key} was overwritten since this upload (ETag {normalize_etag(etag)} is now "
-                   f"{source.etag}); the newer upload is processed by its own run.")
+        return _reject(error, announced, None, flow_run_id, settings, keep=False)
+    if not announced.same_revision(source):
+        message = (f"{source.uri} was overwritten since this upload (ETag {announced.etag} is now {source.etag}); "
+                   "the newer upload is processed by its own run.")
         logger.info(message)
         return Completed(message=message, data={"status": "superseded", "bucket": bucket, "key": key})
 
-    asset = make_asset_id(bucket, key, source.etag, source.version_id)
-    _tag_run([f"asset:{asset}"])
-    layout = AssetLayout.of(asset, settings.asset_prefix)
-    prefix = layout.prefix
-    existing = find_published(settings.output_bucket, prefix)
-    listed = list_asset(settings.output_bucket, prefix)
-    upload = Upload(bucket, key, source.etag, source.version_id, source.size)
+    layout = settings.layout(source.asset_id)
+    _tag_run([f"asset:{layout.asset_id}"])
+    existing = _retried(find_published, settings)(settings.output_bucket, layout.prefix)
+    listed = _retried(list_asset, settings)(settings.output_bucket, layout.prefix)
 
     def record(status: str, **fields: Any) -> dict[str, Any]:  # the asset's record (docs/api.md)
-        return record_asset(settings.records_table, settings.upload_key_prefix, upload, status,
+        return record_asset(settings.records_table, settings.upload_key_prefix, source, status,
                             flow_run_id=flow_run_id, **fields)
 
     if existing is not None:
         broken = missing_objects(manifest_objects(existing), listed)
         if not broken:
             if record("ready", manifest=existing).get("deleted"):
-                return _deleted(asset)
-            message = f"Asset {asset} is already published; nothing to do."
+                return _deleted(layout.asset_id)
+            message = f"Asset {layout.asset_id} is already published; nothing to do."
             logger.info(message)
             return Completed(message=message, data=existing)
         # A manifest naming objects that are gone is not an asset: withdraw it and rebuild.
-        withdraw_manifest(settings.output_bucket, prefix, broken)
+        _retried(withdraw_manifest, settings)(settings.output_bucket, layout.prefix, broken)
     # The asset's record: preparing from now on (a deleted asset is not made again).
     if record("preparing", progress=0).get("deleted"):
-        return _deleted(asset)
+        return _deleted(layout.asset_id)
 
-    scratch = Path(settings.scratch_dir) / f"{asset}-{flow_run_id[:8]}"
+    scratch = Path(settings.scratch_dir) / f"{layout.asset_id}-{flow_run_id[:8]}"
     info = None
-    fanout = None
     try:
+        limits = settings.limits()
         check_upload(source, limits)
-        local = download_source(source, scratch / "source", settings.scratch_headroom, settings.multipart_chunk_mb,
-                                settings.transfer_concurrency)
+        local = _retried(download_source, settings)(source, scratch / "source", settings.scratch_headroom,
+                                                    settings.multipart_chunk_mb, settings.transfer_concurrency)
         info = validate(local, source.size, limits)
-        width, height = info.video.display_size
-        plan = plan_ladder(width, height, info.video.frame_rate, config)
-        timeout = ffmpeg_timeout(info.duration, settings.ffmpeg_timeout_factor)
-        fingerprint = publish_fingerprint(settings.output_bucket, s3_endpoint(), prefix, config)
-        logger.info("asset %s: ladder %s", asset, ", ".join(f"{r.name} {r.width}x{r.height}@{float(r.fps):.3g}" for r in plan))
-
-        names = [r.name for r in plan] + (["audio"] if info.audio is not None else [])
-        done, stale = _published_renditions(asset, names, fingerprint, listed)
-        pending = [r for r in plan if r.name not in done]
-        if done:
-            logger.info("renditions already published by an earlier attempt: %s", ", ".join(sorted(done)))
-        if stale:
-            logger.warning("renditions remembered as published but missing from the bucket, redone: %s",
-                           ", ".join(sorted(stale)))
-        # A rendition encoded in this run is uploaded whatever a result store remembers of it.
-        upload_fresh = publish_rendition.with_options(refresh_cache=True)
-        out_root = scratch / "out"
-        encode = transcode_rendition.with_options(retries=settings.task_retries)
-        single = settings.engine == "single"
-        decoded = None
-        # The single engine's process also encodes the audio: one read of the source, the bare command.
-        # So does the poster, from its rung's pictures, when that rung is encoded.
-        shared_audio = single and bool(pending) and info.audio is not None and "audio" not in done
-        poster_rung = plan[min(len(plan) - 1, 2)]
-        poster_path = scratch / "poster.jpg"
-        shared_poster = single and any(r.name == poster_rung.name for r in pending)
-        if pending:
-            fanout = (open_shared if single else open_fanout)(
-                [r.name for r in pending] + (["audio"] if shared_audio else []) + (["poster"] if shared_poster else []))
-            decoded = (encode_ladder.submit(local, info, pending, config, out_root, fanout.id, timeout, audio=shared_audio,
-                                            poster=(poster_rung, poster_path) if shared_poster else None)
-                       if single else decode_source.submit(local, info, pending, fanout.id, timeout))
-        # Nothing is uploaded before one full decode has vouched for the source: a file found
-        # damaged half-way must leave nothing behind in the production bucket. With fanout the
-        # decoder's task vouches. With the single engine each rung's task carries the verdict (the
-        # ladder process's, or its own decode's when it retried alone), and a failed ladder process
-        # is each rung's to retry, not the run's failure.
-        decoder_gate = [decoded] if decoded is not None and not single else None
-        futures = list(decoder_gate or [])
-        uploads = []
-        encodes = []
-        for r in plan:
-            encoded = None
-            if r.name not in done:
-                encoded = encode.submit(r, config, local, info, out_root / r.name, timeout, fanout.id)
-                encodes.append(encoded)
-            uploads.append((upload_fresh if encoded is not None else publish_rendition).submit(
-                r.name, encoded, out_root, settings.output_bucket, prefix, asset, fingerprint, wait_for=decoder_gate))
-        futures += encodes
-        audio_gate = (encodes or None) if single else decoder_gate
-        audio_upload = None
-        if info.audio is not None:
-            audio_encoded = None
-            if "audio" not in done:
-                audio_encoded = transcode_audio.with_options(retries=settings.task_retries).submit(
-                    local, info, config, out_root / "audio", timeout, fanout.id if shared_audio else None)
-            audio_upload = (upload_fresh if audio_encoded is not None else publish_rendition).submit(
-                "audio", audio_encoded, out_root, settings.output_bucket, prefix, asset, fingerprint, wait_for=audio_gate)
-        poster = make_poster.submit(local, info, poster_rung, poster_path, timeout, fanout.id if shared_poster else None)
-        all_futures = futures + uploads + [poster] + ([audio_upload] if audio_upload else [])
-        running = all_futures + ([decoded] if decoded is not None else [])
-        wait_reporting_progress(running, encode_percent(fanout, info.duration, running),
-                                progress_recorder(settings.records_table, upload, flow_run_id))
-        _raise_first_failure(all_futures)
-
-        videos = [u.result() for u in uploads]
-        audio = audio_upload.result() if audio_upload else None
-        poster_file = poster.result()
-        for redo in (True, False):
-            master = master_playlist([variant_entry(v) for v in videos], audio_entry(audio) if audio else None)
-            manifest = build_manifest(
-                asset, SourceRef(bucket, key, source.etag, source.version_id, source.size), info.summary(), videos,
-                audio, config.fingerprint(), flow_run_id,
-                extra={"location": f"s3://{settings.output_bucket}/{prefix}master.m3u8", "key_prefix": prefix},
-            )
-            publishing = publish_asset.submit({"poster.jpg": poster_file, "master.m3u8": master.encode()}, manifest,
-                                              settings.output_bucket, prefix)
-            publishing.wait()
-            incomplete = _incomplete(publishing)
-            if not incomplete or not redo:
-                published = publishing.result()
-                break
-            # Objects vanished before the manifest was written: encode and upload those
-            # renditions again (each alone, from the downloaded source), then publish.
-            logger.warning("objects missing before the manifest was written, redoing: %s", ", ".join(sorted(incomplete)))
-            redone = {}
-            for r in plan:
-                if r.name in incomplete:
-                    encoded = encode.submit(r, config, local, info, out_root / r.name, timeout)
-                    redone[r.name] = upload_fresh.submit(r.name, encoded, out_root, settings.output_bucket, prefix,
-                                                         asset, fingerprint)
-            if audio is not None and "audio" in incomplete:
-                encoded = transcode_audio.with_options(retries=settings.task_retries).submit(
-                    local, info, config, out_root / "audio", timeout)
-                redone["audio"] = upload_fresh.submit("audio", encoded, out_root, settings.output_bucket, prefix,
-                                                      asset, fingerprint)
-            wait(list(redone.values()))
-            _raise_first_failure(list(redone.values()))
-            videos = [redone[v.name].result() if v.name in redone else v for v in videos]
-            audio = redone["audio"].result() if "audio" in redone else audio
+        run = _Run(settings, layout, local, info, scratch, listed)
+        videos, audio, poster = run.encode_and_upload()
+        published = run.publish(source, videos, audio, poster, flow_run_id)
     except PixelFlowError as error:
-        return _reject(error, asset, bucket, key, source.etag, source.version_id, info.summary() if info else None,
-                       flow_run_id, settings)
+        return _reject(error, source, info.summary() if info else None, flow_run_id, settings)
     finally:
-        if fanout is not None:
-            fanout.close()
         shutil.rmtree(scratch, ignore_errors=True)
 
     try:
-        clear_failure_record(bucket, asset, settings.quarantine_prefix)
+        _retried(clear_failure_record, settings)(bucket, layout)
     except Exception:  # noqa: BLE001 - the asset is published; a stale record is only cosmetic
-        logger.warning("could not remove an earlier attempt's failure record for asset %s", asset, exc_info=True)
+        logger.warning("could not remove an earlier attempt's failure record for asset %s", layout.asset_id, exc_info=True)
     recorded = record("ready", manifest=published)
     if recorded.get("deleted"):  # deleted while this run published it: withdraw what it published
-        withdraw_deleted(settings.output_bucket, prefix, asset)
-        return _deleted(asset)
+        withdraw_deleted(settings.output_bucket, layout.prefix, layout.asset_id)
+        return _deleted(layout.asset_id)
     _asset_table(published)
     if published.get("flow_run_id") not in (None, flow_run_id):
-        logger.info("asset %s was published by flow run %s, which announces it", asset, published["flow_run_id"])
+        logger.info("asset %s was published by flow run %s, which announces it", layout.asset_id, published["flow_run_id"])
         return published
-    _emit("pixelflow.asset.ready", asset, {
-        "asset_id": asset, "bucket": bucket, "key": key, "status": "ready",
-        "master_playlist": published.get("location"), "renditions": [r["name"] for r in published["renditions"]],
-        "duration": published.get("duration"), "passthrough": recorded.get("passthrough"),
+    _emit("pixelflow.asset.ready", source, {
+        "status": "ready", "master_playlist": published.get("location"),
+        "renditions": [r["name"] for r in published["renditions"]], "duration": published.get("duration"),
+        "passthrough": recorded.get("passthrough"),
     })
     return published
 
@@ -361,19 +262,152 @@ def _deleted(asset: str):
     return Completed(message=message, data={"status": "deleted", "asset_id": asset})
 
 
+class _Run:
+    """The encode and publish steps of one run, over one downloaded and validated source."""
+
+    def __init__(self, settings: PixelFlowSettings, layout: AssetLayout, local: Path, info: SourceInfo, scratch: Path,
+                 listed: dict[str, int]):
+        self.settings, self.layout, self.local, self.info = settings, layout, local, info
+        self.config = settings.ladder_config()
+        self.plan = plan_ladder(*info.video.display_size, info.video.frame_rate, self.config)
+        self.timeout = ffmpeg_timeout(info.duration, settings.ffmpeg_timeout_factor)
+        self.fingerprint = publish_fingerprint(settings.output_bucket, s3_endpoint(), layout.prefix, self.config)
+        self.scratch, self.out_root, self.listed = scratch, scratch / "out", listed
+        self.encode = _retried(transcode_rendition, settings)
+        self.encode_audio = _retried(transcode_audio, settings)
+        get_run_logger().info("asset %s: ladder %s", layout.asset_id,
+                              ", ".join(f"{r.name} {r.width}x{r.height}@{float(r.fps):.3g}" for r in self.plan))
+
+    def upload(self, name: str, encoded):
+        """Upload a rendition encoded in this run (whatever a result store remembers of it), or
+        take one an earlier attempt published, and that is whole in the bucket, from its result."""
+        task = _retried(publish_rendition, self.settings)
+        if encoded is not None:
+            task = task.with_options(refresh_cache=True)
+        return task.submit(name, encoded, self.out_root, self.settings.output_bucket, self.layout.prefix,
+                           self.layout.asset_id, self.fingerprint)
+
+    def encode_and_upload(self):
+        """Encode what is not published yet in one FFmpeg process (each rung, the audio and the
+        poster taken over by its own task) and upload each rendition as it is done.
+
+        Returns:
+            The video renditions, the audio rendition (or ``None``) and the poster's local path.
+        """
+        logger = get_run_logger()
+        info, plan = self.info, self.plan
+        names = [r.name for r in plan] + (["audio"] if info.audio is not None else [])
+        done, stale = _published_renditions(self.layout.asset_id, names, self.fingerprint, self.listed)
+        pending = [r for r in plan if r.name not in done]
+        if done:
+            logger.info("renditions already published by an earlier attempt: %s", ", ".join(sorted(done)))
+        if stale:
+            logger.warning("renditions remembered as published but missing from the bucket, redone: %s",
+                           ", ".join(sorted(stale)))
+        # One process encodes every pending rung; it also encodes the audio (one read of the
+        # source, the bare command) and the poster, from its rung's pictures, when that rung is
+        # encoded.
+        shared_audio = bool(pending) and info.audio is not None and "audio" not in done
+        poster_rung = poster_rendition(plan)
+        poster_path = self.scratch / "poster.jpg"
+        shared_poster = any(r.name == poster_rung.name for r in pending)
+        ladder = decoded = None
+        if pending:
+            ladder = LadderProcess([r.name for r in pending] + (["audio"] if shared_audio else [])
+                                   + (["poster"] if shared_poster else []))
+            decoded = encode_ladder.submit(self.local, info, pending, self.config, self.out_root, ladder, self.timeout,
+                                           audio=shared_audio, poster=(poster_rung, poster_path) if shared_poster else None)
+        # Nothing is uploaded before one full decode has vouched for the source: a file found
+        # damaged half-way must leave nothing behind in the production bucket. Each rung's task
+        # carries the verdict (the ladder process's, or its own decode's when it retried alone),
+        # and a failed ladder process is each rung's to retry, not the run's failure.
+        uploads, encodes = [], []
+        for r in plan:
+            encoded = None
+            if r.name not in done:
+                encoded = self.encode.submit(r, self.config, self.local, info, self.out_root / r.name, self.timeout,
+                                             ladder)
+                encodes.append(encoded)
+            uploads.append(self.upload(r.name, encoded))
+        audio_encoded = audio_upload = None
+        if info.audio is not None and "audio" not in done:
+            audio_encoded = self.encode_audio.submit(self.local, info, self.config, self.out_root / "audio",
+                                                     self.timeout, ladder if shared_audio else None)
+        poster = _retried(make_poster, self.settings).submit(self.local, info, poster_rung, poster_path, self.timeout,
+                                                             ladder if shared_poster else None)
+        # The asset's record follows the encode (throttled) while the run waits on it.
+        with report_progress(encode_percent(ladder, info.duration),
+                             progress_recorder(self.settings.records_table, self.layout.asset_id)):
+            # The audio decodes no video: it is uploaded once any rung has vouched for the source,
+            # so that a run failed by one rung keeps its audio for a manual retry.
+            if info.audio is not None and (not encodes or _any_completes(encodes)):
+                audio_upload = self.upload("audio", audio_encoded)
+            all_futures = (encodes + uploads + [poster] + ([audio_encoded] if audio_encoded else [])
+                           + ([audio_upload] if audio_upload else []))
+            wait(all_futures + ([decoded] if decoded is not None else []))
+        _raise_first_failure(all_futures)
+        return [u.result() for u in uploads], audio_upload.result() if audio_upload else None, poster.result()
+
+    def publish(self, source: Upload, videos: list[RenditionOutput], audio: RenditionOutput | None, poster: Path,
+                flow_run_id: str) -> dict[str, Any]:
+        """Write the master playlist and poster, then the manifest once a listing shows every
+        object it names. Objects found missing then (deleted meanwhile) are encoded and uploaded
+        again, each rendition alone from the downloaded source, before publishing once more."""
+        settings, layout = self.settings, self.layout
+        redone_once = False
+        while True:
+            master = master_playlist([variant_entry(v) for v in videos], audio_entry(audio) if audio else None)
+            manifest = build_manifest(
+                layout.asset_id, source, self.info.summary(), videos, audio, self.config.fingerprint(), flow_run_id,
+                extra={"location": f"s3://{settings.output_bucket}/{layout.master_key}", "key_prefix": layout.prefix},
+            )
+            publishing = _retried(publish_asset, settings).submit(
+                {POSTER: poster, MASTER: master.encode()}, manifest, settings.output_bucket, layout.prefix)
+            publishing.wait()
+            incomplete = _incomplete(publishing)
+            if not incomplete or redone_once:
+                return publishing.result()
+            redone_once = True
+            get_run_logger().warning("objects missing before the manifest was written, redoing: %s",
+                                     ", ".join(sorted(incomplete)))
+            redone = {r.name: self.upload(r.name, self.encode.submit(r, self.config, self.local, self.info,
+                                                                     self.out_root / r.name, self.timeout))
+                      for r in self.plan if r.name in incomplete}
+            if audio is not None and "audio" in incomplete:
+                redone["audio"] = self.upload("audio", self.encode_audio.submit(
+                    self.local, self.info, self.config, self.out_root / "audio", self.timeout))
+            wait(list(redone.values()))
+            _raise_first_failure(list(redone.values()))
+            videos = [redone[v.name].result() if v.name in redone else v for v in videos]
+            audio = redone["audio"].result() if "audio" in redone else audio
+
+
 def _incomplete(future) -> set[str]:
-    """The renditions (or ``poster``/``master``) whose objects ``publish-asset`` found missing."""
-    state = future.state
-    if not state.is_failed():
+    """The renditions (or ``poster.jpg``, ``master.m3u8``) whose objects ``publish-asset`` found
+    missing, or nothing when it did not fail for that reason."""
+    if not future.state.is_failed():
         return set()
     try:
         future.result()
     except PixelFlowError as error:
         if error.code == ErrorCode.ASSET_INCOMPLETE:
-            return {path.split("/", 1)[0] if "/" in path else path for path in error.details.get("missing", [])}
-    except Exception:  # noqa: BLE001 - reported by ``result()`` in the caller
+            return {path.split("/", 1)[0] for path in error.details.get("missing", [])}
+    except Exception:  # noqa: BLE001 - raised again by the caller's ``result()``
         pass
     return set()
+
+
+def _any_completes(futures) -> bool:
+    """Wait until one of ``futures`` completes (``True``) or all have ended otherwise (``False``).
+
+    Each future is waited on before its state is read: that takes the task's final state from
+    the run itself, where the API's record may still lag behind it.
+    """
+    for future in as_completed(futures):
+        future.wait()
+        if future.state.is_completed():
+            return True
+    return False
 
 
 def _raise_first_failure(futures) -> None:
@@ -393,23 +427,21 @@ def _raise_first_failure(futures) -> None:
         raise errors[0]
 
 
-def _reject(error: PixelFlowError, asset: str, bucket: str, key: str, etag: str | None, version_id: str | None,
-            probe: dict[str, Any] | None, flow_run_id: str, settings: PixelFlowSettings, keep: bool = True):
+def _reject(error: PixelFlowError, upload: Upload, probe: dict[str, Any] | None, flow_run_id: str,
+            settings: PixelFlowSettings, keep: bool = True):
     """Record why the upload was not published, tell listeners, and fail the run with the code."""
     logger = get_run_logger()
-    _tag_run([f"asset:{asset}"])
+    _tag_run([f"asset:{upload.asset_id}"])
     logger.error("%s: %s", error.code.value, error.message)
-    record = error_record(asset, bucket, key, etag, version_id, error, probe, flow_run_id, None)
+    record = error_record(upload, error, probe, flow_run_id)
     if keep:
         try:
-            record = quarantine_source(bucket, key, version_id, asset, settings.quarantine_prefix, record)
+            record = _retried(quarantine_source, settings)(upload, settings.layout(upload.asset_id), record)
         except Exception:
             logger.exception("could not record the rejection")
-    _rejection_artifact(error, key, asset)
-    recorded = record_asset(settings.records_table, settings.upload_key_prefix, Upload(bucket, key, etag, version_id),
-                            "errored", error=error, flow_run_id=flow_run_id)
-    _emit("pixelflow.asset.errored", asset, {
-        "asset_id": asset, "bucket": bucket, "key": key, "status": record["status"],
-        "code": error.code.value, "message": error.message, "passthrough": recorded.get("passthrough"),
-    })
+    _rejection_artifact(error, upload)
+    recorded = record_asset(settings.records_table, settings.upload_key_prefix, upload, "errored", error=error,
+                            flow_run_id=flow_run_id)
+    _emit("pixelflow.asset.errored", upload, {"status": record["status"], "code": error.code.value,
+                                              "message": error.message, "passthrough": recorded.get("passthrough")})
     return Failed(message=str(error), data=error)

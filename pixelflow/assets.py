@@ -16,7 +16,7 @@ An asset's state is derived from three places, so no database is needed:
 * **processing** — a source in the upload bucket whose asset id has neither record yet.
 
 Everything else is unknown (:class:`AssetNotFound`). An upload's asset id is
-:func:`pixelflow.core.ids.asset_id` of its bucket, key and ETag/VersionId.
+:attr:`pixelflow.core.upload.Upload.asset_id` (its bucket, key and ETag/VersionId).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from typing import Any, Iterator
 
 from botocore.exceptions import ClientError
 
-from pixelflow.core.ids import asset_id as compute_asset_id
-from pixelflow.core.layout import AssetLayout, manifest_objects, missing_objects
+from pixelflow.aws import is_missing
+from pixelflow.core.layout import manifest_objects, missing_objects
+from pixelflow.core.upload import Upload
 from pixelflow.errors import REJECTION_CODES, ErrorCode, PixelFlowError
 from pixelflow.settings import PixelFlowSettings
 
@@ -38,9 +39,6 @@ READY, PROCESSING, REJECTED, FAILED, BROKEN = "ready", "processing", "rejected",
 
 #: Asset ids are lowercase hex (see :func:`pixelflow.core.ids.asset_id`).
 ASSET_ID_RE = re.compile(r"^[0-9a-f]{24}$")
-
-_MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
-
 
 class AssetNotFound(LookupError):
     """No asset, rejection or pending source matches the reference.
@@ -99,33 +97,11 @@ def is_asset_id(value: str) -> bool:
     return bool(ASSET_ID_RE.match(value or ""))
 
 
-def asset_key(settings: PixelFlowSettings, asset_id: str, name: str = "") -> str:
-    """Key of an asset's object in the output bucket.
-
-    >>> asset_key(PixelFlowSettings(), "0123456789abcdef01234567", "master.m3u8")
-    'assets/0123456789abcdef01234567/master.m3u8'
-    """
-    return f"{settings.asset_prefix}{asset_id}/{name}"
-
-
-def rejection_key(settings: PixelFlowSettings, asset_id: str) -> str:
-    """Key of an asset's ``error.json`` record in the upload bucket.
-
-    >>> rejection_key(PixelFlowSettings(), "0123456789abcdef01234567")
-    'quarantine/0123456789abcdef01234567/error.json'
-    """
-    return f"{settings.quarantine_prefix}{asset_id}/error.json"
-
-
-def _missing(exc: ClientError) -> bool:
-    return str(exc.response.get("Error", {}).get("Code")) in _MISSING
-
-
 def _get_json(s3, bucket: str, key: str) -> tuple[dict[str, Any], datetime] | None:
     try:
         obj = s3.get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if _missing(exc):
+        if is_missing(exc):
             return None
         raise
     with obj["Body"] as body:
@@ -174,7 +150,7 @@ def _from_error(asset_id: str, record: dict[str, Any], modified: datetime) -> As
 
 def _check_whole(info: AssetInfo, manifest: dict[str, Any], settings: PixelFlowSettings, s3) -> AssetInfo:
     """``info`` as ready when every object ``manifest`` names is listed with its size, else broken."""
-    layout = AssetLayout.of(info.asset_id, settings.asset_prefix)
+    layout = settings.layout(info.asset_id)
     listed: dict[str, int] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.output_bucket, Prefix=layout.prefix):
         for obj in page.get("Contents", []):
@@ -193,22 +169,23 @@ def _check_whole(info: AssetInfo, manifest: dict[str, Any], settings: PixelFlowS
 
 def read_manifest(asset_id: str, settings: PixelFlowSettings, s3) -> dict[str, Any] | None:
     """The published ``manifest.json`` of an asset, or ``None`` when not published (yet)."""
-    found = _get_json(s3, settings.output_bucket, asset_key(settings, asset_id, "manifest.json"))
+    found = _get_json(s3, settings.output_bucket, settings.layout(asset_id).manifest_key)
     return found[0] if found else None
 
 
 def read_rejection(asset_id: str, settings: PixelFlowSettings, s3) -> dict[str, Any] | None:
     """The quarantine ``error.json`` record of an asset, or ``None`` when there is none."""
-    found = _get_json(s3, settings.upload_bucket, rejection_key(settings, asset_id))
+    found = _get_json(s3, settings.upload_bucket, settings.layout(asset_id).error_key)
     return found[0] if found else None
 
 
 def published_or_rejected(asset_id: str, settings: PixelFlowSettings, s3) -> AssetInfo | None:
     """The asset's final state (ready, rejected or failed), or ``None`` while it has none."""
-    found = _get_json(s3, settings.output_bucket, asset_key(settings, asset_id, "manifest.json"))
+    layout = settings.layout(asset_id)
+    found = _get_json(s3, settings.output_bucket, layout.manifest_key)
     if found:
         return _from_manifest(asset_id, *found)
-    found = _get_json(s3, settings.upload_bucket, rejection_key(settings, asset_id))
+    found = _get_json(s3, settings.upload_bucket, layout.error_key)
     if found:
         return _from_error(asset_id, *found)
     return None
@@ -218,8 +195,8 @@ def _bucket_versioned(s3, bucket: str) -> bool:
     return s3.get_bucket_versioning(Bucket=bucket).get("Status") in {"Enabled", "Suspended"}
 
 
-def iter_sources(settings: PixelFlowSettings, s3) -> Iterator[tuple[str, dict[str, Any], datetime]]:
-    """Current uploads in the upload bucket as ``(asset_id, source, uploaded_at)``.
+def iter_uploads(settings: PixelFlowSettings, s3) -> Iterator[tuple[Upload, datetime]]:
+    """Current uploads in the upload bucket as ``(upload, uploaded_at)``.
 
     The quarantine prefix is skipped. In a versioned bucket the latest version of each key is
     used, as that is what the upload notification carried.
@@ -235,10 +212,13 @@ def iter_sources(settings: PixelFlowSettings, s3) -> Iterator[tuple[str, dict[st
         key = obj["Key"]
         if key.startswith(settings.quarantine_prefix) or key.endswith("/"):
             continue
-        version_id = obj.get("VersionId")
-        source = {"bucket": bucket, "key": key, "etag": obj.get("ETag", "").strip('"'),
-                  "version_id": version_id, "size": obj.get("Size")}
-        yield compute_asset_id(bucket, key, obj.get("ETag"), version_id), source, obj["LastModified"]
+        yield Upload.from_head(bucket, key, obj), obj["LastModified"]
+
+
+def iter_sources(settings: PixelFlowSettings, s3) -> Iterator[tuple[str, dict[str, Any], datetime]]:
+    """:func:`iter_uploads` as ``(asset_id, source, uploaded_at)``, ``source`` the upload as a dict."""
+    for upload, uploaded in iter_uploads(settings, s3):
+        yield upload.asset_id, upload.to_dict(), uploaded
 
 
 def resolve(ref: str, settings: PixelFlowSettings, s3) -> str:
@@ -255,13 +235,13 @@ def resolve(ref: str, settings: PixelFlowSettings, s3) -> str:
     try:
         head = s3.head_object(Bucket=settings.upload_bucket, Key=ref)
     except ClientError as exc:
-        if _missing(exc):
+        if is_missing(exc):
             raise PixelFlowError(
                 ErrorCode.SOURCE_NOT_FOUND,
                 f"{ref!r} is not an asset id nor a key in bucket {settings.upload_bucket!r}.",
             ) from None
         raise
-    return compute_asset_id(settings.upload_bucket, ref, head.get("ETag"), head.get("VersionId"))
+    return Upload.from_head(settings.upload_bucket, ref, head).asset_id
 
 
 def get_asset(asset_id: str, settings: PixelFlowSettings, s3) -> AssetInfo:
@@ -272,7 +252,7 @@ def get_asset(asset_id: str, settings: PixelFlowSettings, s3) -> AssetInfo:
     """
     if not is_asset_id(asset_id):
         raise AssetNotFound(f"{asset_id!r} is not an asset id.")
-    found = _get_json(s3, settings.output_bucket, asset_key(settings, asset_id, "manifest.json"))
+    found = _get_json(s3, settings.output_bucket, settings.layout(asset_id).manifest_key)
     if found:
         return _check_whole(_from_manifest(asset_id, *found), found[0], settings, s3)
     info = published_or_rejected(asset_id, settings, s3)
@@ -298,7 +278,7 @@ def list_assets(settings: PixelFlowSettings, s3) -> list[AssetInfo]:
             candidate = prefix["Prefix"][len(settings.asset_prefix):].rstrip("/")
             if not is_asset_id(candidate):
                 continue
-            manifest = _get_json(s3, settings.output_bucket, asset_key(settings, candidate, "manifest.json"))
+            manifest = _get_json(s3, settings.output_bucket, settings.layout(candidate).manifest_key)
             if manifest:
                 found[candidate] = _check_whole(_from_manifest(candidate, *manifest), manifest[0], settings, s3)
     pages = s3.get_paginator("list_objects_v2").paginate(
@@ -309,7 +289,7 @@ def list_assets(settings: PixelFlowSettings, s3) -> list[AssetInfo]:
             candidate = prefix["Prefix"][len(settings.quarantine_prefix):].rstrip("/")
             if not is_asset_id(candidate) or candidate in found:
                 continue
-            record = _get_json(s3, settings.upload_bucket, rejection_key(settings, candidate))
+            record = _get_json(s3, settings.upload_bucket, settings.layout(candidate).error_key)
             if record:
                 found[candidate] = _from_error(candidate, *record)
     for candidate, source, uploaded in iter_sources(settings, s3):

@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pixelflow.core.ffmpeg_args import FFMPEG, FFPROBE, file_url, probe_args
+from pixelflow.core.ffmpeg_args import file_url, measure_duration_args, probe_args
 from pixelflow.core.validation import PLAYLIST_DEMUXERS
 from pixelflow.errors import ErrorCode, PixelFlowError
 
@@ -107,9 +107,6 @@ def run_ffmpeg(
     timeout: float,
     on_progress: Callable[[float], None] | None = None,
     log: logging.Logger | logging.LoggerAdapter | None = None,
-    on_start: Callable[[subprocess.Popen], None] | None = None,
-    stdin: int | None = None,
-    pass_fds: tuple[int, ...] = (),
 ) -> FFmpegResult:
     """Run one FFmpeg command (an argument list, never a shell).
 
@@ -118,9 +115,6 @@ def run_ffmpeg(
         timeout: Wall-clock limit in seconds; the process is killed past it.
         on_progress: Called with the media time reached (seconds) as FFmpeg reports it.
         log: Where to log the command and FFmpeg's errors.
-        on_start: Called with the process once started.
-        stdin: A file descriptor to read as standard input (a pipe from the decoder).
-        pass_fds: File descriptors the process inherits (the decoder's output pipes).
 
     Raises:
         PixelFlowError: ``transcode_timeout`` past the limit, ``corrupt_stream`` /
@@ -129,10 +123,8 @@ def run_ffmpeg(
     log = log or logger
     log.info("ffmpeg: %s", shlex.join(args))
     started = time.monotonic()
-    process = subprocess.Popen(args, stdin=subprocess.DEVNULL if stdin is None else stdin, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1, pass_fds=pass_fds)
-    if on_start:
-        on_start(process)
+    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               errors="replace", bufsize=1)
     errors: deque[str] = deque(maxlen=200)
     timed_out = threading.Event()
 
@@ -220,12 +212,45 @@ def decode_errors(errors: list[str]) -> list[str]:
     return [line for line in errors if any(marker in line.lower() for marker in CORRUPT_MARKERS)]
 
 
-def input_damage(errors: list[str], reached: float | None = None, duration: float | None = None) -> PixelFlowError | None:
-    """The verdict on a decode that exited normally: ``truncated`` when the input ended early,
-    ``corrupt_stream`` when the decoder reported damaged data, else ``None``.
+def truncation_tolerance(duration: float) -> float:
+    """How far short of its stated ``duration`` a decode or a rendition may end before the file
+    counts as truncated: 2 % of it, at least 0.5 s (containers round, and audio may outlast video).
 
-    A decode that reported damage and also stopped well short of the stated ``duration`` (at
-    ``reached`` seconds) is ``truncated``: cutting a file mid-frame damages its last frame.
+    >>> truncation_tolerance(10.0), truncation_tolerance(600.0)
+    (0.5, 12.0)
+    """
+    return max(0.5, duration * 0.02)
+
+
+def ends_short(reached: float, duration: float) -> bool:
+    """Whether media that ends at ``reached`` seconds stops short of the stated ``duration``
+    by more than the :func:`truncation_tolerance`.
+
+    >>> ends_short(0.9, 3.0), ends_short(2.5, 3.0)
+    (True, False)
+    """
+    return duration > 0 and reached + truncation_tolerance(duration) < duration
+
+
+def check_duration(what: str, reached: float, expected: float) -> None:
+    """Raise ``truncated`` when ``what`` (a decoded stream, a rendition) :func:`ends_short` of
+    the ``expected`` duration the file claims."""
+    if ends_short(reached, expected):
+        raise PixelFlowError(
+            ErrorCode.TRUNCATED,
+            f"The {what} ends at {reached:.1f} s but the file claims {expected:.1f} s: the upload is truncated or damaged.",
+            {"decoded_seconds": round(reached, 3), "duration": round(expected, 3)},
+        )
+
+
+def input_damage(errors: list[str], reached: float | None = None, duration: float | None = None) -> PixelFlowError | None:
+    """The verdict on a decode that exited normally (through :func:`run_ffmpeg`, which already
+    raises ``truncated`` when the input ended early): ``corrupt_stream`` when the decoder
+    reported damaged data, else ``None``.
+
+    A decode that reported damage and also stopped short of the stated ``duration`` (at
+    ``reached`` seconds, :func:`ends_short`) is ``truncated``: cutting a file mid-frame damages
+    its last frame.
 
     >>> input_damage(["[mpeg4 @ 0x1] Error at MB: 157"], reached=0.9, duration=3.0).code.value
     'truncated'
@@ -234,21 +259,17 @@ def input_damage(errors: list[str], reached: float | None = None, duration: floa
     >>> input_damage(["[h264 @ 0x1] non-existing PPS 0 referenced"]) is None
     True
     """
-    ended = input_ended(errors)
-    if ended:
-        return PixelFlowError(ErrorCode.TRUNCATED, "The file ends before its streams do: the upload looks truncated.",
-                              {"errors": clean_stderr(ended[:5])})
     damaged = decode_errors(errors)
-    if damaged and reached is not None and duration and reached + max(0.5, duration * 0.02) < duration:
+    if not damaged:
+        return None
+    if reached is not None and duration and ends_short(reached, duration):
         return PixelFlowError(ErrorCode.TRUNCATED,
                               f"The video stream breaks off at {reached:.1f} s of the {duration:.1f} s the file claims: "
                               "the upload looks truncated.",
                               {"decoded_seconds": round(reached, 3), "duration": round(duration, 3),
                                "errors": clean_stderr(damaged[:5])})
-    if damaged:
-        return PixelFlowError(ErrorCode.CORRUPT_STREAM, "The video stream has decoding errors: the file is damaged.",
-                              {"errors": clean_stderr(damaged[:5])})
-    return None
+    return PixelFlowError(ErrorCode.CORRUPT_STREAM, "The video stream has decoding errors: the file is damaged.",
+                          {"errors": clean_stderr(damaged[:5])})
 
 
 def _unreadable(demuxer: str) -> PixelFlowError:
@@ -291,13 +312,8 @@ def probe(path: str, demuxer: str | None = None, formats: list[str] | None = Non
     """
     if demuxer in REFERENCE_DEMUXERS:
         raise ValueError(f"the {demuxer} demuxer reads other files or URLs")
-    options = probe_args(path, demuxer)
-    if formats and not demuxer:
-        options["format_whitelist"] = ",".join(f for f in formats if f not in REFERENCE_DEMUXERS)
-    args = [FFPROBE, "-hide_banner"]
-    for option, value in options.items():
-        args += [f"-{option}", str(value)]
-    args += ["-show_format", "-show_streams", "-of", "json", file_url(path)]
+    allowed = [f for f in formats if f not in REFERENCE_DEMUXERS] if formats and not demuxer else None
+    args = probe_args(path, demuxer, allowed)
     logger.info("ffprobe: %s", shlex.join(args))
     try:
         done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
@@ -343,9 +359,7 @@ def _measure_missing_duration(path: str, data: dict, timeout: float) -> None:
     demuxer = (fmt.get("format_name") or "").split(",")[0]
     if not demuxer:
         return
-    args = [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "level+error", "-progress", "pipe:1", "-nostats",
-            "-protocol_whitelist", "file", "-f", demuxer, "-i", file_url(path),
-            "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
+    args = measure_duration_args(path, demuxer)
     # reading every packet once: allow for the file's size (20 MB/s) on top of the probe's limit
     result = run_ffmpeg(args, timeout=timeout + os.path.getsize(path) / 20e6)
     if result.out_time > 0:

@@ -36,9 +36,13 @@ class Orphan:
 
 
 def _run_key(params: dict[str, Any]) -> tuple[str, str, str]:
-    from pixelflow.core.ids import normalize_etag
+    """What identifies the upload a run (or a listed upload) is for: bucket, key and ETag."""
+    from pixelflow.core.upload import Upload
 
-    return params.get("bucket") or "", params.get("key") or "", normalize_etag(params.get("etag")) or ""
+    if not params.get("bucket") or not params.get("key"):
+        return "", "", ""
+    upload = Upload.from_dict(params)
+    return upload.bucket, upload.key, upload.etag or ""
 
 
 def find_orphans(settings: PixelFlowSettings, s3, client, deployment: str, *, older_than: float = 300.0,
@@ -113,7 +117,7 @@ def reconcile(settings: PixelFlowSettings, s3, client, deployment: str = "local"
         run = client.create_flow_run_from_deployment(
             target.id,
             parameters={"bucket": source["bucket"], "key": source["key"], "etag": source["etag"],
-                        "version_id": source.get("version_id"), "size": source.get("size")},
+                        "version_id": source.get("version_id")},
             idempotency_key=f"pixelflow-reconcile-{orphan.asset_id}",
             tags=[RECONCILED_TAG],
         )

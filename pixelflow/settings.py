@@ -18,7 +18,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -30,6 +29,8 @@ from pixelflow.core.validation import Limits
 
 DEFAULT_CONTAINERS = ["mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "mpeg", "flv", "mxf", "ogg"]
 DEFAULT_VIDEO_CODECS = ["h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mpeg1video", "prores", "dnxhd", "mjpeg", "theora", "h263", "wmv3", "vc1"]
+#: The ladder defaults are :class:`LadderConfig`'s, written once there.
+_LADDER = LadderConfig()
 
 
 def _csv(value):
@@ -69,20 +70,16 @@ class PixelFlowSettings(BaseSettings):
 
     # --- ladder ----------------------------------------------------------------------------
     ladder: Annotated[list[int], NoDecode] = Field(
-        [360, 480, 720, 1080], description="Rung heights (short side). Rungs taller than the source are skipped."
+        list(_LADDER.heights), description="Rung heights (short side). Rungs taller than the source are skipped."
     )
-    preset: str = Field("veryfast", description="libx264 preset.")
-    crf: int = Field(23, description="libx264 CRF, capped per rung by maxrate/bufsize.")
-    gop_seconds: float = Field(2.0, description="Keyframe interval in seconds, identical on every rung.")
-    segment_seconds: float = Field(4.0, description="HLS segment length in seconds (a multiple of gop_seconds).")
-    audio_bitrate_kbps: int = Field(128, description="AAC bitrate of the audio rendition.")
-    max_fps: float = Field(60.0, description="Frame-rate cap of rungs above 480p.")
-    low_rung_max_fps: float = Field(30.0, description="Frame-rate cap of rungs at 480p and below.")
-    encoder_threads: int = Field(0, description="libx264 threads per rendition (0: automatic).")
-    engine: Literal["single", "fanout"] = Field(
-        "single", description="How a run's rungs are encoded from their one decode: `single`, one FFmpeg process for "
-        "the ladder (least CPU; if it fails, each rung is retried alone); `fanout`, one encoder process per rung fed "
-        "through pipes (a failed encoder costs only its rung).")
+    preset: str = Field(_LADDER.preset, description="libx264 preset.")
+    crf: int = Field(_LADDER.crf, description="libx264 CRF, capped per rung by maxrate/bufsize.")
+    gop_seconds: float = Field(_LADDER.gop_seconds, description="Keyframe interval in seconds, identical on every rung.")
+    segment_seconds: float = Field(_LADDER.segment_seconds, description="HLS segment length in seconds (a multiple of gop_seconds).")
+    audio_bitrate_kbps: int = Field(_LADDER.audio_bitrate_kbps, description="AAC bitrate of the audio rendition.")
+    max_fps: float = Field(_LADDER.max_fps, description="Frame-rate cap of rungs above 480p.")
+    low_rung_max_fps: float = Field(_LADDER.low_rung_max_fps, description="Frame-rate cap of rungs at 480p and below.")
+    encoder_threads: int = Field(_LADDER.threads, description="libx264 threads per rendition (0: automatic).")
     max_attempts: int = Field(4, description="Attempts of one transcode run (crash re-runs and retries) before it gives up.")
     task_retries: int = Field(2, description="Automatic retries of a failed transcode or transfer task (transient errors only).")
 

@@ -1,5 +1,5 @@
-"""Tasks that run FFmpeg: the shared decoder (or the one process encoding the whole ladder), one
-task per rung, the audio rendition, the poster."""
+"""Tasks that run FFmpeg: the shared ladder process (one decode, every rung, the audio and the
+poster), one task per rung, the audio rendition, the poster."""
 
 from __future__ import annotations
 
@@ -8,18 +8,17 @@ import time
 from pathlib import Path
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from pixelflow import ffmpeg
-from pixelflow.core.ffmpeg_args import (
-    EncodeInput, PLAYLIST, audio_args, decode_fanout_args, encode_args, ladder_encode_args, poster_args,
-)
+from pixelflow.core.ffmpeg_args import PLAYLIST, audio_args, encode_args, ladder_encode_args, poster_args
 from pixelflow.core.hls import AAC_LC, avc1_from_init
 from pixelflow.core.ladder import LadderConfig, Rendition
 from pixelflow.core.manifest import RenditionOutput, summarize_rendition
 from pixelflow.core.probe import SourceInfo
 from pixelflow.errors import ErrorCode, PixelFlowError
-from pixelflow.fanout import close_quietly, get_fanout
+from pixelflow.ladder_process import LadderProcess
 from tasks._policy import RETRIES, RETRY_DELAYS, retry_transient
 
 
@@ -63,16 +62,6 @@ class _Progress:
             get_run_logger().debug("progress update failed", exc_info=True)
 
 
-def _check_duration(what: str, reached: float, expected: float) -> None:
-    tolerance = max(1.0, expected * 0.02)
-    if expected > 0 and reached + tolerance < expected:
-        raise PixelFlowError(
-            ErrorCode.TRUNCATED,
-            f"The {what} ends at {reached:.1f} s but the file claims {expected:.1f} s: the upload is truncated or damaged.",
-            {"decoded_seconds": round(reached, 3), "duration": round(expected, 3)},
-        )
-
-
 def _summarize(out_dir: Path, name: str, kind: str, width: int = 0, height: int = 0, fps: float = 0.0) -> RenditionOutput:
     sizes = {p.name: p.stat().st_size for p in out_dir.iterdir() if p.is_file()}
     playlist_text = (out_dir / PLAYLIST).read_text()
@@ -99,63 +88,27 @@ def _check_source(result: ffmpeg.FFmpegResult, info: SourceInfo) -> None:
     damage = ffmpeg.input_damage(result.errors, result.out_time, info.duration)
     if damage is not None:
         raise damage
-    _check_duration("video stream", result.out_time, info.duration)
+    ffmpeg.check_duration("video stream", result.out_time, info.duration)
 
 
-@task(name="decode", task_run_name="decode")
-def decode_source(source_path: Path, info: SourceInfo, renditions: list[Rendition], fanout_id: str,
-                  timeout: float) -> float:
-    """Decode the source once and feed every pending rung's encoder through its pipe (the
-    ``fanout`` engine).
-
-    Damaged input is caught here, by the decode the transcode needs anyway (:func:`_check_source`),
-    and becomes every rung's verdict.
-    """
-    logger = get_run_logger()
-    fanout = get_fanout(fanout_id)
-    if fanout is None:
-        raise PixelFlowError(ErrorCode.INTERNAL, "The decoder's pipes are gone.")
-    writers = fanout.take_writers()
-
-    def release_parent_copies(_process):
-        for name in list(writers):
-            close_quietly(writers.pop(name))
-
-    with fanout.producing():
-        try:
-            fds = [writers[r.name] for r in renditions]
-            args = decode_fanout_args(str(source_path), info, renditions, fds)
-            result = ffmpeg.run_ffmpeg(args, timeout=timeout, pass_fds=tuple(fds), log=logger,
-                                       on_start=release_parent_copies)
-        finally:
-            release_parent_copies(None)
-        _check_source(result, info)
-    logger.info("decoded %.2f s of video for %s in %.1f s", result.out_time, ", ".join(r.name for r in renditions),
-                result.elapsed)
-    return result.out_time
-
-
-@task(name="encode-ladder", task_run_name="encode-ladder")
+@task(name="encode-ladder", task_run_name="encode-ladder", cache_policy=NO_CACHE)
 def encode_ladder(source_path: Path, info: SourceInfo, renditions: list[Rendition], config: LadderConfig,
-                  out_root: Path, fanout_id: str, timeout: float, audio: bool = False,
+                  out_root: Path, ladder: LadderProcess, timeout: float, audio: bool = False,
                   poster: tuple[Rendition, Path] | None = None) -> float:
     """Decode the source once and encode every pending rung (and, with ``audio``, the audio
-    rendition; with ``poster``, the poster frame from that rung's pictures) in the same FFmpeg
-    process (the ``single`` engine); each rendition's task, and the poster's, then takes over its
+    rendition; with ``poster``, the poster frame from that rung's pictures) in one FFmpeg process,
+    the shared ``ladder`` process; each rendition's task, and the poster's, then takes over its
     output.
 
     Damaged input is caught here, by the decode the transcode needs anyway (:func:`_check_source`),
     and becomes every rung's verdict. Any other failure leaves each rung to retry alone.
     """
     logger = get_run_logger()
-    fanout = get_fanout(fanout_id)
-    if fanout is None:
-        raise PixelFlowError(ErrorCode.INTERNAL, "The shared encoder's rungs are gone.")
 
     def progress(seconds: float) -> None:
-        fanout.out_time = seconds
+        ladder.out_time = seconds
 
-    with fanout.producing():
+    with ladder.producing():
         out_dirs = [str(_fresh_dir(out_root / r.name)) for r in renditions]
         audio_dir = str(_fresh_dir(out_root / "audio")) if audio else None
         if poster is not None:
@@ -171,15 +124,14 @@ def encode_ladder(source_path: Path, info: SourceInfo, renditions: list[Renditio
     return result.out_time
 
 
-def _take_over(fanout_id: str | None, name: str, timeout: float, progress: "_Progress | None" = None) -> bool:
-    """Whether the process encoding the whole ladder (``single`` engine) makes ``name`` for this
-    task: the task's first attempt claims it, waits for that process and takes its verdict on the
-    source as its own. ``False`` (no shared process, or a retry) leaves the task to make it alone."""
-    fanout = get_fanout(fanout_id)
-    if fanout is None or not fanout.claim(name):
+def _take_over(ladder: LadderProcess | None, name: str, timeout: float, progress: "_Progress | None" = None) -> bool:
+    """Whether the shared ``ladder`` process makes ``name`` for this task: the task's first
+    attempt claims it, waits for that process and takes its verdict on the source as its own.
+    ``False`` (no shared process, or a retry) leaves the task to make it alone."""
+    if ladder is None or not ladder.claim(name):
         return False
     try:
-        fanout.wait(timeout, on_tick=progress)
+        ladder.wait(timeout, on_tick=progress)
     except PixelFlowError as error:
         if error.is_rejection:
             raise
@@ -190,75 +142,49 @@ def _take_over(fanout_id: str | None, name: str, timeout: float, progress: "_Pro
 
 
 @task(name="transcode", task_run_name="transcode-{rendition.name}", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=retry_transient)
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path: Path, info: SourceInfo,
-                        out_dir: Path, timeout: float, fanout_id: str | None = None) -> RenditionOutput:
-    """One rung as fMP4 HLS: taken over from the process encoding the whole ladder (``single``
-    engine) or encoded from the shared decoder's pipe (``fanout``), else (a retry of this rung
-    alone) encoded straight from the downloaded source."""
+                        out_dir: Path, timeout: float, ladder: LadderProcess | None = None) -> RenditionOutput:
+    """One rung as fMP4 HLS: taken over from the shared ``ladder`` process, else (a retry of this
+    rung alone) encoded straight from the downloaded source."""
     logger = get_run_logger()
     progress = _Progress(f"{rendition.name} ({rendition.width}x{rendition.height})", info.duration)
-    if _take_over(fanout_id, rendition.name, timeout, progress):
-        return _finish_rendition(out_dir, rendition, info, progress, logger)
-    fanout = get_fanout(fanout_id)
-    # Take this rung's pipe (``fanout`` engine) first and release it on every path: an unread
-    # pipe would stall the decoder.
-    read_fd = fanout.take_reader(rendition.name) if fanout is not None else None
-    fds = [read_fd] if read_fd is not None else []
-
-    def release(_process):
-        while fds:
-            close_quietly(fds.pop())
-
-    try:
+    if not _take_over(ladder, rendition.name, timeout, progress):
+        logger.info("%s: encoding straight from the source", rendition.name)
         _fresh_dir(out_dir)
-        source = EncodeInput.pipe() if read_fd is not None else EncodeInput.source(str(source_path), info)
-        if read_fd is None:
-            logger.info("%s: encoding straight from the source", rendition.name)
-        args = encode_args(source, rendition, config, str(out_dir), info)
-        result = ffmpeg.run_ffmpeg(args, timeout=timeout, on_progress=progress, log=logger, stdin=read_fd,
-                                   on_start=release)
-    finally:
-        release(None)
-        if read_fd is not None:
-            fanout.release(rendition.name)
-    if read_fd is not None:
-        fanout.wait(timeout)  # the decoder's verdict (a damaged source) is ours too
-    else:
+        args = encode_args(str(source_path), info, rendition, config, str(out_dir))
+        result = ffmpeg.run_ffmpeg(args, timeout=timeout, on_progress=progress, log=logger)
         damage = ffmpeg.input_damage(result.errors, result.out_time, info.duration)
         if damage is not None:  # this encode decoded the source itself: its verdict is the source's
             raise damage
-    return _finish_rendition(out_dir, rendition, info, progress, logger)
-
-
-def _finish_rendition(out_dir: Path, rendition: Rendition, info: SourceInfo, progress: "_Progress", logger) -> RenditionOutput:
     output = _summarize(out_dir, rendition.name, "video", rendition.width, rendition.height, rendition.fps_float)
-    _check_duration(f"{rendition.name} rendition", output.duration, info.duration)
+    ffmpeg.check_duration(f"{rendition.name} rendition", output.duration, info.duration)
     progress(info.duration, force=True)  # complete: 100 %, not the start time of the last frame
     logger.info("%s: %d segments, %.2f s, %d bytes, peak %d bit/s", rendition.name, output.segments, output.duration,
                 output.size, output.bandwidth)
     return output
 
 
-@task(name="transcode-audio", task_run_name="transcode-audio", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+@task(name="transcode-audio", task_run_name="transcode-audio", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, out_dir: Path, timeout: float,
-                    fanout_id: str | None = None) -> RenditionOutput:
+                    ladder: LadderProcess | None = None) -> RenditionOutput:
     """The audio rendition: the default (else first) audio track as stereo AAC in fMP4 HLS. Taken
-    over from the process encoding the whole ladder (``single`` engine) when it carries the audio,
-    else (``fanout``, or a retry) encoded in a process of its own."""
-    if not _take_over(fanout_id, "audio", timeout):
+    over from the shared ``ladder`` process when it carries the audio, else (a retry) encoded in
+    a process of its own."""
+    if not _take_over(ladder, "audio", timeout):
         _fresh_dir(out_dir)
         ffmpeg.run_ffmpeg(audio_args(str(source_path), info, config, str(out_dir)), timeout=timeout, log=get_run_logger())
     return _summarize(out_dir, "audio", "audio")
 
 
-@task(name="poster", task_run_name="poster", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
+@task(name="poster", task_run_name="poster", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def make_poster(source_path: Path, info: SourceInfo, rendition: Rendition, out_path: Path, timeout: float,
-                fanout_id: str | None = None) -> Path:
-    """A JPEG poster frame the size of ``rendition``: taken over from the process encoding the
-    whole ladder (``single`` engine) when it makes the poster, else (``fanout``, or a retry)
-    made in a process of its own."""
-    if not _take_over(fanout_id, "poster", timeout):
+                ladder: LadderProcess | None = None) -> Path:
+    """A JPEG poster frame the size of ``rendition``: taken over from the shared ``ladder``
+    process when it makes the poster, else (a retry) made in a process of its own."""
+    if not _take_over(ladder, "poster", timeout):
         out_path.parent.mkdir(parents=True, exist_ok=True)
         ffmpeg.run_ffmpeg(poster_args(str(source_path), info, rendition, str(out_path)), timeout=timeout,
                           log=get_run_logger())

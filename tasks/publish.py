@@ -11,7 +11,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
 
-from pixelflow.aws import s3_client
+from pixelflow.aws import is_missing, s3_client
 from pixelflow.core.layout import MANIFEST, manifest_objects, missing_objects
 from pixelflow.core.manifest import RenditionOutput, object_headers
 from pixelflow.errors import ErrorCode, PixelFlowError
@@ -82,7 +82,7 @@ def find_published(bucket: str, prefix: str) -> dict[str, Any] | None:
     try:
         body = s3_client().get_object(Bucket=bucket, Key=f"{prefix}{MANIFEST}")["Body"].read()
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+        if is_missing(exc):
             return None
         raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Reading the manifest failed: {exc}") from None
     return json.loads(body)

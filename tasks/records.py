@@ -13,12 +13,12 @@ repairs the record from S3 later. A write refused because the asset was deleted 
 
 from __future__ import annotations
 
-import time
-from typing import Any, Callable, Iterable, Mapping
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import wait
 
 from pixelflow.core.upload import Upload
 from pixelflow.errors import PixelFlowError
@@ -58,41 +58,50 @@ def record_asset(table: str, upload_key_prefix: str, upload: Upload, status: str
     return record
 
 
-def progress_recorder(table: str, upload: Upload, flow_run_id: str | None = None) -> ProgressRecorder:
+def progress_recorder(table: str, asset_id: str) -> ProgressRecorder:
     """A throttled writer of the asset's ``progress`` in ``table`` (at most one write per 10 % and per 5 s)."""
     records = Records(table)
 
     def write(percent: float) -> None:
-        records.record_asset(upload.asset_id, PREPARING, {"progress": round(percent, 1), "flow_run_id": flow_run_id})
+        records.record_asset(asset_id, PREPARING, {"progress": round(percent, 1)})
 
     return ProgressRecorder(write)
 
 
-def wait_reporting_progress(futures: Iterable, percent: Callable[[], float], recorder: ProgressRecorder,
-                            tick: float = 1.0) -> None:
-    """:func:`prefect.futures.wait` on ``futures``, feeding ``percent()`` to ``recorder`` meanwhile."""
-    futures = list(futures)
-    while True:
-        done = wait(futures, timeout=tick)
-        if not done.not_done:
-            return
-        try:
-            recorder(percent())
-        except Exception:  # noqa: BLE001 - progress is a nicety
-            pass
-        time.sleep(0)
+@contextmanager
+def report_progress(percent: Callable[[], float], recorder: ProgressRecorder, tick: float = 1.0) -> Iterator[None]:
+    """Feed ``percent()`` to ``recorder`` every ``tick`` seconds, from a thread, while the block runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(tick):
+            try:
+                recorder(percent())
+            except Exception:  # noqa: BLE001 - progress is a nicety
+                pass
+
+    thread = threading.Thread(target=loop, name="pixelflow-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
 
 
-def encode_percent(fanout: Any, duration: float, futures: list) -> Callable[[], float]:
-    """How far a run's encode is, for its record: the shared FFmpeg process's position in the
-    source (``single`` engine), else the share of the run's tasks that finished; 5 to 95 %
-    (downloading and validating come before, publishing after)."""
+def encode_percent(ladder: Any, duration: float) -> Callable[[], float]:
+    """How far a run's encode is, for its record: the position in the source of the process
+    encoding the ladder, scaled to 5 to 95 % (downloading and validating come before,
+    publishing after). Read from memory: no request per tick.
+
+    >>> class Ladder: out_time = 3.0
+    >>> encode_percent(Ladder(), 6.0)()
+    50.0
+    """
 
     def percent() -> float:
-        position = getattr(fanout, "out_time", 0.0) or 0.0
-        by_time = position / duration if duration > 0 else 0.0
-        by_tasks = sum(1 for f in futures if f.state.is_final()) / len(futures) if futures else 0.0
-        return 5.0 + 90.0 * min(1.0, max(by_time, by_tasks))
+        position = getattr(ladder, "out_time", 0.0) or 0.0
+        return 5.0 + 90.0 * min(1.0, position / duration if duration > 0 else 0.0)
 
     return percent
 

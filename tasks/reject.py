@@ -9,25 +9,25 @@ from typing import Any
 from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
 
-from pixelflow.aws import s3_client
-from pixelflow.errors import PixelFlowError
+from pixelflow.aws import is_missing, s3_client
+from pixelflow.core.layout import AssetLayout
+from pixelflow.core.upload import Upload
+from pixelflow.errors import ErrorCode, PixelFlowError
 from tasks._policy import RETRIES, RETRY_DELAYS
 
-ERROR_RECORD = "error.json"
 
-
-def error_record(asset_id: str, bucket: str, key: str, etag: str | None, version_id: str | None,
-                 error: PixelFlowError, probe: dict[str, Any] | None, flow_run_id: str | None,
-                 kept_at: str | None) -> dict[str, Any]:
+def error_record(upload: Upload, error: PixelFlowError, probe: dict[str, Any] | None,
+                 flow_run_id: str | None) -> dict[str, Any]:
+    """The ``error.json`` of an upload that was not published."""
     return {
-        "asset_id": asset_id,
+        "asset_id": upload.asset_id,
         "status": "rejected" if error.is_rejection else "failed",
         "code": error.code.value,
         "message": error.message,
         "details": error.details,
         "retryable": error.retryable,
-        "source": {"bucket": bucket, "key": key, "etag": etag, "version_id": version_id},
-        "kept_at": kept_at,
+        "source": {"bucket": upload.bucket, "key": upload.key, "etag": upload.etag, "version_id": upload.version_id},
+        "kept_at": None,
         "probe": probe,
         "flow_run_id": flow_run_id,
         "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -35,51 +35,51 @@ def error_record(asset_id: str, bucket: str, key: str, etag: str | None, version
 
 
 @task(name="quarantine", task_run_name="quarantine", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS)
-def quarantine_source(bucket: str, key: str, version_id: str | None, asset_id: str, prefix: str,
-                      record: dict[str, Any]) -> dict[str, Any]:
-    """Write ``<prefix><asset_id>/error.json``; for a rejected source, also copy the source to
-    ``<prefix><asset_id>/source`` (server-side; the original stays where it was uploaded).
+def quarantine_source(upload: Upload, layout: AssetLayout, record: dict[str, Any]) -> dict[str, Any]:
+    """Write the asset's ``error.json`` (``<quarantine prefix><asset_id>/error.json`` in the
+    upload bucket); for a rejected source, also copy the source beside it (server-side; the
+    original stays where it was uploaded).
 
     A failed run (a service problem, ``status: failed``) only gets the record: its source is fine
     and stays where it was uploaded for the retry.
     """
     s3 = s3_client()
-    base = f"{prefix}{asset_id}/"
     record = dict(record)
-    copy_source = {"Bucket": bucket, "Key": key}
-    if version_id:
-        copy_source["VersionId"] = version_id
+    copy_source = {"Bucket": upload.bucket, "Key": upload.key}
+    if upload.version_id:
+        copy_source["VersionId"] = upload.version_id
     try:
         if record.get("status") == "rejected":
-            s3.copy(copy_source, bucket, f"{base}source")
-            record["kept_at"] = f"s3://{bucket}/{base}source"
+            s3.copy(copy_source, upload.bucket, layout.kept_source_key)
+            record["kept_at"] = f"s3://{upload.bucket}/{layout.kept_source_key}"
     except ClientError as exc:  # a vanished source still gets its record
-        get_run_logger().warning("could not keep a copy of s3://%s/%s: %s", bucket, key, exc)
-    s3.put_object(Bucket=bucket, Key=f"{base}{ERROR_RECORD}", Body=json.dumps(record, indent=2).encode(),
+        get_run_logger().warning("could not keep a copy of %s: %s", upload.uri, exc)
+    s3.put_object(Bucket=upload.bucket, Key=layout.error_key, Body=json.dumps(record, indent=2).encode(),
                   ContentType="application/json")
-    get_run_logger().info("recorded %s for s3://%s/%s at s3://%s/%s%s", record["code"], bucket, key, bucket, base, ERROR_RECORD)
+    get_run_logger().info("recorded %s for %s at s3://%s/%s", record["code"], upload.uri, upload.bucket, layout.error_key)
     return record
 
 
 @task(name="clear-failure-record", task_run_name="clear-failure-record", retries=RETRIES,
       retry_delay_seconds=RETRY_DELAYS)
-def clear_failure_record(bucket: str, asset_id: str, prefix: str) -> bool:
+def clear_failure_record(bucket: str, layout: AssetLayout) -> bool:
     """Remove the ``error.json`` an earlier, failed attempt left for an asset now published.
 
     Only ``failed`` records (service problems) are removed; a ``rejected`` record is never
     cleared by a later success, as a rejection is decided once. Returns whether one was removed.
     """
     s3 = s3_client()
-    key = f"{prefix}{asset_id}/{ERROR_RECORD}"
     try:
-        record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        record = json.loads(s3.get_object(Bucket=bucket, Key=layout.error_key)["Body"].read())
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        if is_missing(exc):
             return False
         raise
     if record.get("status") != "failed":
         return False
-    s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key}, {"Key": f"{prefix}{asset_id}/source"}],
-                                             "Quiet": True})
-    get_run_logger().info("asset %s is published; removed the failure record of an earlier attempt", asset_id)
+    response = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": layout.error_key},
+                                                                    {"Key": layout.kept_source_key}], "Quiet": True})
+    if response.get("Errors"):
+        raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Removing the failure record failed: {response['Errors']}")
+    get_run_logger().info("asset %s is published; removed the failure record of an earlier attempt", layout.asset_id)
     return True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
@@ -11,65 +10,52 @@ from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
 
 from pixelflow import ffmpeg
-from pixelflow.aws import s3_client
-from pixelflow.core.ids import normalize_etag
+from pixelflow.aws import is_missing, s3_client
 from pixelflow.core.probe import SourceInfo, interpret_probe
+from pixelflow.core.upload import Upload
 from pixelflow.core.validation import Limits, check_size, validate_source
 from pixelflow.errors import ErrorCode, PixelFlowError
 from tasks._policy import RETRIES, RETRY_DELAYS, retry_transient
 
 
-@dataclass(frozen=True)
-class SourceObject:
-    bucket: str
-    key: str
-    etag: str | None
-    version_id: str | None
-    size: int
-    content_type: str | None = None
-
-
 def _storage_error(action: str, exc: ClientError) -> PixelFlowError:
     code = exc.response.get("Error", {}).get("Code", "")
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if code in ("404", "NoSuchKey", "NotFound", "NoSuchVersion") or status == 404:
+    if is_missing(exc):
         return PixelFlowError(ErrorCode.SOURCE_NOT_FOUND, "The uploaded object no longer exists.", {"action": action})
     return PixelFlowError(ErrorCode.STORAGE_ERROR, f"S3 {action} failed: {code or status}.", {"action": action, "code": code})
 
 
 @task(name="inspect-upload", task_run_name="inspect-upload", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
-def inspect_source(bucket: str, key: str, version_id: str | None = None) -> SourceObject:
-    """HEAD the uploaded object: size, ETag and version, before anything is downloaded."""
-    extra = {"VersionId": version_id} if version_id else {}
+def inspect_source(upload: Upload) -> Upload:
+    """HEAD the uploaded object: the upload as S3 has it now (size, ETag and version), before
+    anything is downloaded."""
+    extra = {"VersionId": upload.version_id} if upload.version_id else {}
     try:
-        head = s3_client().head_object(Bucket=bucket, Key=key, **extra)
+        head = s3_client().head_object(Bucket=upload.bucket, Key=upload.key, **extra)
     except ClientError as exc:
         raise _storage_error("HeadObject", exc) from None
-    return SourceObject(
-        bucket=bucket,
-        key=key,
-        etag=normalize_etag(head.get("ETag")),
-        version_id=head.get("VersionId") or version_id,
-        size=int(head.get("ContentLength", 0)),
-        content_type=head.get("ContentType"),
-    )
+    found = Upload.from_head(upload.bucket, upload.key, head)
+    if found.version_id is None and upload.version_id:
+        found = Upload(found.bucket, found.key, found.etag, upload.version_id, found.size)
+    return found
 
 
 @task(name="check-upload", task_run_name="check-upload")
-def check_upload(source: SourceObject, limits: Limits) -> None:
+def check_upload(source: Upload, limits: Limits) -> None:
     """Reject by size before spending any transfer or compute."""
-    check_size(source.size, limits)
+    check_size(source.size or 0, limits)
 
 
 @task(name="download", task_run_name="download", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
-def download_source(source: SourceObject, dest: Path, headroom: float = 2.5, chunk_mb: int = 16,
+def download_source(source: Upload, dest: Path, headroom: float = 2.5, chunk_mb: int = 16,
                     concurrency: int = 8) -> Path:
     """Stream the object to local scratch space with a multipart managed transfer (never the
     whole file in memory), after checking there is room for it and the renditions."""
     logger = get_run_logger()
     dest.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(dest.parent).free
-    needed = int(source.size * headroom)
+    needed = int((source.size or 0) * headroom)
     if free < needed:
         raise PixelFlowError(
             ErrorCode.INSUFFICIENT_DISK,

@@ -12,7 +12,6 @@ using the ``prefect_server`` fixture is marked ``prefect`` here.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -159,8 +158,3 @@ def pytest_collection_modifyitems(config, items):
         if slow:
             config.hook.pytest_deselected(items=slow)
             items[:] = fast
-    if shutil.which("ffmpeg") is None:
-        skip = pytest.mark.skip(reason="ffmpeg is not installed")
-        for item in items:
-            if "needs_ffmpeg" in item.keywords:
-                item.add_marker(skip)

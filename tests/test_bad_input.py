@@ -424,12 +424,13 @@ def test_run_ffmpeg_is_killed_at_its_wall_clock_limit():
 
 
 def test_free_disk_is_checked_before_download(prefect_server, buckets, corpus, tmp_path):
-    from tasks.source import SourceObject, download_source
+    from pixelflow.core.upload import Upload
+    from tasks.source import download_source
 
     up, _ = buckets
     clip = bm.make_no_audio(corpus / "disk.mp4")
     etag = upload(clip, up, "clip.mp4")
-    source = SourceObject(up, "clip.mp4", etag.strip('"'), None, clip.stat().st_size)
+    source = Upload(up, "clip.mp4", etag, None, clip.stat().st_size)
     with pytest.raises(PixelFlowError) as caught:
         download_source.with_options(retries=0)(source, tmp_path / "dl" / "source", headroom=1e15)
     assert caught.value.code.value == "insufficient_disk"

@@ -286,7 +286,7 @@ def test_stack_deploys_and_carries_an_upload(moto_server, prefect_server, media_
     monkeypatch.setenv("PIXELFLOW_OUTPUT_BUCKET", output)
     monkeypatch.setenv("PIXELFLOW_LADDER", "360")
     obj = records[0]["s3"]["object"]
-    manifest = transcode(bucket=upload, key=unquote_plus(obj["key"]), etag=obj["eTag"], size=obj["size"])
+    manifest = transcode(bucket=upload, key=unquote_plus(obj["key"]), etag=obj["eTag"])
     assert manifest["status"] == "ready"
     stored = json.loads(s3.get_object(Bucket=output, Key=f"assets/{manifest['asset_id']}/manifest.json")["Body"].read())
     assert stored["asset_id"] == manifest["asset_id"]

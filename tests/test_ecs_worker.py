@@ -36,7 +36,7 @@ def test_ecs_deployment_matches_the_local_one():
 
     assert trigger(ecs) == trigger(local)
     assert trigger(ecs)["expect"] == ["pixelflow.upload.created"]
-    assert set(trigger(ecs)["parameters"]) == {"bucket", "key", "etag", "version_id", "size"}
+    assert set(trigger(ecs)["parameters"]) == {"bucket", "key", "etag", "version_id"}
 
     (build,) = ecs["build"]
     step = build["prefect_docker.deployments.steps.build_docker_image"]

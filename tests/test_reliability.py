@@ -84,10 +84,11 @@ def stack(moto_server, proxy, tmp_path_factory):
             "PIXELFLOW_PRESET": "ultrafast",
             "PIXELFLOW_SCRATCH_DIR": str(home / "scratch"),
         },
-        # Every flow run reaches S3 through the fault proxy; a failed encode is not retried
-        # within the run, so that a killed encoder fails the run (for the manual retry), and
-        # each rung has its own encoder process (fanout), so one rung can fail alone.
-        worker_env={"AWS_ENDPOINT_URL": proxy.url, "PIXELFLOW_TASK_RETRIES": "0", "PIXELFLOW_ENGINE": "fanout"},
+        # Every flow run reaches S3 through the fault proxy; a failed task is retried once
+        # within the run: a killed ladder process leaves each rung to its one retry, encoding
+        # alone, so that a killed lone encoder then fails the run (for the manual retry) with
+        # only its own rung missing.
+        worker_env={"AWS_ENDPOINT_URL": proxy.url, "PIXELFLOW_TASK_RETRIES": "1"},
         reconcile_after_seconds=90,
     )
     instance = Stack(config, log=lambda message: print(f"{time.strftime('%H:%M:%S')} stack: {message}", flush=True))
@@ -237,7 +238,7 @@ def tiny_clips(directory: Path, count: int) -> list[Path]:
 
 # --- manual retry --------------------------------------------------------------------------------
 def test_manual_retry_redoes_only_the_failed_rendition(stack, media_dir):
-    """A run whose 720p encoder was killed fails; retried with ``prefect flow-run retry`` (and
+    """A run whose ladder process, then 720p encoder (retrying alone), were killed fails; retried with ``prefect flow-run retry`` (and
     another with ``pixelflow retry --failed-since``), only 720p is encoded again: the other
     renditions come from the first attempt's persisted results (state Cached)."""
     settings = stack.settings()
@@ -246,15 +247,19 @@ def test_manual_retry_redoes_only_the_failed_rendition(stack, media_dir):
     cases = {}
     for name in ("prefect-cli", "pixelflow-cli"):
         upload = stack.uploads.upload_file(clip, key=f"retry/{name}.mp4")
-        killer = Killer(str(scratch / upload["asset_id"]), "/720p/index.m3u8", "pipe:0", after=0.3, timeout=300)
-        killer.start()
-        cases[name] = (upload, killer)
+        folder = str(scratch / upload["asset_id"])
+        killers = [Killer(folder, "/360p/index.m3u8", "/720p/index.m3u8", after=0.3, timeout=300),  # the ladder process
+                   Killer(folder, "/720p/index.m3u8", "-filter:v", after=0.3, timeout=300)]  # 720p, encoding alone
+        for killer in killers:
+            killer.start()
+        cases[name] = (upload, killers)
 
     failed = {}
-    for name, (upload, killer) in cases.items():
+    for name, (upload, killers) in cases.items():
         failed[name] = wait_run(stack, upload["key"], TERMINAL)
-        killer.join(5)
-        assert killer.killed, f"the 720p encoder of {name} was never seen"
+        for killer in killers:
+            killer.join(5)
+        assert all(killer.killed for killer in killers), f"the ladder process or 720p encoder of {name} was never seen"
         assert failed[name]["state_type"] == "FAILED", failed[name]["state"]
         assert failed[name]["state"]["message"].startswith("transcode_failed:"), failed[name]["state"]["message"]
         # nothing is visible to clients: the renditions that finished are uploaded, no manifest
@@ -285,9 +290,9 @@ def test_manual_retry_redoes_only_the_failed_rendition(stack, media_dir):
         print(name, "attempt 2:", sorted(f"{n}={t['state_name']}" for n, t in second.items()))
         assert first["transcode-720p"]["state_type"] == "FAILED"
         assert first["transcode-360p"]["state_type"] == first["transcode-480p"]["state_type"] == "COMPLETED"
-        # the second attempt encoded 720p alone (one decode feeding it) ...
+        # the second attempt encoded 720p alone (one ladder process making it) ...
         assert second["transcode-720p"]["state_name"] == "Completed"
-        assert second["decode"]["state_name"] == "Completed"
+        assert second["encode-ladder"]["state_name"] == "Completed"
         assert not {"transcode-360p", "transcode-480p", "transcode-audio"} & set(second), sorted(second)
         # ... and took the renditions published by the first attempt from their results
         for rendition in ("360p", "480p", "audio"):

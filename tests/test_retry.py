@@ -1,6 +1,6 @@
-"""Retries redo only what failed: with the ``fanout`` engine a killed FFmpeg encoder costs one
-rung, never the ladder; with the ``single`` engine a killed ladder process costs one retry of each
-rung, each alone, and never a second run."""
+"""Retries redo only what failed: a killed ladder process (the one FFmpeg process encoding every
+rung) costs one retry of each rung, each alone, and never a second run; a killed encoder of a
+rung retrying alone costs another retry of that rung only."""
 
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ def task_runs(flow_run_id) -> list:
         return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])), limit=200)
 
 
-def _transcode_killing(buckets, media_dir, tmp_path, monkeypatch, engine: str, key: str, *fragments: str):
-    """Transcode a 6 s 720p clip (rungs 360p-720p, one task retry) with ``engine`` while the
-    first FFmpeg process whose command line holds ``fragments`` is killed part way through.
+def _transcode_killing(buckets, media_dir, tmp_path, monkeypatch, key: str, *kills: tuple[str, ...], retries: int = 1):
+    """Transcode a 6 s 720p clip (rungs 360p-720p, ``retries`` task retries) while, for each of
+    ``kills``, the first FFmpeg process whose command line holds its fragments is killed part
+    way through.
 
     Returns the flow run's final state, its task runs, and a function reading the published
     playlist of a rung.
@@ -38,18 +39,19 @@ def _transcode_killing(buckets, media_dir, tmp_path, monkeypatch, engine: str, k
     scratch = tmp_path / "scratch"
     monkeypatch.setenv("PIXELFLOW_SCRATCH_DIR", str(scratch))
     monkeypatch.setenv("PIXELFLOW_LADDER", "360,480,720")
-    monkeypatch.setenv("PIXELFLOW_TASK_RETRIES", "1")
-    monkeypatch.setenv("PIXELFLOW_ENGINE", engine)
+    monkeypatch.setenv("PIXELFLOW_TASK_RETRIES", str(retries))
     clip = make_clip(media_dir / "retry-720p.mp4", seconds=6, size="1280x720")
     s3 = s3_client()
     s3.upload_file(str(clip), up, key)
     etag = s3.head_object(Bucket=up, Key=key)["ETag"]
 
-    killer = Killer(str(scratch), *fragments, after=0.3)
-    killer.start()
+    killers = [Killer(str(scratch), *fragments, after=0.3) for fragments in kills]
+    for killer in killers:
+        killer.start()
     state = transcode(bucket=up, key=key, etag=etag, return_state=True)
-    killer.join(5)
-    assert killer.killed, f"no process with {fragments} was seen"
+    for killer, fragments in zip(killers, kills):
+        killer.join(5)
+        assert killer.killed, f"no process with {fragments} was seen"
     assert state.is_completed(), state.message
     assert [r["name"] for r in state.result()["renditions"]] == ["360p", "480p", "720p"]
     assert not any(scratch.iterdir()) if scratch.exists() else True
@@ -61,18 +63,22 @@ def _transcode_killing(buckets, media_dir, tmp_path, monkeypatch, engine: str, k
     return state, task_runs(state.state_details.flow_run_id), playlist
 
 
+LADDER_PROCESS = ("/360p/index.m3u8", "/720p/index.m3u8")  # every rung's output: the ladder process
+LONE_720P = ("/720p/index.m3u8", "-filter:v")  # one rung, scaled from the source itself: a lone encode
+
+
 def test_killed_encoder_is_retried_alone_and_the_asset_completes(prefect_server, buckets, media_dir, tmp_path, monkeypatch):
-    # Kill the 720p encoder fed by the shared decoder, part way through.
-    state, runs, playlist = _transcode_killing(buckets, media_dir, tmp_path, monkeypatch, "fanout", "retry.mp4",
-                                               "/720p/index.m3u8", "pipe:0")
+    # Kill the ladder process, then the 720p encoder retrying alone, each part way through.
+    state, runs, playlist = _transcode_killing(buckets, media_dir, tmp_path, monkeypatch, "retry.mp4",
+                                               LADDER_PROCESS, LONE_720P, retries=2)
     by_name = {}
     for run in runs:
         by_name.setdefault(run.name, []).append(run)
-    # the 720p task ran twice (the killed attempt, then its retry from the source); every other
-    # rung and the shared decode ran once
-    assert by_name["transcode-720p"][0].run_count == 2
-    assert all(by_name[f"transcode-{r}"][0].run_count == 1 for r in ("360p", "480p"))
-    assert [r.run_count for r in runs if r.name == "decode"] == [1]
+    # the 720p task ran three times (its share of the killed ladder process, the killed lone
+    # encode, then its retry from the source); every other rung twice, the ladder process once
+    assert by_name["transcode-720p"][0].run_count == 3
+    assert all(by_name[f"transcode-{r}"][0].run_count == 2 for r in ("360p", "480p"))
+    assert [r.run_count for r in runs if r.name == "encode-ladder"] == [1]
     # and the published 720p rendition is whole
     text = playlist("720p")
     assert text.count("#EXTINF") == 2 and "#EXT-X-ENDLIST" in text
@@ -81,8 +87,8 @@ def test_killed_encoder_is_retried_alone_and_the_asset_completes(prefect_server,
 def test_killed_ladder_process_is_retried_rung_by_rung_and_the_asset_completes(prefect_server, buckets, media_dir,
                                                                                  tmp_path, monkeypatch):
     # Kill the one FFmpeg process encoding every rung, part way through.
-    state, runs, playlist = _transcode_killing(buckets, media_dir, tmp_path, monkeypatch, "single", "retry-single.mp4",
-                                               "/360p/index.m3u8", "/720p/index.m3u8")
+    state, runs, playlist = _transcode_killing(buckets, media_dir, tmp_path, monkeypatch, "retry-single.mp4",
+                                               LADDER_PROCESS)
     by_name = {run.name: run for run in runs}
     # the ladder process (every rung, the audio and the poster) failed once and is not retried;
     # every rendition, and the poster, then encoded alone, once

@@ -78,8 +78,7 @@ def test_upload_starts_exactly_one_run_that_publishes_the_asset(stack, media_dir
     # Started by the deployment trigger, with typed parameters from the event payload.
     assert run["created_by"]["type"] == "AUTOMATION"
     assert run["created_by"]["display_value"] == "pixelflow-local-upload-created"
-    assert run["parameters"] == {"bucket": settings.upload_bucket, "key": key, "etag": etag, "version_id": None,
-                                 "size": clip.stat().st_size}
+    assert run["parameters"] == {"bucket": settings.upload_bucket, "key": key, "etag": etag, "version_id": None}
 
     # The asset is in the production bucket.
     prefix = f"{settings.asset_prefix}{asset}/"

@@ -133,13 +133,13 @@ def _sample(stack, path: Path, timeout: float) -> None:
     elapsed = time.time() - upload["uploaded_at"]
     settings = uploads.settings
     run = prefect.flow_run_for(upload["key"], upload["etag"])
-    prefix = f"{settings.asset_prefix}{upload['asset_id']}/"
+    master = settings.layout(upload["asset_id"]).master_key
     print()
     print(f"Sample transcoded in {elapsed:.1f} s: {len(manifest.get('renditions', []))} renditions.")
     if run:
         print(f"  flow run        {prefect.flow_run_url(run['id'])}")
-    print(f"  master playlist s3://{settings.output_bucket}/{prefix}master.m3u8")
-    print(f"                  {uploads.object_url(settings.output_bucket, prefix + 'master.m3u8')}")
+    print(f"  master playlist s3://{settings.output_bucket}/{master}")
+    print(f"                  {uploads.object_url(settings.output_bucket, master)}")
     print()
 
 

@@ -80,7 +80,7 @@ def describe(info: assets.AssetInfo, settings: PixelFlowSettings) -> str:
             kbps = round((r.get("bandwidth") or 0) / 1000)
             size = f"{r.get('width')}x{r.get('height')}"
             lines.append(f"rendition  {r.get('name', '?'):<6} {size:<10} {kbps} kbit/s")
-        lines.append(f"playlist   s3://{settings.output_bucket}/{assets.asset_key(settings, info.asset_id, 'master.m3u8')}")
+        lines.append(f"playlist   s3://{settings.output_bucket}/{settings.layout(info.asset_id).master_key}")
         lines.append(f"play       pixelflow play {info.asset_id}")
     return "\n".join(lines)
 

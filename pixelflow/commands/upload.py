@@ -25,7 +25,7 @@ from pixelflow import assets
 from pixelflow.aws import s3_client
 from pixelflow.commands._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_json_flag, fail
 from pixelflow.commands.status import describe
-from pixelflow.core.ids import asset_id as compute_asset_id
+from pixelflow.core.upload import Upload
 from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow.settings import PixelFlowSettings
 
@@ -110,16 +110,8 @@ def upload_file(path: Path, key: str, settings: PixelFlowSettings, s3, progress:
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     s3.upload_file(str(path), settings.upload_bucket, key, ExtraArgs={"ContentType": content_type},
                    Config=transfer_config(settings), Callback=progress)
-    head = s3.head_object(Bucket=settings.upload_bucket, Key=key)
-    version_id = head.get("VersionId")
-    return {
-        "asset_id": compute_asset_id(settings.upload_bucket, key, head["ETag"], version_id),
-        "bucket": settings.upload_bucket,
-        "key": key,
-        "etag": head["ETag"].strip('"'),
-        "version_id": version_id,
-        "size": head["ContentLength"],
-    }
+    upload = Upload.from_head(settings.upload_bucket, key, s3.head_object(Bucket=settings.upload_bucket, Key=key))
+    return {"asset_id": upload.asset_id, **upload.to_dict()}
 
 
 def wait_for(asset_id: str, settings: PixelFlowSettings, s3, timeout: float,

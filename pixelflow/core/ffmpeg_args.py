@@ -5,17 +5,21 @@ Inputs are always local files we downloaded, opened through the ``file`` protoco
 upload can never make FFmpeg read another file or reach the network. Paths are passed as
 ``file:`` URLs, so a name can never be read as an option.
 
-Encoding model: one **decoder** process reads the source once and fans raw, already scaled
-frames out to one pipe per rung; one **encoder** process per rung (its own Prefect task) reads
-its pipe and writes an fMP4 HLS rendition. Decoding and scaling a 4K source is most of the work,
-so it is done once, not once per rung. A rung can also be encoded straight from the source
-(:func:`encode_args` with ``from_source``), which a retry of a single rung uses.
+Encoding model: one **ladder process** (:func:`ladder_encode_args`) reads the source once,
+scales it for every rung (:func:`ladder_graph`) and encodes every rung, the audio rendition and
+the poster frame. Decoding and scaling a 4K source is most of the work, so it is done once, not
+once per rung. A rung can also be encoded alone, straight from the source (:func:`encode_args`),
+which a retry of a single rung uses.
 
 Example:
     >>> from fractions import Fraction
     >>> from pixelflow.core.ladder import LadderConfig, Rendition
+    >>> from pixelflow.core.probe import interpret_probe
+    >>> info = interpret_probe({"format": {"format_name": "mov", "duration": "2"}, "streams": [
+    ...     {"index": 0, "codec_type": "video", "codec_name": "h264", "width": 640, "height": 360,
+    ...      "r_frame_rate": "30/1", "pix_fmt": "yuv420p"}]})
     >>> r = Rendition("360p", 360, 640, 360, Fraction(30), 900, 1800, 60)
-    >>> args = encode_args(EncodeInput.pipe(), r, LadderConfig(), "/s/out/360p")
+    >>> args = encode_args("/s/source", info, r, LadderConfig(), "/s/out/360p")
     >>> args[:4]
     ['ffmpeg', '-hide_banner', '-nostdin', '-y']
     >>> "-sc_threshold" in args and "libx264" in args
@@ -24,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from pixelflow.core.ladder import LadderConfig, Rendition
@@ -55,26 +58,6 @@ def base_args(progress: bool = True) -> list[str]:
     if progress:
         args += ["-progress", "pipe:1", "-nostats"]
     return args
-
-
-@dataclass(frozen=True)
-class EncodeInput:
-    """Where an encoder reads frames from."""
-
-    path: str
-    demuxer: str
-    from_source: bool
-    stream_index: int | None = None
-
-    @classmethod
-    def pipe(cls) -> "EncodeInput":
-        """Raw frames from the decoder on standard input, already scaled for the rung."""
-        return cls(path="pipe:0", demuxer="nut", from_source=False)
-
-    @classmethod
-    def source(cls, path: str, info: SourceInfo) -> "EncodeInput":
-        """The downloaded source itself (the rung is decoded and scaled on its own)."""
-        return cls(path=path, demuxer=info.demuxer, from_source=True, stream_index=info.video.index if info.video else 0)
 
 
 def input_args(path: str, demuxer: str, extra: list[str] | None = None) -> list[str]:
@@ -140,13 +123,13 @@ def rung_filters(rendition: Rendition) -> list[str]:
     ]
 
 
-def fanout_graph(info: SourceInfo, renditions: list[Rendition]) -> tuple[str, list[str]]:
-    """The decoder's filter graph: every rung's pictures from one decode, and the output labels
+def ladder_graph(info: SourceInfo, renditions: list[Rendition]) -> tuple[str, list[str]]:
+    """The ladder process's filter graph: every rung's pictures from one decode, and the output labels
     (``v0``, ``v1``, ... in the order of ``renditions``).
 
     Scaling is two-stage: the source is scaled once, to the largest rung, and each smaller rung
     is scaled from that picture. Only one scaler reads full-size (4K) frames, which on a 4K
-    source takes about a quarter off the decoder's CPU time against scaling every rung from the
+    source takes about a quarter off the decode's CPU time against scaling every rung from the
     source, for an SSIM change under 0.0005 (see ``bench/``). When a smaller rung would need a
     higher frame rate than the largest one, every rung is scaled from the source instead.
 
@@ -157,7 +140,7 @@ def fanout_graph(info: SourceInfo, renditions: list[Rendition]) -> tuple[str, li
         >>> info = interpret_probe({"format": {"format_name": "mov", "duration": "2"}, "streams": [
         ...     {"index": 0, "codec_type": "video", "codec_name": "h264", "width": 3840, "height": 2160,
         ...      "r_frame_rate": "30/1", "pix_fmt": "yuv420p"}]})
-        >>> graph, labels = fanout_graph(info, plan_ladder(3840, 2160, Fraction(30), LadderConfig()))
+        >>> graph, labels = ladder_graph(info, plan_ladder(3840, 2160, Fraction(30), LadderConfig()))
         >>> for chain in graph.split(";"):
         ...     print(chain)
         [0:0]fps=30/1,scale=1920:1080:flags=bicubic,split=4[top][s0][s1][s2]
@@ -192,35 +175,14 @@ def fanout_graph(info: SourceInfo, renditions: list[Rendition]) -> tuple[str, li
     return ";".join(chains), labels
 
 
-def _decode_args(source: str, info: SourceInfo, renditions: list[Rendition]) -> tuple[list[str], list[str]]:
-    """Open the source and build the :func:`fanout_graph`: the arguments up to the outputs, and
-    the graph's output labels."""
-    graph, labels = fanout_graph(info, renditions)
-    return base_args() + input_args(source, info.demuxer) + ["-filter_complex", graph], labels
-
-
-def decode_fanout_args(source: str, info: SourceInfo, renditions: list[Rendition], fds: list[int]) -> list[str]:
-    """One decode of the source feeding one raw-frame pipe per rung (NUT, rawvideo), written to
-    the inherited file descriptors ``fds``; the pictures come from :func:`fanout_graph`.
-
-    Rotation metadata is applied by FFmpeg's autorotation before the filter graph.
-    """
-    if len(renditions) != len(fds) or not renditions:
-        raise ValueError("one pipe per rendition")
-    args, labels = _decode_args(source, info, renditions)
-    for label, fd in zip(labels, fds):
-        args += ["-map", f"[{label}]", "-c:v", "rawvideo", "-fps_mode", "passthrough", "-f", "nut", f"pipe:{int(fd)}"]
-    return args
-
-
 def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition], config: LadderConfig,
                        out_dirs: list[str], audio_dir: str | None = None,
                        poster: tuple[Rendition, str] | None = None) -> list[str]:
-    """One FFmpeg process for the whole ladder: one decode, the :func:`fanout_graph` pictures,
+    """One FFmpeg process for the whole ladder: one decode, the :func:`ladder_graph` pictures,
     and one libx264 encoder and HLS output per rung, written to ``out_dirs`` (in the order of
-    ``renditions``). The same outputs as :func:`decode_fanout_args` feeding one
-    :func:`encode_args` per rung, without raw frames crossing a pipe. With ``audio_dir``, the
-    audio rendition (:func:`audio_output_args`) comes from the same read of the source. With
+    ``renditions``): the same outputs as one :func:`encode_args` per rung. Rotation metadata is
+    applied by FFmpeg's autorotation before the filter graph. With ``audio_dir``, the audio
+    rendition (:func:`audio_output_args`) comes from the same read of the source. With
     ``poster`` (one of ``renditions`` and a JPEG path), the poster frame (:func:`poster_frame`) is
     taken from that rung's pictures: no second decode, no seek.
 
@@ -246,7 +208,8 @@ def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition
     """
     if len(renditions) != len(out_dirs) or not renditions:
         raise ValueError("one output folder per rendition")
-    args, labels = _decode_args(source, info, renditions)
+    graph, labels = ladder_graph(info, renditions)
+    args = base_args() + input_args(source, info.demuxer) + ["-filter_complex", graph]
     maps = [f"[{label}]" for label in labels]
     if poster is not None:
         rendition, poster_path = poster
@@ -315,19 +278,12 @@ def x264_args(rendition: Rendition, config: LadderConfig) -> list[str]:
     ]
 
 
-def encode_args(source: EncodeInput, rendition: Rendition, config: LadderConfig, out_dir: str,
-                info: SourceInfo | None = None) -> list[str]:
-    """Encode one rung to fMP4 HLS, from the decoder's pipe or straight from the source."""
-    args = base_args()
-    if source.from_source:
-        if info is None:
-            raise ValueError("encoding from the source needs its probe info")
-        args += input_args(source.path, source.demuxer)
-        chain = ",".join(prefilters(info) + rung_filters(rendition))
-        args += ["-map", f"0:{source.stream_index}", "-filter:v", chain]
-    else:
-        args += ["-protocol_whitelist", "pipe", "-f", "nut", "-i", "pipe:0", "-map", "0"]
-    return args + rung_output_args(rendition, config, out_dir)
+def encode_args(source: str, info: SourceInfo, rendition: Rendition, config: LadderConfig, out_dir: str) -> list[str]:
+    """Encode one rung alone to fMP4 HLS, decoding and scaling the source itself (a rung's retry)."""
+    assert info.video is not None
+    chain = ",".join(prefilters(info) + rung_filters(rendition))
+    return (base_args() + input_args(source, info.demuxer) + ["-map", f"0:{info.video.index}", "-filter:v", chain]
+            + rung_output_args(rendition, config, out_dir))
 
 
 def audio_args(source: str, info: SourceInfo, config: LadderConfig, out_dir: str) -> list[str]:
@@ -360,10 +316,32 @@ def poster_args(source: str, info: SourceInfo, rendition: Rendition, out_path: s
     return args + ["-map", f"0:{info.video.index}", "-filter:v", chain] + poster_output_args(out_path)
 
 
-def probe_args(path: str, demuxer: str | None = None) -> dict[str, str]:
-    """ffprobe options for a local file: file protocol only,
-    bounded analysis, and the demuxer forced when known."""
-    options = {"protocol_whitelist": "file", "v": "error", "probesize": "50000000", "analyzeduration": "20000000"}
+def probe_args(path: str, demuxer: str | None = None, formats: list[str] | None = None) -> list[str]:
+    """ffprobe of a local file's headers as JSON: file protocol only, bounded analysis, and either
+    exactly ``demuxer`` or, when given, only the demuxers in ``formats`` (``format_whitelist``).
+
+    >>> probe_args("/s/source", "mov")[-7:]
+    ['-f', 'mov', '-show_format', '-show_streams', '-of', 'json', 'file:/s/source']
+    >>> args = probe_args("/s/source", formats=["mov", "webm"])
+    >>> args[args.index("-format_whitelist") + 1]
+    'mov,webm'
+    """
+    args = [FFPROBE, "-hide_banner", "-protocol_whitelist", "file", "-v", "error", "-probesize", "50000000",
+            "-analyzeduration", "20000000"]
     if demuxer:
-        options["f"] = demuxer
-    return options
+        args += ["-f", demuxer]
+    elif formats is not None:
+        args += ["-format_whitelist", ",".join(formats)]
+    return args + ["-show_format", "-show_streams", "-of", "json", file_url(path)]
+
+
+def measure_duration_args(path: str, demuxer: str) -> list[str]:
+    """Read every packet of the first video stream once, without decoding (``-c copy`` to
+    ``null``): the media time FFmpeg reports at the end is the duration of a file that states none.
+
+    >>> measure_duration_args("/s/source", "webm")[-11:]
+    ['-f', 'webm', '-i', 'file:/s/source', '-map', '0:v:0', '-c', 'copy', '-f', 'null', '-']
+    """
+    return [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "level+error", "-progress", "pipe:1", "-nostats",
+            "-protocol_whitelist", "file", "-f", demuxer, "-i", file_url(path),
+            "-map", "0:v:0", "-c", "copy", "-f", "null", "-"]

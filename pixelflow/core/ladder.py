@@ -11,6 +11,8 @@ Rules (after PeerTube's and the HLS authoring guidelines'):
   frames and keyframes stay on the same timeline in every rendition;
 * one GOP length in seconds for every rung, segments a whole number of GOPs;
 * bitrate caps from a table at 30 fps, scaled by frame rate for faster sources.
+* the poster frame is taken from the third rung (720p by default), else the tallest
+  (:func:`poster_rendition`).
 
 Example:
     >>> from fractions import Fraction
@@ -164,3 +166,17 @@ def plan_ladder(display_width: int, display_height: int, fps: Fraction, config: 
             )
         )
     return plan
+
+
+def poster_rendition(plan: list[Rendition]) -> Rendition:
+    """The rung the poster frame is taken from, at its size: the third rung (720p in the default
+    ladder), else the tallest there is.
+
+    >>> from fractions import Fraction
+    >>> [poster_rendition(plan_ladder(w, h, Fraction(30), LadderConfig())).name
+    ...  for w, h in ((3840, 2160), (854, 480), (320, 240))]
+    ['720p', '480p', '240p']
+    """
+    if not plan:
+        raise ValueError("an empty ladder has no poster rung")
+    return plan[min(len(plan) - 1, 2)]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from pixelflow.core.hls import AudioEntry, VariantEntry, bandwidths, parse_media_playlist
+from pixelflow.core.layout import MASTER, POSTER
+from pixelflow.core.upload import Upload
 
 MANIFEST_VERSION = 1
 
@@ -91,16 +93,7 @@ def audio_entry(r: RenditionOutput) -> AudioEntry:
     return AudioEntry(r.playlist, r.bandwidth, r.average_bandwidth, r.codecs)
 
 
-@dataclass(frozen=True)
-class SourceRef:
-    bucket: str
-    key: str
-    etag: str | None
-    version_id: str | None
-    size: int
-
-
-def build_manifest(asset_id: str, source: SourceRef, probe_summary: dict[str, Any], videos: list[RenditionOutput],
+def build_manifest(asset_id: str, source: Upload, probe_summary: dict[str, Any], videos: list[RenditionOutput],
                    audio: RenditionOutput | None, ladder: str, flow_run_id: str | None = None,
                    created_at: datetime | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """``manifest.json``: everything a client needs to know about a ready asset."""
@@ -111,11 +104,11 @@ def build_manifest(asset_id: str, source: SourceRef, probe_summary: dict[str, An
         "asset_id": asset_id,
         "status": "ready",
         "created_at": created,
-        "source": asdict(source),
+        "source": source.to_dict(),
         "probe": probe_summary,
         "duration": probe_summary.get("duration"),
-        "master_playlist": "master.m3u8",
-        "poster": "poster.jpg",
+        "master_playlist": MASTER,
+        "poster": POSTER,
         "ladder": ladder,
         "renditions": [r.to_dict() for r in renditions],
         "audio": audio.to_dict() if audio else None,
@@ -123,17 +116,6 @@ def build_manifest(asset_id: str, source: SourceRef, probe_summary: dict[str, An
     }
     manifest.update(extra or {})
     return manifest
-
-
-@dataclass
-class PublishPlan:
-    """Object keys of an asset and the order they are published in."""
-
-    prefix: str
-    files: list[str] = field(default_factory=list)
-
-    def key(self, relative: str) -> str:
-        return f"{self.prefix}{relative}"
 
 
 CONTENT_TYPES = {

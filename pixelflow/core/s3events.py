@@ -30,7 +30,8 @@ from datetime import datetime, timezone
 from typing import Any, Union
 from urllib.parse import unquote_plus
 
-from pixelflow.core.ids import asset_id, normalize_etag, source_revision
+from pixelflow.core.ids import normalize_etag
+from pixelflow.core.upload import Upload
 
 #: Name of the Prefect event emitted for every object created in the upload bucket.
 UPLOAD_CREATED = "pixelflow.upload.created"
@@ -67,6 +68,11 @@ class S3Record:
     sequencer: str | None = None
     event_time: str | None = None
     region: str | None = None
+
+    @property
+    def upload(self) -> Upload:
+        """The upload this record announces."""
+        return Upload(self.bucket, self.key, self.etag, self.version_id, self.size)
 
     @property
     def is_created(self) -> bool:
@@ -260,7 +266,7 @@ def event_id(record: S3Record) -> uuid.UUID:
         True
     """
     material = "\x00".join(
-        [UPLOAD_CREATED, record.bucket, record.key, source_revision(record.etag, record.version_id), record.sequencer or ""]
+        [UPLOAD_CREATED, record.bucket, record.key, record.upload.revision, record.sequencer or ""]
     )
     return uuid.uuid5(EVENT_NAMESPACE, material)
 
@@ -299,7 +305,7 @@ def event_payload(record: S3Record) -> dict[str, Any]:
         "event_time": record.event_time,
         "event_name": record.event_name,
         "region": record.region,
-        "asset_id": asset_id(record.bucket, record.key, record.etag, record.version_id),
+        "asset_id": record.upload.asset_id,
     }
 
 

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 from botocore.exceptions import ClientError
 
 from pixelflow import assets
-from pixelflow.aws import s3_client
+from pixelflow.aws import is_missing, s3_client
 from pixelflow.settings import PixelFlowSettings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -171,7 +171,7 @@ class PlayerHandler(BaseHTTPRequestHandler):
         if suffix not in ASSET_TYPES or not self._permitted(asset_id):
             return self._error(HTTPStatus.NOT_FOUND, "Not found.")
         settings = self.server.settings
-        request: dict[str, Any] = {"Bucket": settings.output_bucket, "Key": assets.asset_key(settings, asset_id, name)}
+        request: dict[str, Any] = {"Bucket": settings.output_bucket, "Key": settings.layout(asset_id).key(name)}
         range_header = self.headers.get("Range")
         if range_header and re.fullmatch(r"bytes=\d*-\d*", range_header.strip()):
             request["Range"] = range_header.strip()
@@ -179,7 +179,7 @@ class PlayerHandler(BaseHTTPRequestHandler):
             obj = self.server.s3.get_object(**request)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code"))
-            if code in {"NoSuchKey", "404", "NotFound"}:
+            if is_missing(exc):
                 return self._error(HTTPStatus.NOT_FOUND, "Not found.")
             if code == "InvalidRange":
                 return self._error(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, "Range not satisfiable.")

@@ -42,27 +42,20 @@ class Uploads:
             bucket, key, etag, version_id, the resulting asset_id and ``uploaded_at`` (epoch
             seconds when S3 answered the PUT).
         """
-        from pixelflow.core.ids import asset_id, normalize_etag
+        from pixelflow.core.upload import Upload
 
         bucket = self.settings.upload_bucket
         key = key or f"uploads/{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{path.name}"
         with open(path, "rb") as body:
             response = self.s3.put_object(Bucket=bucket, Key=key, Body=body)
         uploaded_at = time.time()
-        etag = normalize_etag(response.get("ETag"))
-        version_id = response.get("VersionId")
-        return {
-            "bucket": bucket,
-            "key": key,
-            "etag": etag,
-            "version_id": version_id,
-            "asset_id": asset_id(bucket, key, etag, version_id),
-            "uploaded_at": uploaded_at,
-        }
+        upload = Upload(bucket, key, response.get("ETag"), response.get("VersionId"))
+        return {"bucket": bucket, "key": key, "etag": upload.etag, "version_id": upload.version_id,
+                "asset_id": upload.asset_id, "uploaded_at": uploaded_at}
 
     def manifest_key(self, asset: str) -> str:
         """Key of an asset's ``manifest.json`` in the output bucket."""
-        return f"{self.settings.asset_prefix}{asset}/manifest.json"
+        return self.settings.layout(asset).manifest_key
 
     def wait_for_manifest(self, asset: str, timeout: float = 900.0,
                           on_wait: Callable[[float], None] | None = None) -> dict[str, Any]:

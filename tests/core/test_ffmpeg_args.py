@@ -4,8 +4,8 @@ from fractions import Fraction
 
 import pytest
 
-from pixelflow.core.ffmpeg_args import (EncodeInput, audio_args, decode_fanout_args, encode_args, file_url,
-                                        ladder_encode_args, poster_args)
+from pixelflow.core.ffmpeg_args import (audio_args, encode_args, file_url, ladder_encode_args, measure_duration_args,
+                                        poster_args, probe_args)
 from pixelflow.core.ladder import LadderConfig, plan_ladder
 from pixelflow.core.probe import interpret_probe
 
@@ -20,6 +20,7 @@ PROBE = {
 INFO = interpret_probe(PROBE)
 CFG = LadderConfig()
 PLAN = plan_ladder(3840, 2160, Fraction(30), CFG)
+DIRS = [f"/s/out/{r.name}" for r in PLAN]
 
 
 def value_after(args, flag):
@@ -27,10 +28,15 @@ def value_after(args, flag):
 
 
 def test_inputs_are_local_files_with_forced_demuxer_and_file_protocol_only():
-    args = decode_fanout_args("/scratch/a/source", INFO, PLAN, [5, 6, 7, 8])
-    assert value_after(args, "-protocol_whitelist") == "file"
-    assert value_after(args, "-f") == "mov"
-    assert value_after(args, "-i") == "file:/scratch/a/source"
+    for args in (ladder_encode_args("/scratch/a/source", INFO, PLAN, CFG, DIRS),
+                 encode_args("/scratch/a/source", INFO, PLAN[0], CFG, "/s/out/360p")):
+        assert value_after(args, "-protocol_whitelist") == "file"
+        assert value_after(args, "-f") == "mov"
+        assert value_after(args, "-i") == "file:/scratch/a/source"
+    for args in (probe_args("/scratch/a/source", "mov"), measure_duration_args("/scratch/a/source", "mov")):
+        assert value_after(args, "-protocol_whitelist") == "file"
+        assert value_after(args, "-f") == "mov"
+        assert args[args.index("-f") + 1:].count("file:/scratch/a/source") == 1
     with pytest.raises(ValueError):
         file_url("-i_am_an_option.mp4")
     with pytest.raises(ValueError):
@@ -38,7 +44,7 @@ def test_inputs_are_local_files_with_forced_demuxer_and_file_protocol_only():
 
 
 def test_one_decode_feeds_every_rung():
-    args = decode_fanout_args("/s/source", INFO, PLAN, [5, 6, 7, 8])
+    args = ladder_encode_args("/s/source", INFO, PLAN, CFG, DIRS)
     assert args.count("-i") == 1
     graph = value_after(args, "-filter_complex")
     assert "split=4" in graph
@@ -53,16 +59,15 @@ def test_one_decode_feeds_every_rung():
 def test_rungs_with_a_higher_rate_than_the_largest_are_scaled_from_the_source():
     from dataclasses import replace
     plan = [replace(PLAN[0], fps=Fraction(60)), *PLAN[1:]]
-    args = decode_fanout_args("/s/source", INFO, plan, [5, 6, 7, 8])
+    args = ladder_encode_args("/s/source", INFO, plan, CFG, DIRS)
     chains = value_after(args, "-filter_complex").split(";")
     assert chains[0] == "[0:0]split=4[s0][s1][s2][s3]"
     assert len(chains) == 5
-    assert [a for a in args if a.startswith("pipe:") and a != "pipe:1"] == ["pipe:5", "pipe:6", "pipe:7", "pipe:8"]
 
 
 def test_encoder_settings_align_keyframes_and_cap_bitrate():
     r720 = PLAN[2]
-    args = encode_args(EncodeInput.pipe(), r720, CFG, "/s/out/720p")
+    args = encode_args("/s/source", INFO, r720, CFG, "/s/out/720p")
     assert value_after(args, "-c:v") == "libx264"
     assert value_after(args, "-g") == value_after(args, "-keyint_min") == "60"
     assert value_after(args, "-sc_threshold") == "0"
@@ -75,11 +80,10 @@ def test_encoder_settings_align_keyframes_and_cap_bitrate():
     assert value_after(args, "-hls_playlist_type") == "vod"
     assert args[-1] == "/s/out/720p/index.m3u8"
     assert "-an" in args
-    assert value_after(args, "-protocol_whitelist") == "pipe"
 
 
 def test_a_single_rung_can_be_encoded_straight_from_the_source():
-    args = encode_args(EncodeInput.source("/s/source", INFO), PLAN[0], CFG, "/s/out/360p", INFO)
+    args = encode_args("/s/source", INFO, PLAN[0], CFG, "/s/out/360p")
     assert value_after(args, "-i") == "file:/s/source"
     assert "scale=640:360" in value_after(args, "-filter:v")
 
@@ -93,7 +97,7 @@ def test_audio_uses_the_chosen_stream_and_poster_is_one_frame():
 
 
 def test_the_ladder_process_reads_the_source_once_for_every_rung_and_the_audio():
-    dirs = [f"/s/out/{r.name}" for r in PLAN]
+    dirs = DIRS
     args = ladder_encode_args("/s/source", INFO, PLAN, CFG, dirs, "/s/out/audio")
     assert args.count("-i") == 1 and value_after(args, "-i") == "file:/s/source"
     maps = [args[i + 1] for i, a in enumerate(args) if a == "-map"]
@@ -106,7 +110,7 @@ def test_the_ladder_process_reads_the_source_once_for_every_rung_and_the_audio()
 
 
 def test_the_ladder_process_takes_the_poster_from_its_rung_as_a_lone_process_would():
-    dirs = [f"/s/out/{r.name}" for r in PLAN]
+    dirs = DIRS
     args = ladder_encode_args("/s/source", INFO, PLAN, CFG, dirs, "/s/out/audio", poster=(PLAN[2], "/s/poster.jpg"))
     assert args.count("-i") == 1
     maps = [args[i + 1] for i, a in enumerate(args) if a == "-map"]
@@ -121,7 +125,10 @@ def test_the_ladder_process_takes_the_poster_from_its_rung_as_a_lone_process_wou
 
 
 def test_no_argument_is_ever_a_shell_string():
-    for args in (decode_fanout_args("/s/source", INFO, PLAN, [5, 6, 7, 8]),
-                 encode_args(EncodeInput.pipe(), PLAN[0], CFG, "/s/o"), audio_args("/s/source", INFO, CFG, "/s/a")):
+    for args in (ladder_encode_args("/s/source", INFO, PLAN, CFG, DIRS), encode_args("/s/source", INFO, PLAN[0], CFG, "/s/o"),
+                 audio_args("/s/source", INFO, CFG, "/s/a"), poster_args("/s/source", INFO, PLAN[2], "/s/p.jpg"),
+                 measure_duration_args("/s/source", "webm")):
         assert all(isinstance(a, str) for a in args)
         assert args[0] == "ffmpeg"
+    args = probe_args("/s/source", formats=["mov", "webm"])
+    assert all(isinstance(a, str) for a in args) and args[0] == "ffprobe"

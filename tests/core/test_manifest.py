@@ -1,7 +1,8 @@
 """Playlists and the manifest: bandwidth from real segment sizes, codecs, content types."""
 
 from pixelflow.core.hls import master_playlist, parse_master_playlist
-from pixelflow.core.manifest import SourceRef, audio_entry, build_manifest, object_headers, summarize_rendition, variant_entry
+from pixelflow.core.manifest import audio_entry, build_manifest, object_headers, summarize_rendition, variant_entry
+from pixelflow.core.upload import Upload
 
 PLAYLIST = """#EXTM3U
 #EXT-X-VERSION:7
@@ -52,7 +53,7 @@ def test_master_lists_every_rendition_with_the_attributes_players_need():
 
 
 def test_manifest_describes_the_asset():
-    source = SourceRef("uploads", "a/b.mp4", "etag1", None, 123)
+    source = Upload("uploads", "a/b.mp4", "etag1", None, 123)
     m = build_manifest("abc", source, {"duration": 10.0}, [rendition()], None, "ladder-x", "run-1")
     assert m["asset_id"] == "abc" and m["status"] == "ready"
     assert m["source"] == {"bucket": "uploads", "key": "a/b.mp4", "etag": "etag1", "version_id": None, "size": 123}
