@@ -47,6 +47,7 @@ from pixelflow.settings import PixelFlowSettings
 from tasks.encode import encode_ladder, make_poster, transcode_audio, transcode_rendition
 from tasks.publish import (find_published, list_asset, publish_asset, publish_rendition, rendition_cache_key,
                            withdraw_manifest)
+from tasks.records import encode_percent, progress_recorder, record_asset, report_progress, withdraw_deleted
 from tasks.reject import clear_failure_record, error_record, quarantine_source
 from tasks.source import check_upload, download_source, inspect_source, validate
 
@@ -212,14 +213,24 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
     _tag_run([f"asset:{layout.asset_id}"])
     existing = _retried(find_published, settings)(settings.output_bucket, layout.prefix)
     listed = _retried(list_asset, settings)(settings.output_bucket, layout.prefix)
+
+    def record(status: str, **fields: Any) -> dict[str, Any]:  # the asset's record (docs/api.md)
+        return record_asset(settings.records_table, settings.upload_key_prefix, source, status,
+                            flow_run_id=flow_run_id, **fields)
+
     if existing is not None:
         broken = missing_objects(manifest_objects(existing), listed)
         if not broken:
+            if record("ready", manifest=existing).get("deleted"):
+                return _deleted(layout.asset_id)
             message = f"Asset {layout.asset_id} is already published; nothing to do."
             logger.info(message)
             return Completed(message=message, data=existing)
         # A manifest naming objects that are gone is not an asset: withdraw it and rebuild.
         _retried(withdraw_manifest, settings)(settings.output_bucket, layout.prefix, broken)
+    # The asset's record: preparing from now on (a deleted asset is not made again).
+    if record("preparing", progress=0).get("deleted"):
+        return _deleted(layout.asset_id)
 
     scratch = Path(settings.scratch_dir) / f"{layout.asset_id}-{flow_run_id[:8]}"
     info = None
@@ -244,6 +255,10 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         _retried(clear_failure_record, settings)(bucket, layout)
     except Exception:  # noqa: BLE001 - the asset is published; a stale record is only cosmetic
         logger.warning("could not remove an earlier attempt's failure record for asset %s", layout.asset_id, exc_info=True)
+    recorded = record("ready", manifest=published)
+    if recorded.get("deleted"):  # deleted while this run published it: withdraw what it published
+        withdraw_deleted(settings.output_bucket, layout.prefix, layout.asset_id)
+        return _deleted(layout.asset_id)
     _asset_table(published)
     if published.get("flow_run_id") not in (None, flow_run_id):
         logger.info("asset %s was published by flow run %s, which announces it", layout.asset_id, published["flow_run_id"])
@@ -251,8 +266,15 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
     _emit("pixelflow.asset.ready", source, {
         "status": "ready", "master_playlist": published.get("location"),
         "renditions": [r["name"] for r in published["renditions"]], "duration": published.get("duration"),
+        "passthrough": recorded.get("passthrough"),
     })
     return published
+
+
+def _deleted(asset: str):
+    message = f"Asset {asset} was deleted (DELETE /v1/assets); it is not published again."
+    get_run_logger().info(message)
+    return Completed(message=message, data={"status": "deleted", "asset_id": asset})
 
 
 class _Run:
@@ -331,13 +353,16 @@ class _Run:
                                                      self.limits, ladder if shared_audio else None)
         poster = _retried(make_poster, self.settings).submit(self.local, info, poster_rung, poster_path, self.limits,
                                                              ladder if shared_poster else None)
-        # The audio decodes no video: it is uploaded once any rung has vouched for the source, so
-        # that a run failed by one rung keeps its audio for a manual retry.
-        if info.audio is not None and (not encodes or _any_completes(encodes)):
-            audio_upload = self.upload("audio", audio_encoded)
-        all_futures = (encodes + uploads + [poster] + ([audio_encoded] if audio_encoded else [])
-                       + ([audio_upload] if audio_upload else []))
-        wait(all_futures + ([decoded] if decoded is not None else []))
+        # The asset's record follows the encode (throttled) while the run waits on it.
+        with report_progress(encode_percent(ladder, info.duration),
+                             progress_recorder(self.settings.records_table, self.layout.asset_id)):
+            # The audio decodes no video: it is uploaded once any rung has vouched for the source,
+            # so that a run failed by one rung keeps its audio for a manual retry.
+            if info.audio is not None and (not encodes or _any_completes(encodes)):
+                audio_upload = self.upload("audio", audio_encoded)
+            all_futures = (encodes + uploads + [poster] + ([audio_encoded] if audio_encoded else [])
+                           + ([audio_upload] if audio_upload else []))
+            wait(all_futures + ([decoded] if decoded is not None else []))
         _raise_first_failure(all_futures)
         return [u.result() for u in uploads], audio_upload.result() if audio_upload else None, poster.result()
 
@@ -433,6 +458,8 @@ def _reject(error: PixelFlowError, upload: Upload, probe: dict[str, Any] | None,
         except Exception:
             logger.exception("could not record the rejection")
     _rejection_artifact(error, upload)
+    recorded = record_asset(settings.records_table, settings.upload_key_prefix, upload, "errored", error=error,
+                            flow_run_id=flow_run_id)
     _emit("pixelflow.asset.errored", upload, {"status": record["status"], "code": error.code.value,
-                                              "message": error.message})
+                                              "message": error.message, "passthrough": recorded.get("passthrough")})
     return Failed(message=str(error), data=error)

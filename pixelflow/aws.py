@@ -20,7 +20,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 #: The environment a client depends on: a change (another endpoint, other keys) makes a new one.
-_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SQS", "AWS_ACCESS_KEY_ID",
+_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_DYNAMODB",
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION")
 _clients: dict[tuple, Any] = {}
 _lock = threading.Lock()
@@ -63,6 +64,17 @@ def s3_client(**extra):
 def sqs_client():
     """An SQS client, shared like :func:`s3_client`'s."""
     return _client("sqs")
+
+
+def dynamodb_client():
+    """A DynamoDB client (upload and asset records, :mod:`pixelflow.records`), shared like
+    :func:`s3_client`'s."""
+    return _client("dynamodb")
+
+
+def secretsmanager_client():
+    """A Secrets Manager client (the API's tokens on AWS), shared like :func:`s3_client`'s."""
+    return _client("secretsmanager")
 
 
 def s3_endpoint() -> str:

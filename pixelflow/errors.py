@@ -42,6 +42,24 @@ class ErrorCode(StrEnum):
     # Command-line answers about assets.
     ASSET_NOT_FOUND = "asset_not_found"
     WAIT_TIMEOUT = "wait_timeout"
+    # HTTP API answers (pixelflow api, docs/api.md).
+    UNAUTHORIZED = "unauthorized"
+    INVALID_REQUEST = "invalid_request"
+    UNKNOWN_FIELD = "unknown_field"
+    INVALID_FILENAME = "invalid_filename"
+    PASSTHROUGH_TOO_LONG = "passthrough_too_long"
+    UPLOAD_NOT_FOUND = "upload_not_found"
+    UPLOAD_EXPIRED = "upload_expired"
+    UPLOAD_NOT_WAITING = "upload_not_waiting"
+    NOT_MULTIPART = "not_multipart"
+    PART_OUT_OF_RANGE = "part_out_of_range"
+    PARTS_MISSING = "parts_missing"
+    SIZE_MISMATCH = "size_mismatch"
+    ETAG_MISMATCH = "etag_mismatch"
+    INVALID_CURSOR = "invalid_cursor"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    RECORDS_UNAVAILABLE = "records_unavailable"
 
 
 #: Codes that describe the uploaded bytes: retrying cannot help.

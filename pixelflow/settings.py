@@ -124,6 +124,42 @@ class PixelFlowSettings(BaseSettings):
         "auto", description="Network isolation of FFmpeg and ffprobe: auto (a network namespace when the machine "
                             "allows it), required, or off.")
 
+    # --- HTTP API and records (pixelflow api) --------------------------------------------------
+    api_tokens: Annotated[list[str], NoDecode] = Field(
+        [], repr=False, description="Bearer tokens the HTTP API accepts (comma-separated). Empty: every request is 401.")
+    api_tokens_secret_id: str | None = Field(
+        None, description="Secrets Manager secret (name or ARN) holding the API tokens, comma-separated or a JSON "
+        "list; read at start-up and added to PIXELFLOW_API_TOKENS (the AWS deployment sets it).")
+    api_public_url: str | None = Field(
+        None, description="Base URL clients reach the API at (e.g. https://video.example.com/); playback URLs are built "
+        "on it. Unset: the URL of each request.")
+    playback_base_url: str | None = Field(
+        None, description="Base URL of published assets, e.g. a CDN's https://cdn.example.com/assets/; players load "
+        "<base><asset_id>/master.m3u8. Unset: the API serves them itself under <api>/assets/.")
+    records_table: str = Field(
+        "pixelflow-records", description="DynamoDB table of upload and asset records (see docs/api.md).")
+    upload_key_prefix: str = Field(
+        "uploads/", description="Key prefix (in the upload bucket) of uploads made through the API: "
+        "<prefix><upload_id>/<filename>.")
+    presign_expiry_seconds: int = Field(
+        3600, ge=60, le=7 * 24 * 3600, description="Lifetime of presigned upload URLs, and of an API upload: after it "
+        "an unfinished upload is timed_out.")
+    upload_part_bytes: int = Field(
+        16 * 1024**2, ge=5 * 1024**2, description="Part size of multipart direct uploads (at least S3's 5 MiB; grown "
+        "when a file would need more than 10,000 parts).")
+    multipart_threshold_bytes: int = Field(
+        64 * 1024**2, ge=5 * 1024**2, description="Direct uploads larger than this use S3 multipart (resumable, one "
+        "URL per part); smaller ones get one presigned PUT URL.")
+    delete_source_on_asset_delete: bool = Field(
+        False, description="Whether DELETE /v1/assets/{id} also removes the uploaded source (and its quarantine copy). "
+        "Default: the source stays in the upload bucket, whose lifecycle rule expires it.")
+    api_max_list_limit: int = Field(100, ge=1, le=1000, description="Largest `limit` of GET /v1/assets.")
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _parse_tokens(cls, value):
+        return _csv(value)
+
     @field_validator("ladder", mode="before")
     @classmethod
     def _parse_ladder(cls, value):

@@ -103,10 +103,13 @@ def _download_pinned(s3, source: Upload, path: Path, chunk: int, concurrency: in
         start, end = span
         extra = {"Range": f"bytes={start}-{end - 1}"} if len(ranges) > 1 else {}
         offset = start
-        with s3.get_object(Bucket=source.bucket, Key=source.key, **pin, **extra)["Body"] as body:
+        body = s3.get_object(Bucket=source.bucket, Key=source.key, **pin, **extra)["Body"]
+        try:
             for part in body.iter_chunks(1 << 20):
                 os.pwrite(fd, part, offset)
                 offset += len(part)
+        finally:
+            body.close()
         if offset != end:
             raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Read {offset - start} bytes of the {end - start} asked for.")
 

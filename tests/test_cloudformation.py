@@ -74,6 +74,8 @@ def render(value):
         if function == "Fn::GetAtt":
             parts = argument.split(".") if isinstance(argument, str) else argument
             return f"<{parts[0]}.{parts[1]}>"
+        if function == "Fn::If":  # as if its condition held
+            return render(argument[1])
         if function == "Fn::Sub":
             text = argument if isinstance(argument, str) else argument[0]
             return re.sub(r"\$\{([^}]+)\}", lambda m: SYMBOLS.get(m[1], f"<{m[1]}>"), text)
@@ -111,6 +113,34 @@ def test_roles_are_least_privilege():
         ("s3:AbortMultipartUpload", f"{OUTPUT}/assets/*"),
         ("s3:GetObject", f"{RESULTS}/*"), ("s3:PutObject", f"{RESULTS}/*"), ("s3:DeleteObject", f"{RESULTS}/*"),
         ("s3:AbortMultipartUpload", f"{RESULTS}/*"),
+        # Each asset's state in the records (the API reads them).
+        ("dynamodb:GetItem", "<RecordsTable.Arn>"), ("dynamodb:UpdateItem", "<RecordsTable.Arn>"),
+    }
+    prefect_secrets = {("secretsmanager:GetSecretValue", "<PrefectApiKeySecretArn>"),
+                       ("secretsmanager:GetSecretValue", "<PrefectAuthStringSecretArn>")}
+    # The API presigns into uploads/ only, reads and deletes only assets and their rejection
+    # records (sources only with DeleteSourceOnAssetDelete), its records and its tokens.
+    assert permissions(template, "ApiRole") == {
+        ("logs:CreateLogStream", "<ApiLogGroup.Arn>"), ("logs:PutLogEvents", "<ApiLogGroup.Arn>"),
+        ("s3:ListBucket", OUTPUT), ("s3:ListBucket", UPLOAD),
+        *{(action, f"{UPLOAD}/uploads/*") for action in
+          ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts")},
+        *{(action, resource) for action in ("s3:GetObject", "s3:DeleteObject")
+          for resource in (f"{OUTPUT}/assets/*", f"{UPLOAD}/quarantine/*")},
+        ("s3:DeleteObject", f"{UPLOAD}/*"),
+        *{(f"dynamodb:{action}", resource) for action in ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query")
+          for resource in ("<RecordsTable.Arn>", "<RecordsTable.Arn>/index/*")},
+        ("secretsmanager:GetSecretValue", "<ApiTokensSecret>"), *prefect_secrets,
+    }
+    (tokens,) = [s for p in template["Resources"]["ApiRole"]["Properties"]["Policies"]
+                 for s in p["PolicyDocument"]["Statement"] if s.get("Sid") == "ReadTokens"]
+    assert render(tokens["Resource"]["Fn::If"][2]) == \
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:<ApiTokensSecretName>-*"
+    assert permissions(template, "BridgeFunctionRole") == {
+        *{(action, "<UploadQueue.Arn>") for action in
+          ("sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")},
+        ("logs:CreateLogStream", "<BridgeLogGroup.Arn>"), ("logs:PutLogEvents", "<BridgeLogGroup.Arn>"),
+        *prefect_secrets,
     }
     assert permissions(template, "BridgeRole") == {
         (action, "<UploadQueue.Arn>") for action in
@@ -148,6 +178,9 @@ def test_buckets_and_queue_are_locked_down():
     assert render(notification["Queue"]) == "<UploadQueue.Arn>"
     (cors,) = resources["OutputBucket"]["Properties"]["CorsConfiguration"]["CorsRules"]
     assert cors["AllowedMethods"] == ["GET", "HEAD"]
+    # Browsers PUT direct uploads through presigned URLs and read each part's ETag.
+    (cors,) = upload["Properties"]["CorsConfiguration"]["CorsRules"]
+    assert cors["AllowedMethods"] == ["PUT"] and cors["ExposedHeaders"] == ["ETag"]
 
     # Only this stack's upload bucket may send to the queue; the bucket waits for the policy
     # (its notification is validated against it) and the policy names the bucket without
@@ -170,6 +203,21 @@ def test_buckets_and_queue_are_locked_down():
 
     (bridge,) = resources["BridgeTaskDefinition"]["Properties"]["ContainerDefinitions"]
     assert bridge["Command"] == ["pixelflow", "bridge"]
+    # The bridge runs as an ECS service or as a function the queue triggers, never both.
+    assert resources["BridgeService"]["Condition"] == "CreateBridgeService"
+    assert resources["BridgeEventSource"]["Condition"] == resources["BridgeFunction"]["Condition"] == "BridgeOnLambda"
+    assert resources["BridgeEventSource"]["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_records_table_is_the_one_the_code_creates():
+    from pixelflow.records import table_definition
+
+    table = load_template()["Resources"]["RecordsTable"]["Properties"]
+    expected = table_definition()
+    assert table["BillingMode"] == expected["BillingMode"] == "PAY_PER_REQUEST"
+    assert sorted(table["AttributeDefinitions"], key=str) == sorted(expected["AttributeDefinitions"], key=str)
+    assert table["KeySchema"] == expected["KeySchema"]
+    assert table["GlobalSecondaryIndexes"] == expected["GlobalSecondaryIndexes"]
 
 
 @pytest.mark.integration
@@ -243,3 +291,79 @@ def test_stack_deploys_and_carries_an_upload(moto_server, prefect_server, media_
     stored = json.loads(s3.get_object(Bucket=output, Key=f"assets/{manifest['asset_id']}/manifest.json")["Body"].read())
     assert stored["asset_id"] == manifest["asset_id"]
     assert [r["name"] for r in stored["renditions"]] == ["360p"]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_serverless_api_and_bridge_deploy_and_the_api_works_on_what_they_created(moto_server, monkeypatch):
+    """With the Lambda package: the records table, the API function (its environment is enough
+    for the API to serve uploads) and the bridge as a queue-triggered function, no ECS service."""
+    import io
+    import zipfile
+
+    import boto3
+
+    from pixelflow.ops import lambda_handlers
+    from tests.test_api_lambda import _url_event
+
+    suffix = uuid.uuid4().hex[:8]
+    stack = f"pixelflow-sl-{suffix}"
+    s3 = boto3.client("s3", region_name="us-east-1")
+    code_bucket = f"code-{suffix}"
+    s3.create_bucket(Bucket=code_bucket)
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("pixelflow/__init__.py", "")
+    s3.put_object(Bucket=code_bucket, Key="pixelflow-lambda.zip", Body=package.getvalue())
+    token = uuid.uuid4().hex
+    secrets = boto3.client("secretsmanager", region_name="us-east-1")
+    secret_name = f"pixelflow/{suffix}/api-tokens"
+    secrets.create_secret(Name=secret_name, SecretString=token)
+
+    cloudformation = boto3.client("cloudformation", region_name="us-east-1")
+    cloudformation.create_stack(
+        StackName=stack, TemplateBody=TEMPLATE.read_text(), Capabilities=["CAPABILITY_IAM"],
+        Parameters=[{"ParameterKey": key, "ParameterValue": value} for key, value in {
+            "NamePrefix": f"pf{suffix}", "LogGroupName": f"/pixelflow/{suffix}", "EnableCdn": "false",
+            "PrefectApiUrl": "http://127.0.0.1:4200/api", "LambdaCodeBucket": code_bucket,
+            "LambdaCodeKey": "pixelflow-lambda.zip", "ApiTokensSecretName": secret_name,
+            # moto has no Function URLs: the function is tested through its handler below.
+            "EnableApiUrl": "false", "BridgeRuntime": "lambda"}.items()])
+    (described,) = cloudformation.describe_stacks(StackName=stack)["Stacks"]
+    assert described["StackStatus"] == "CREATE_COMPLETE", described.get("StackStatusReason")
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
+    assert "ApiUrl" not in outputs and outputs["ApiTokensSecret"] == secret_name
+
+    table = boto3.client("dynamodb", region_name="us-east-1").describe_table(TableName=outputs["RecordsTableName"])
+    assert sorted(i["IndexName"] for i in table["Table"]["GlobalSecondaryIndexes"]) == [
+        "assets_by_created", "assets_by_status"]
+    lambdas = boto3.client("lambda", region_name="us-east-1")
+    api = lambdas.get_function(FunctionName=f"{stack}-api")["Configuration"]
+    assert api["Handler"] == "pixelflow.ops.lambda_handlers.api_handler" and api["Runtime"] == "python3.12"
+    env = api["Environment"]["Variables"]
+    assert env["PIXELFLOW_RECORDS_TABLE"] == outputs["RecordsTableName"]
+    assert env["PIXELFLOW_UPLOAD_BUCKET"] == outputs["UploadBucketName"]
+    assert env["PIXELFLOW_API_TOKENS_SECRET_ID"] == secret_name
+    bridge = lambdas.get_function(FunctionName=f"{stack}-bridge")["Configuration"]
+    assert bridge["Handler"] == "pixelflow.ops.lambda_handlers.bridge_handler"
+    queue_arn = boto3.client("sqs", region_name="us-east-1").get_queue_attributes(
+        QueueUrl=outputs["UploadQueueUrl"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    (mapping,) = lambdas.list_event_source_mappings(FunctionName=f"{stack}-bridge")["EventSourceMappings"]
+    assert mapping["EventSourceArn"] == queue_arn and mapping["BatchSize"] == 10
+    ecs = boto3.client("ecs", region_name="us-east-1")
+    assert ecs.list_services(cluster=outputs["ClusterName"])["serviceArns"] == []
+
+    # The API function's environment is all the API needs: it answers with the stack's records
+    # and presigns into the stack's upload bucket.
+    for name, value in env.items():
+        if name.startswith("PIXELFLOW_"):
+            monkeypatch.setenv(name, str(value))
+    monkeypatch.delenv("PIXELFLOW_API_TOKENS", raising=False)
+    monkeypatch.setattr(lambda_handlers, "_api", None)
+    created = lambda_handlers.api_handler(dict(_url_event("POST", "/v1/uploads", {
+        "authorization": f"Bearer {token}", "content-type": "application/json"}),
+        body=json.dumps({"filename": "stack.mp4", "size": 100})), None)
+    assert created["statusCode"] == 201, created["body"]
+    assert f"/{outputs['UploadBucketName']}/uploads/" in json.loads(created["body"])["data"]["url"]
+    listed = lambda_handlers.api_handler(_url_event("GET", "/v1/assets", {"authorization": f"Bearer {token}"}), None)
+    assert listed["statusCode"] == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 from datetime import datetime, timezone
 
 from pixelflow.commands._common import EXIT_OK, add_json_flag, emit
@@ -25,20 +26,33 @@ def run(args: argparse.Namespace) -> int:
         stamp = lambda m: print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} pixelflow.ops.reconcile: {m}", flush=True)  # noqa: E731
         stamp(f"checking every {args.every:g} s for uploads older than {args.older_than:g} s without a run")
         reconcile_forever(settings, args.deployment, args.every, args.older_than, args.within, log=stamp,
-                          stop=lambda: stopping["now"])
+                          stop=lambda: stopping["now"], repair=args.records)
         return EXIT_OK
 
     from prefect.client.orchestration import get_client
 
     from pixelflow.aws import s3_client
 
+    from pixelflow.records import Records
+
     with get_client(sync_client=True) as client:
         orphans = reconcile(settings, s3_client(), client, args.deployment, older_than=args.older_than,
-                            within=args.within)
+                            within=args.within, records=Records.from_settings(settings) if args.records else None)
     data = [{"asset_id": o.asset_id, "bucket": o.source["bucket"], "key": o.source["key"],
              "uploaded_at": o.uploaded_at.isoformat(), "flow_run_id": o.flow_run_id} for o in orphans]
     lines = [f"started {o.flow_run_id}  s3://{o.source['bucket']}/{o.source['key']}  (asset {o.asset_id})"
              for o in orphans] or ["every upload has its run"]
+    if args.records:
+        from pixelflow.ops.reconcile import repair_records
+
+        try:
+            repairs = repair_records(settings, s3_client(), Records.from_settings(settings),
+                                     older_than=args.older_than)
+        except Exception as exc:  # noqa: BLE001 - e.g. a deployment without the records table
+            print(f"warning: records not repaired ({type(exc).__name__}: {exc})", file=sys.stderr)
+            repairs = []
+        lines += [f"record of {r.asset_id}: {r.before or 'none'} -> {r.after}" for r in repairs] or \
+            ["every record agrees with S3"]
     emit(args, data, "\n".join(lines))
     return EXIT_OK
 
@@ -54,5 +68,7 @@ def register(subparsers) -> None:
     parser.add_argument("--within", type=float, default=86400.0, metavar="SECONDS",
                         help="only look at uploads younger than this (default: 86400)")
     parser.add_argument("--every", type=float, metavar="SECONDS", help="keep running, checking every SECONDS")
+    parser.add_argument("--no-records", dest="records", action="store_false",
+                        help="do not repair the API's records (PIXELFLOW_RECORDS_TABLE) from S3")
     add_json_flag(parser)
     parser.set_defaults(func=run)

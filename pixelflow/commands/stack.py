@@ -16,8 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the local event-driven stack (moto S3/SQS, Prefect server, worker, bridge)",
         description=(
             "Start a moto server (S3/SQS), a Prefect server (UI), the upload queue and its "
-            "notification, the `local` deployment with its upload trigger, a process worker and "
-            "the bridge, all as child processes with logs under <home>/logs."
+            "notification, the `local` deployment with its upload trigger, a process worker, "
+            "the bridge and the HTTP API (pixelflow api), all as child processes with logs under <home>/logs."
         ),
     )
     actions = parser.add_subparsers(dest="stack_command", metavar="ACTION")
@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--prefect-port", type=int, default=4200, help="Prefect server/UI port (default: 4200)")
     up.add_argument("--moto-port", type=int, default=5000, help="moto server port (default: 5000)")
     up.add_argument("--aws-endpoint", help="use this S3/SQS endpoint instead of starting a moto server")
+    up.add_argument("--api-port", type=int, default=8000, help="HTTP API port (default: 8000; 0: no API)")
     up.add_argument("--project-dir", type=Path, help="PixelFlow checkout holding prefect.yaml (default: this checkout)")
     up.add_argument("--no-sample", action="store_true", help="do not upload and transcode a sample video")
     up.add_argument("--detach", action="store_true", help="leave the stack running in the background and exit")
@@ -65,6 +66,7 @@ def run_up(args: argparse.Namespace) -> int:
         moto_port=args.moto_port,
         prefect_port=args.prefect_port,
         aws_endpoint=args.aws_endpoint,
+        api_port=args.api_port or None,
     )
     if args.project_dir:
         config.project_dir = args.project_dir.resolve()
@@ -91,6 +93,8 @@ def run_up(args: argparse.Namespace) -> int:
         print("Upload more videos (each upload becomes a flow run):")
         print("  " + stack.uploads.how_to_upload().replace("\n", "\n  "))
         print()
+        if stack.http_api_url:
+            _api_banner(stack)
         if args.detach:
             stack.detach()
             print(f"Stack left running in the background; stop it with `pixelflow stack down --home {args.home}`.")
@@ -105,6 +109,17 @@ def run_up(args: argparse.Namespace) -> int:
     except BaseException:
         stack.down()
         raise
+
+
+def _api_banner(stack) -> None:
+    """Where the HTTP API is, its token, and the first request to make (docs/api.md has the rest)."""
+    url, token = stack.http_api_url, stack.api_token
+    print("The HTTP API (uploads, assets, deletion; see docs/api.md):")
+    print(f"  API URL         {url}   (interactive docs {url}/docs)")
+    print(f"  API token       {token}")
+    print(f"  upload page     {url}/upload#token={token}")
+    print(f"  try             curl -H 'Authorization: Bearer {token}' {url}/v1/assets")
+    print()
 
 
 def _sample(stack, path: Path, timeout: float) -> None:

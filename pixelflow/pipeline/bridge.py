@@ -152,6 +152,37 @@ def build_event(record: S3Record) -> dict[str, Any]:
     return Event(**fields).model_dump(mode="json")
 
 
+def written_by_pixelflow(record: S3Record, settings: PixelFlowSettings) -> bool:
+    """Whether the object is one PixelFlow wrote itself (a quarantined copy, a published file):
+    never a new upload."""
+    prefixes = [settings.quarantine_prefix]
+    if record.bucket == settings.output_bucket:
+        prefixes.append(settings.asset_prefix)
+    return any(p and record.key.startswith(p) for p in prefixes)
+
+
+def skip_reason(record: S3Record, settings: PixelFlowSettings) -> str | None:
+    """Why a parsed record starts no run (``None``: it is a new upload to forward)."""
+    if not record.is_created:
+        return f"{record.event_name} is not an upload"
+    if record.bucket != settings.upload_bucket:
+        return f"not the upload bucket {settings.upload_bucket}"
+    if written_by_pixelflow(record, settings):
+        return "written by PixelFlow itself"
+    return None
+
+
+def dead_letter_records(sqs: Any, settings: PixelFlowSettings, invalid: list[dict[str, Any]], message_id: str) -> None:
+    """Send the invalid records of a message whose other records were forwarded to the
+    dead-letter queue, as a message of their own (``pixelflow dlq list`` shows it), with the
+    reasons and the original message's id."""
+    body = json.dumps({"Records": [bad["record"] for bad in invalid],
+                       "PixelFlowReasons": [bad["reason"] for bad in invalid]}, default=str)
+    dlq_url = sqs.get_queue_url(QueueName=settings.dlq_name)["QueueUrl"]
+    sqs.send_message(QueueUrl=dlq_url, MessageBody=body, MessageAttributes={
+        "pixelflow-source-message": {"DataType": "String", "StringValue": message_id}})
+
+
 class Bridge:
     """Moves S3 notifications from an SQS queue to the Prefect events API.
 
@@ -182,7 +213,6 @@ class Bridge:
         self.api_url = (api_url or prefect_api_url()).rstrip("/")
         self.sqs = sqs
         self._queue_url = queue_url
-        self._dlq_url: str | None = None
         self.max_backoff = max_backoff
         self.stats = BridgeStats()
         self._stop = threading.Event()
@@ -351,15 +381,9 @@ class Bridge:
         self._delete(item)
 
     def _dead_letter(self, invalid: list[dict[str, Any]], item: _InFlight) -> bool:
-        """Move the invalid records of a message whose other records were delivered to the
-        dead-letter queue, as a message of their own (``pixelflow dlq list`` shows it)."""
-        body = json.dumps({"Records": [bad["record"] for bad in invalid],
-                           "PixelFlowReasons": [bad["reason"] for bad in invalid]}, default=str)
+        """:func:`dead_letter_records`; whether it worked (else the message is kept)."""
         try:
-            if self._dlq_url is None:
-                self._dlq_url = self.sqs.get_queue_url(QueueName=self.settings.dlq_name)["QueueUrl"]
-            self.sqs.send_message(QueueUrl=self._dlq_url, MessageBody=body, MessageAttributes={
-                "pixelflow-source-message": {"DataType": "String", "StringValue": item.message_id}})
+            dead_letter_records(self.sqs, self.settings, invalid, item.message_id)
         except Exception as exc:  # noqa: BLE001 - the message stays; the next receive tries again
             logger.warning("cannot move %d invalid records of message %s to the dead-letter queue %s: %s",
                            len(invalid), item.message_id, self.settings.dlq_name, exc)
@@ -371,23 +395,12 @@ class Bridge:
         return True
 
     def _wanted(self, record: S3Record, item: _InFlight) -> bool:
-        if not record.is_created:
-            logger.info("ignoring %s for s3://%s/%s (message %s)", record.event_name, record.bucket, record.key, item.message_id)
+        reason = skip_reason(record, self.settings)
+        if reason is not None:
+            logger.info("ignoring %s for s3://%s/%s (message %s): %s", record.event_name, record.bucket, record.key,
+                        item.message_id, reason)
             self.stats.ignored_records += 1
-            return False
-        if record.bucket != self.settings.upload_bucket:
-            logger.warning("ignoring s3://%s/%s (message %s): not the upload bucket %s", record.bucket, record.key,
-                           item.message_id, self.settings.upload_bucket)
-            self.stats.ignored_records += 1
-            return False
-        prefixes = [self.settings.quarantine_prefix]
-        if record.bucket == self.settings.output_bucket:
-            prefixes.append(self.settings.asset_prefix)
-        if any(p and record.key.startswith(p) for p in prefixes):
-            logger.info("ignoring s3://%s/%s: written by PixelFlow itself", record.bucket, record.key)
-            self.stats.ignored_records += 1
-            return False
-        return True
+        return reason is None
 
     # --- delivery --------------------------------------------------------------------------
     def _deliver(self, events: list[dict[str, Any]], item: _InFlight, pending: list[_InFlight]) -> bool:

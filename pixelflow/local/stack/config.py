@@ -14,6 +14,7 @@ DEPLOYMENT_NAME = "local"
 
 DEFAULT_MOTO_PORT = 5000
 DEFAULT_PREFECT_PORT = 4200
+DEFAULT_API_PORT = 8000
 PROJECT_DIR = Path(__file__).resolve().parents[3]
 
 Log = Callable[[str], None]
@@ -47,6 +48,9 @@ class StackConfig:
         supervise: Start the worker, the bridge or the reconciler again when it exits.
         reconcile_after_seconds: Run ``pixelflow reconcile`` alongside: an upload that has no
             run this long after it was made (its event was lost) gets one. ``None`` disables it.
+        api_port: Port of the HTTP API (``pixelflow api``: uploads, assets, the upload page);
+            ``None`` (the default here; ``pixelflow stack up`` uses 8000) starts none. Its token is ``PIXELFLOW_API_TOKENS`` of ``env`` if set, else
+            one generated once and kept in ``<home>/api-token``.
     """
 
     home: Path = field(default_factory=lambda: Path(".pixelflow").resolve())
@@ -62,6 +66,7 @@ class StackConfig:
     concurrency_slot_wait_seconds: float = 10.0
     supervise: bool = True
     reconcile_after_seconds: float | None = 120.0
+    api_port: int | None = None
 
     @property
     def log_dir(self) -> Path:

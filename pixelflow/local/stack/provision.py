@@ -1,8 +1,10 @@
-"""Provision what the event chain needs, on AWS and on the local stack's Prefect server.
+"""Provision what the event chain and the HTTP API need, on AWS and on the local stack's Prefect server.
 
 * :func:`provision`: the upload notification chain (buckets, queue, dead-letter queue,
   notification). It works against AWS and against a local endpoint such as moto's server, and
-  is idempotent: run it as often as you like.
+  is idempotent: run it as often as you like. It also creates what the HTTP API needs: the
+  records table and the upload bucket's CORS rule for browsers that send files straight to S3
+  through presigned URLs.
 * :func:`install_automations`, :func:`ensure_work_pool`, :func:`deploy`: the crash-recovery
   automations, the ``pixelflow-local`` work pool and the ``local`` deployment with its upload
   trigger on the local stack's Prefect server.
@@ -24,6 +26,8 @@ from pixelflow.local.stack.state import tail
 
 #: Id of PixelFlow's entry in the upload bucket's notification configuration.
 NOTIFICATION_ID = "pixelflow-upload-created"
+#: Id of PixelFlow's rule in the upload bucket's CORS configuration.
+CORS_RULE_ID = "pixelflow-direct-uploads"
 
 
 @dataclass(frozen=True)
@@ -36,9 +40,10 @@ class Provisioned:
     queue_arn: str
     dlq_url: str
     dlq_arn: str
+    records_table: str = ""
 
 
-def provision(settings: PixelFlowSettings, *, s3: Any = None, sqs: Any = None) -> Provisioned:
+def provision(settings: PixelFlowSettings, *, s3: Any = None, sqs: Any = None, dynamodb: Any = None) -> Provisioned:
     """Create the buckets, queues and notification PixelFlow's event chain needs.
 
     Idempotent: running it again converges existing resources to the settings (queue
@@ -49,6 +54,7 @@ def provision(settings: PixelFlowSettings, *, s3: Any = None, sqs: Any = None) -
         settings: Bucket and queue names, ``max_receive_count``, visibility timeout, wait.
         s3: A boto3 S3 client (default: :func:`pixelflow.aws.s3_client`).
         sqs: A boto3 SQS client (default: :func:`pixelflow.aws.sqs_client`).
+        dynamodb: A boto3 DynamoDB client (default: :func:`pixelflow.aws.dynamodb_client`).
 
     Returns:
         The names, URLs and ARNs of the provisioned resources.
@@ -92,7 +98,37 @@ def provision(settings: PixelFlowSettings, *, s3: Any = None, sqs: Any = None) -
     }
     sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
     _ensure_notification(s3, settings.upload_bucket, queue_arn)
-    return Provisioned(settings.upload_bucket, settings.output_bucket, queue_url, queue_arn, dlq_url, dlq_arn)
+    ensure_upload_cors(s3, settings.upload_bucket)
+    ensure_records_table(settings, dynamodb)
+    return Provisioned(settings.upload_bucket, settings.output_bucket, queue_url, queue_arn, dlq_url, dlq_arn,
+                       settings.records_table)
+
+
+def ensure_records_table(settings: PixelFlowSettings, dynamodb: Any = None) -> bool:
+    """Create the records table (:mod:`pixelflow.records`) unless it exists; ``True`` if created."""
+    from pixelflow.records import Records
+
+    return Records.from_settings(settings, dynamodb).ensure_table()
+
+
+def ensure_upload_cors(s3: Any, bucket: str, origins: list[str] | None = None) -> None:
+    """Let browsers PUT files and parts straight into ``bucket`` through presigned URLs (and read
+    each part's ``ETag``), keeping the bucket's other CORS rules. The presigned URL is what
+    authorises a PUT, so the rule allows any origin unless ``origins`` is given."""
+    from botocore.exceptions import ClientError
+
+    ours = {"ID": CORS_RULE_ID, "AllowedMethods": ["PUT"], "AllowedOrigins": origins or ["*"],
+            "AllowedHeaders": ["*"], "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 3600}
+    try:
+        rules = s3.get_bucket_cors(Bucket=bucket).get("CORSRules", [])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchCORSConfiguration":
+            raise
+        rules = []
+    if [r for r in rules if r.get("ID") == CORS_RULE_ID] == [ours]:
+        return
+    rules = [r for r in rules if r.get("ID") != CORS_RULE_ID] + [ours]
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": rules})
 
 
 def _ensure_bucket(s3: Any, bucket: str, region: str) -> None:

@@ -4,8 +4,9 @@ reconciler.
 Start order: moto server (S3/SQS) and Prefect server (SQLite, UI), then :func:`provision` of the
 buckets, queue, dead-letter queue and notification, the crash-recovery automations
 (:mod:`pixelflow.ops.automations`), the ``pixelflow-local`` process work pool, then a process worker,
-``pixelflow bridge`` and ``pixelflow reconcile`` (:mod:`pixelflow.ops.reconcile`) while
-``prefect deploy --name local`` creates the deployment and its upload trigger.
+``pixelflow bridge``, ``pixelflow reconcile`` (:mod:`pixelflow.ops.reconcile`) and ``pixelflow api``
+(:mod:`pixelflow.ops.api`, the HTTP API and its upload page) while ``prefect deploy --name local``
+creates the deployment and its upload trigger.
 
 :class:`Stack` composes the parts, each in its own module: the child processes and the state
 file (:class:`~pixelflow.local.stack.supervisor.Supervisor`, ``stack.supervisor``), the provisioning
@@ -23,6 +24,7 @@ killed and started again on purpose (:meth:`Stack.stop_worker`, :meth:`Stack.sta
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -66,6 +68,9 @@ class Stack:
         self._ui_url: str | None = None
         self._worker_serial = 0
         self._worker_name: str | None = None
+        #: The HTTP API's base URL and bearer token, once started (``None``: no API).
+        self.http_api_url: str | None = None
+        self.api_token: str | None = None
 
     @classmethod
     def attach(cls, config: StackConfig, log: Log = print) -> "Stack":
@@ -81,6 +86,8 @@ class Stack:
         stack.aws_endpoint = state.get("aws_endpoint")
         stack.api_url = state.get("api_url")
         stack._ui_url = state.get("ui_url")
+        stack.http_api_url = state.get("http_api_url")
+        stack.api_token = stack._api_token() if stack.http_api_url else None
         return stack
 
     # --- derived ----------------------------------------------------------------------------
@@ -141,8 +148,20 @@ class Stack:
             session.client("sqs", endpoint_url=self.aws_endpoint, config=config),
         )
 
+    def dynamodb_client(self) -> Any:
+        """A boto3 DynamoDB client for the stack's endpoint (the records table)."""
+        import boto3
+        from botocore.config import Config
+
+        session = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        )
+        return session.client("dynamodb", endpoint_url=self.aws_endpoint,
+                              config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+
     def _urls(self) -> dict[str, str | None]:
-        return {"aws_endpoint": self.aws_endpoint, "api_url": self.api_url, "ui_url": self.ui_url}
+        return {"aws_endpoint": self.aws_endpoint, "api_url": self.api_url, "ui_url": self.ui_url,
+                "http_api_url": self.http_api_url}
 
     # --- start / stop -----------------------------------------------------------------------
     def up(self) -> None:
@@ -153,7 +172,7 @@ class Stack:
             StackError: When a port is taken or a service does not come up; everything already
                 started is stopped again.
         """
-        from pixelflow.local import processes as local
+        from pixelflow.local.processes import processes as local
 
         config = self.config
         if config.heartbeat_seconds < 30:
@@ -163,9 +182,12 @@ class Stack:
             raise StackError(
                 f"a stack is already running (state in {config.state_file}); stop it with `pixelflow stack down`"
             )
-        for port in [config.prefect_port] + ([] if config.aws_endpoint else [config.moto_port]):
+        ports = [config.prefect_port] + ([] if config.aws_endpoint else [config.moto_port]) + \
+            ([config.api_port] if config.api_port else [])
+        for port in ports:
             if port_in_use(port):
-                raise StackError(f"port {port} on 127.0.0.1 is in use; choose another (--prefect-port/--moto-port)")
+                raise StackError(f"port {port} on 127.0.0.1 is in use; choose another "
+                                 "(--prefect-port/--moto-port/--api-port)")
         try:
             if config.aws_endpoint:
                 self.aws_endpoint = config.aws_endpoint
@@ -179,7 +201,7 @@ class Stack:
 
             settings = self.settings()
             s3, sqs = self.clients()
-            self.provisioned = provision(settings, s3=s3, sqs=sqs)
+            self.provisioned = provision(settings, s3=s3, sqs=sqs, dynamodb=self.dynamodb_client())
             self.log(
                 f"provisioned s3://{settings.upload_bucket} -> SQS {settings.queue_name} (DLQ {settings.dlq_name} "
                 f"after {settings.max_receive_count} receives); output bucket s3://{settings.output_bucket}"
@@ -195,6 +217,8 @@ class Stack:
             self.start_bridge()
             if config.reconcile_after_seconds:
                 self.start_reconciler()
+            if config.api_port:
+                self.start_api()
             self.log(f"deploying {FLOW_NAME}/{DEPLOYMENT_NAME} and its upload trigger (prefect deploy --name {DEPLOYMENT_NAME})")
             deploy(self.env(), config.project_dir, config.log_dir / "deploy.log")
             self._wait_worker_online(name=self._worker_name)
@@ -283,6 +307,37 @@ class Stack:
             self.env(),
             restart=self.start_reconciler,
         )
+
+    def _api_token(self) -> str:
+        """The API's token: the first of ``PIXELFLOW_API_TOKENS`` in ``config.env``, else the one
+        kept in ``<home>/api-token`` (generated on first use, readable by its owner only)."""
+        configured = [t.strip() for t in self.config.env.get("PIXELFLOW_API_TOKENS", "").split(",") if t.strip()]
+        if configured:
+            return configured[0]
+        path = self.config.home / "api-token"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32) + "\n")
+        return path.read_text().strip()
+
+    def start_api(self, wait: bool = True) -> subprocess.Popen:
+        """Start ``pixelflow api`` on ``config.api_port`` (supervised) and wait for ``/health``."""
+        from pixelflow.local.processes import wait_http
+
+        port = self.config.api_port
+        self.api_token = self._api_token()
+        self.http_api_url = f"http://127.0.0.1:{port}"
+        env = {**self.env(), "PIXELFLOW_API_PUBLIC_URL": f"{self.http_api_url}/"}
+        env.setdefault("PIXELFLOW_API_TOKENS", self.api_token)
+        process = self.supervisor.spawn(
+            "api", [sys.executable, "-m", "pixelflow.cli", "api", "--host", "127.0.0.1", "--port", str(port)], env,
+            restart=lambda: self.start_api(wait=False))
+        if wait:
+            wait_http(f"{self.http_api_url}/health", timeout=60, process=process)
+            self.log(f"HTTP API on {self.http_api_url} (docs {self.http_api_url}/docs)")
+        return process
 
     def start_prefect_server(self) -> None:
         """Start the stack's Prefect server (its SQLite database survives a stop)."""

@@ -1,0 +1,209 @@
+"""``/v1/assets``: assets read from their records, listed newest first, deleted; and
+``/assets/<asset_id>/<name>``, the published objects themselves (playback).
+
+Every asset is here, however its upload arrived (the API, the CLI, ``aws s3 cp``): the flow
+records each asset it works on. An asset with no record yet (published before the records
+existed, or whose flow could not write) is looked up in S3 by its two well-known objects
+(``manifest.json``, ``error.json``: two GETs, never a listing) and its record written then;
+``pixelflow reconcile`` backfills and repairs the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import PurePosixPath
+from typing import Any
+
+from botocore.exceptions import ClientError
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from pixelflow.ops import assets as s3_assets
+from pixelflow.ops.api.auth import require_token
+from pixelflow.ops.api.events import ASSET_DELETED, asset_event, emit
+from pixelflow.ops.api.schemas import AssetList, AssetOut, ErrorOut
+from pixelflow.aws import is_missing
+from pixelflow.core.layout import MASTER, POSTER
+from pixelflow.errors import ErrorCode, PixelFlowError
+from pixelflow.records import ERRORED, READY, Records, asset_fields_from_manifest
+from pixelflow.settings import PixelFlowSettings
+
+logger = logging.getLogger("pixelflow.ops.api")
+
+router = APIRouter(prefix="/v1/assets", tags=["assets"], dependencies=[Depends(require_token)],
+                   responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
+playback = APIRouter(tags=["playback"])
+
+#: Files of a published asset served for playback, by suffix (the manifest is not one of them).
+PLAYBACK_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".m4a": "audio/mp4",
+    ".ts": "video/mp2t",
+    ".aac": "audio/aac",
+    ".vtt": "text/vtt; charset=utf-8",
+    ".jpg": "image/jpeg",
+}
+_NAME = re.compile(r"^(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}/)?[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+
+
+def playback_base(settings: PixelFlowSettings, request: Request) -> str:
+    """Where players load assets from: ``PIXELFLOW_PLAYBACK_BASE_URL``, else this API's ``/assets/``."""
+    if settings.playback_base_url:
+        return settings.playback_base_url.rstrip("/") + "/"
+    return (settings.api_public_url or str(request.base_url)).rstrip("/") + "/assets/"
+
+
+def asset_view(record: dict[str, Any], base: str) -> dict[str, Any]:
+    """The API's view of an asset record."""
+    asset_id = record["id"]
+    data = {k: record.get(k) for k in ("id", "status", "progress", "duration", "aspect_ratio", "max_resolution",
+                                       "passthrough", "upload_id", "created_at", "errors")}
+    data["renditions"] = record.get("renditions") or []
+    data["playback"] = ({"hls": f"{base}{asset_id}/{MASTER}", "poster": f"{base}{asset_id}/{POSTER}"}
+                        if record.get("status") == READY else None)
+    return data
+
+
+class AssetService:
+    def __init__(self, settings: PixelFlowSettings, s3, records: Records):
+        self.settings = settings
+        self.s3 = s3
+        self.records = records
+
+    def backfill(self, asset_id: str) -> dict[str, Any] | None:
+        """The record of an asset S3 knows (published or rejected) but the records do not, written now."""
+        manifest = s3_assets.read_manifest(asset_id, self.settings, self.s3)
+        if manifest is not None:
+            return self.records.record_asset(asset_id, READY, {**asset_fields_from_manifest(manifest), "progress": 100},
+                                             first={"source": manifest.get("source")},
+                                             created_at=_created(manifest.get("created_at")))
+        rejection = s3_assets.read_rejection(asset_id, self.settings, self.s3)
+        if rejection is not None:
+            code = str(rejection.get("code") or ErrorCode.INTERNAL.value)
+            return self.records.record_asset(asset_id, ERRORED, {"errors": {"code": code,
+                                                                            "message": str(rejection.get("message", ""))}},
+                                             first={"source": rejection.get("source")},
+                                             created_at=_created(rejection.get("recorded_at")))
+        return None
+
+    def get(self, asset_id: str) -> dict[str, Any]:
+        record = self.records.get_asset(asset_id) if s3_assets.is_asset_id(asset_id) else None
+        if record is None and s3_assets.is_asset_id(asset_id):
+            record = self.backfill(asset_id)
+        if record is None or record.get("deleted_at"):
+            raise PixelFlowError(ErrorCode.ASSET_NOT_FOUND, f"No asset {asset_id}.")
+        return record
+
+    def _delete_prefix(self, bucket: str, prefix: str) -> int:
+        deleted = 0
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            if not keys:
+                continue
+            response = self.s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            if response.get("Errors"):
+                raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"{len(response['Errors'])} objects could not be "
+                                     "deleted; delete the asset again.")
+            deleted += len(keys)
+        return deleted
+
+    def delete(self, asset_id: str) -> dict[str, Any]:
+        """Tombstone the asset's record (no later event revives it), then remove its published
+        objects, its rejection record and, with ``PIXELFLOW_DELETE_SOURCE_ON_ASSET_DELETE``, its
+        source; then its upload's record."""
+        record = self.get(asset_id)
+        if self.records.tombstone_asset(asset_id) is None:
+            raise PixelFlowError(ErrorCode.ASSET_NOT_FOUND, f"No asset {asset_id}.")
+        self.purge(asset_id, record)
+        return record
+
+    def purge(self, asset_id: str, record: dict[str, Any]) -> None:
+        """Remove what a deleted asset left in the buckets (run again safely)."""
+        layout = self.settings.layout(asset_id)
+        removed = self._delete_prefix(self.settings.output_bucket, layout.prefix)
+        self._delete_prefix(self.settings.upload_bucket, layout.record_prefix)
+        source = record.get("source") or {}
+        if self.settings.delete_source_on_asset_delete and source.get("key") and \
+                source.get("bucket") == self.settings.upload_bucket:
+            try:
+                self.s3.delete_object(Bucket=source["bucket"], Key=source["key"])
+            except ClientError as exc:
+                if not is_missing(exc):
+                    raise
+        if record.get("upload_id"):
+            self.records.delete_upload(record["upload_id"])
+        logger.info("deleted asset %s (%d published objects)", asset_id, removed)
+
+
+def _created(value: Any) -> str | None:
+    parsed = s3_assets._parse_time(value)
+    return parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if parsed else None
+
+
+def service(request: Request) -> AssetService:
+    state = request.app.state
+    return AssetService(state.settings, state.s3, state.records)
+
+
+@router.get("", response_model=AssetList, summary="List assets", responses={400: {"model": ErrorOut}})
+def list_assets(request: Request, status: str | None = Query(None, pattern="^(preparing|ready|errored)$"),
+                limit: int = Query(25, ge=1), cursor: str | None = Query(None, max_length=2000),
+                assets: AssetService = Depends(service)) -> dict[str, Any]:
+    """Assets newest first, ``limit`` per page (at most ``PIXELFLOW_API_MAX_LIST_LIMIT``); pass
+    ``next_cursor`` back as ``cursor`` for the next page."""
+    limit = min(limit, assets.settings.api_max_list_limit)
+    items, next_cursor = assets.records.list_assets(status, limit, cursor)
+    base = playback_base(assets.settings, request)
+    return {"data": [asset_view(item, base) for item in items], "next_cursor": next_cursor}
+
+
+@router.get("/{asset_id}", response_model=AssetOut, summary="Get an asset")
+def get_asset(request: Request, asset_id: str = Path(), assets: AssetService = Depends(service)) -> dict[str, Any]:
+    """The asset's status, progress while preparing, renditions and playback URLs once ready,
+    ``errors`` when it failed."""
+    return {"data": asset_view(assets.get(asset_id), playback_base(assets.settings, request))}
+
+
+@router.delete("/{asset_id}", status_code=204, summary="Delete an asset")
+def delete_asset(asset_id: str = Path(), assets: AssetService = Depends(service)) -> Response:
+    """Remove every published object of the asset and its records; emits ``pixelflow.asset.deleted``.
+    The source stays in the upload bucket unless ``PIXELFLOW_DELETE_SOURCE_ON_ASSET_DELETE``."""
+    record = assets.delete(asset_id)
+    source = record.get("source") or {}
+    emit(asset_event(ASSET_DELETED, asset_id, {
+        "asset_id": asset_id, "passthrough": record.get("passthrough"), "upload_id": record.get("upload_id"),
+        "bucket": source.get("bucket"), "key": source.get("key"),
+        "source_deleted": bool(assets.settings.delete_source_on_asset_delete)}, key=source.get("key")))
+    return Response(status_code=204)
+
+
+@playback.get("/assets/{asset_id}/{name:path}", summary="A published file (playlist, segment, poster)",
+              responses={404: {"model": ErrorOut}})
+def asset_file(request: Request, asset_id: str, name: str) -> Response:
+    """Stream one playback file of a published asset from the output bucket (``public`` playback:
+    no token). Only playlists, segments and posters, at the asset's root or one folder down."""
+    state = request.app.state
+    suffix = PurePosixPath(name).suffix.lower()
+    if not s3_assets.is_asset_id(asset_id) or not _NAME.match(name) or ".." in name or suffix not in PLAYBACK_TYPES:
+        raise PixelFlowError(ErrorCode.NOT_FOUND, "No such file.")
+    params: dict[str, Any] = {"Bucket": state.settings.output_bucket, "Key": state.settings.layout(asset_id).key(name)}
+    range_header = request.headers.get("range")
+    if range_header and re.fullmatch(r"bytes=\d*-\d*", range_header.strip()):
+        params["Range"] = range_header.strip()
+    try:
+        obj = state.s3.get_object(**params)
+    except ClientError as exc:
+        if is_missing(exc):
+            raise PixelFlowError(ErrorCode.NOT_FOUND, "No such file.") from None
+        raise
+    headers = {"Content-Length": str(obj["ContentLength"]), "Accept-Ranges": "bytes",
+               "Cache-Control": "no-cache" if suffix == ".m3u8" else "max-age=3600",
+               "Access-Control-Allow-Origin": "*"}
+    if "ContentRange" in obj:
+        headers["Content-Range"] = obj["ContentRange"]
+    return StreamingResponse(obj["Body"].iter_chunks(256 * 1024), status_code=206 if "ContentRange" in obj else 200,
+                             media_type=PLAYBACK_TYPES[suffix], headers=headers)
+

@@ -1,0 +1,120 @@
+"""Request and response bodies of the API (shaped like Mux's: resources are returned under
+``data``, lists with ``next_cursor``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+#: Longest ``passthrough`` (the app's own id), as Mux allows.
+MAX_PASSTHROUGH = 255
+
+
+class CreateUpload(BaseModel):
+    """``POST /v1/uploads``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: StrictStr = Field(description="The file's name, without any folder (it becomes the object's name).",
+                                examples=["talk.mp4"])
+    size: StrictInt = Field(description="The file's size in bytes (at most PIXELFLOW_MAX_SOURCE_BYTES).",
+                            examples=[104857600])
+    passthrough: StrictStr | None = Field(None, description="The app's own id for the asset (at most 255 "
+                                          "characters); returned on the asset and in every event.")
+    playback_policy: Literal["public"] | list[Literal["public"]] = Field(
+        "public", description="Who may play the asset: `public` (signed playback is not offered yet).")
+
+
+class CompletedPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    part_number: StrictInt = Field(description="1-based part number.")
+    etag: StrictStr = Field(description="The ETag S3 answered to the part's PUT.")
+
+
+class CompleteUpload(BaseModel):
+    """``POST /v1/uploads/{id}/complete``: the parts and their ETags (omit ``parts`` to complete
+    with every part S3 received, which must be all of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parts: list[CompletedPart] | None = None
+
+
+class Part(BaseModel):
+    part_number: int
+    url: str | None = Field(None, description="Presigned PUT URL of the part (only for parts not received yet).")
+    size: int = Field(description="Bytes this part must have.")
+
+
+class ReceivedPart(BaseModel):
+    part_number: int
+    size: int
+    etag: str
+
+
+class Multipart(BaseModel):
+    part_size: int
+    part_count: int
+    parts: list[Part]
+    complete_url: str
+
+
+class UploadData(BaseModel):
+    id: str
+    status: Literal["waiting", "asset_created", "errored", "cancelled", "timed_out"]
+    filename: str
+    size: int
+    passthrough: str | None = None
+    playback_policy: list[str]
+    created_at: str
+    expires_at: str
+    url: str | None = Field(None, description="Presigned PUT URL of the whole file (small files).")
+    multipart: Multipart | None = Field(None, description="How to send a large file in parts.")
+    parts_received: list[ReceivedPart] = Field(default_factory=list)
+    asset_id: str | None = None
+    error: dict[str, Any] | None = None
+
+
+class UploadOut(BaseModel):
+    data: UploadData
+
+
+class Playback(BaseModel):
+    hls: str = Field(description="Master playlist URL.")
+    poster: str
+
+
+class AssetData(BaseModel):
+    id: str
+    status: Literal["preparing", "ready", "errored"]
+    progress: float | None = None
+    duration: float | None = None
+    aspect_ratio: str | None = None
+    max_resolution: str | None = None
+    renditions: list[dict[str, Any]] = Field(default_factory=list)
+    playback: Playback | None = None
+    passthrough: str | None = None
+    upload_id: str | None = None
+    created_at: str | None = None
+    errors: dict[str, Any] | None = None
+
+
+class AssetOut(BaseModel):
+    data: AssetData
+
+
+class AssetList(BaseModel):
+    data: list[AssetData]
+    next_cursor: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail

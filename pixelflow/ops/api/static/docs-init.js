@@ -1,0 +1,2 @@
+window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true,
+                             persistAuthorization: true});

@@ -1,0 +1,151 @@
+"""AWS Lambda entry points: the HTTP API behind a Function URL, and the bridge triggered by the
+upload queue (a small deployment needs no always-on container).
+
+* :func:`api_handler`: the API app (:func:`pixelflow.ops.api.create_app`) through Mangum, built once
+  per container from the environment (``PIXELFLOW_*``; tokens from Secrets Manager through
+  ``PIXELFLOW_API_TOKENS_SECRET_ID``).
+* :func:`bridge_handler`: an SQS event source mapping's batch. Each message's S3 records become
+  the same ``pixelflow.upload.created`` events, with the same ids, as the container bridge posts
+  (:mod:`pixelflow.pipeline.bridge`); messages whose events Prefect did not accept are reported in
+  ``batchItemFailures`` (``ReportBatchItemFailures``), so SQS delivers them again and, after
+  ``maxReceiveCount`` receives, moves them to the dead-letter queue. Test events and objects
+  PixelFlow wrote itself are dropped; bodies that are not S3 notifications fail (dead-letter).
+
+Prefect credentials: ``PREFECT_API_KEY_SECRET_ARN`` or ``PREFECT_API_AUTH_STRING_SECRET_ARN``
+name Secrets Manager secrets read at cold start into ``PREFECT_API_KEY`` /
+``PREFECT_API_AUTH_STRING`` (never logged).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable
+
+import httpx
+
+from pixelflow.settings import PixelFlowSettings
+
+logger = logging.getLogger("pixelflow.lambda")
+
+_SECRET_ENV = {"PREFECT_API_KEY_SECRET_ARN": "PREFECT_API_KEY",
+               "PREFECT_API_AUTH_STRING_SECRET_ARN": "PREFECT_API_AUTH_STRING"}
+_api = None
+
+
+def load_prefect_secrets(secrets: Any = None) -> None:
+    """Read the Prefect credential secrets named in the environment into Prefect's variables."""
+    for source, target in _SECRET_ENV.items():
+        arn = os.environ.get(source)
+        if arn and not os.environ.get(target):
+            if secrets is None:
+                from pixelflow.aws import secretsmanager_client
+
+                secrets = secretsmanager_client()
+            os.environ[target] = secrets.get_secret_value(SecretId=arn)["SecretString"]
+
+
+def api_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda handler of the HTTP API (Function URL or API Gateway payloads)."""
+    global _api
+    if _api is None:
+        from mangum import Mangum
+
+        from pixelflow.ops.api import create_app
+
+        load_prefect_secrets()
+        _api = Mangum(create_app(PixelFlowSettings()), lifespan="off")
+    return _api(event, context)
+
+
+def handle_message(body: str, settings: PixelFlowSettings, post: Callable[[list[dict[str, Any]]], bool],
+                   message_id: str = "?", sqs: Any = None) -> bool:
+    """Forward one SQS message body; whether it is done with (delivered, or nothing to deliver).
+
+    The same rules as the container bridge: records that are no new upload are skipped, and the
+    invalid records of a message with valid ones go to the dead-letter queue on their own."""
+    from dataclasses import asdict
+
+    from pixelflow.core.s3events import Malformed, S3Notification, S3TestEvent, parse_body
+    from pixelflow.pipeline.bridge import build_event, dead_letter_records, skip_reason
+
+    parsed = parse_body(body)
+    if isinstance(parsed, S3TestEvent):
+        return True
+    if isinstance(parsed, Malformed) or not isinstance(parsed, S3Notification):
+        logger.error("not an S3 notification (%s): left for the dead-letter queue", getattr(parsed, "reason", "?"))
+        return False
+    invalid = [{"reason": bad.reason, "record": bad.raw} for bad in parsed.invalid]
+    records, events = [], []
+    for record in parsed.records:
+        if skip_reason(record, settings) is not None:
+            continue
+        try:
+            events.append(build_event(record))
+        except ValueError as exc:
+            invalid.append({"reason": f"cannot become a Prefect event: {exc}", "record": asdict(record)})
+            continue
+        records.append(record)
+    if invalid and not records:
+        logger.error("no record can become a Prefect event (%s): left for the dead-letter queue", invalid[0]["reason"])
+        return False
+    if not records:
+        return True
+    delivered = post(events)
+    if delivered:
+        for record, event in zip(records, events):
+            logger.info("forwarded s3://%s/%s (etag %s) as event %s", record.bucket, record.key, record.etag,
+                        event["id"])
+        if invalid:
+            from pixelflow.aws import sqs_client
+
+            try:
+                dead_letter_records(sqs or sqs_client(), settings, invalid, message_id)
+            except Exception:  # noqa: BLE001 - retried with the message; its events are the same ids
+                logger.exception("cannot move the invalid records to the dead-letter queue")
+                return False
+    return delivered
+
+
+def poster(api_url: str | None = None, timeout: float = 10.0) -> Callable[[list[dict[str, Any]]], bool]:
+    """A function posting events to the Prefect API once; whether the server accepted them."""
+    from pixelflow.pipeline.bridge import _auth_headers, prefect_api_url
+
+    url = (api_url or prefect_api_url()).rstrip("/")
+
+    def post(events: list[dict[str, Any]]) -> bool:
+        try:
+            response = httpx.post(f"{url}/events", json=events, headers=_auth_headers(), timeout=timeout)
+        except httpx.HTTPError as exc:
+            logger.warning("Prefect API %s unreachable (%s): the message is retried", url, type(exc).__name__)
+            return False
+        if not response.is_success:
+            logger.warning("Prefect API answered HTTP %s: the message is retried", response.status_code)
+        return response.is_success
+
+    return post
+
+
+def bridge_handler(event: dict[str, Any], context: Any = None, *, settings: PixelFlowSettings | None = None,
+                   post: Callable[[list[dict[str, Any]]], bool] | None = None) -> dict[str, Any]:
+    """Lambda handler of the upload queue's event source mapping (``ReportBatchItemFailures``).
+
+    Example:
+        >>> bridge_handler({"Records": [{"messageId": "m1", "body": "not json"}]},
+        ...                settings=PixelFlowSettings(), post=lambda events: True)
+        {'batchItemFailures': [{'itemIdentifier': 'm1'}]}
+    """
+    if post is None:
+        load_prefect_secrets()
+        post = poster()
+    settings = settings or PixelFlowSettings()
+    failures = []
+    for message in event.get("Records", []):
+        try:
+            done = handle_message(message.get("body", ""), settings, post, message.get("messageId", "?"))
+        except Exception:  # noqa: BLE001 - one message never fails the batch
+            logger.exception("unexpected error on message %s", message.get("messageId"))
+            done = False
+        if not done:
+            failures.append({"itemIdentifier": message["messageId"]})
+    return {"batchItemFailures": failures}

@@ -1,0 +1,147 @@
+"""Assets through the API: every asset listed newest first in pages, read from its record in one
+request, backfilled from S3 when it has none (uploads that went straight to the bucket), played
+from its playback URLs, and deleted for good (prefix empty, 404, no resurrection by late events)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from pixelflow.aws import s3_client
+from pixelflow.core.hls import parse_master_playlist
+from pixelflow.core.upload import Upload
+from pixelflow.records import ERRORED, PREPARING, READY, record_asset_state
+from tests.api_helpers import env_for, make_settings, start_api
+from tests.conftest import make_clip
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def api(moto_server):
+    api = start_api(make_settings())
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def client(api):
+    with api.client() as client:
+        yield client
+
+
+def _asset_ids(response) -> list[str]:
+    return [a["id"] for a in response.json()["data"]]
+
+
+def test_listing_is_newest_first_in_pages_and_filters_by_status(moto_server):
+    api = start_api(make_settings())
+    try:
+        ids = []
+        for n in range(5):
+            asset_id = f"{n:024x}"
+            api.records.record_asset(asset_id, READY if n % 2 == 0 else ERRORED, {"progress": 100},
+                                     created_at=f"2026-11-0{n + 1}T00:00:00.000000Z")
+            ids.append(asset_id)
+        newest_first = list(reversed(ids))
+        with api.client() as client:
+            seen, cursor, pages = [], None, 0
+            while True:
+                response = client.get("/v1/assets", params={"limit": 2, **({"cursor": cursor} if cursor else {})})
+                assert response.status_code == 200, response.text
+                seen += _asset_ids(response)
+                pages += 1
+                cursor = response.json()["next_cursor"]
+                if not cursor:
+                    break
+            assert seen == newest_first and pages == 3
+            ready = client.get("/v1/assets", params={"status": "ready"})
+            assert _asset_ids(ready) == [ids[4], ids[2], ids[0]]
+            assert all(a["status"] == "ready" for a in ready.json()["data"])
+            first_errored = client.get("/v1/assets", params={"status": "errored", "limit": 1}).json()
+            assert _asset_ids(httpx.Response(200, json=first_errored)) == [ids[3]]
+            # A cursor of one listing is refused by another; made-up cursors are refused.
+            for params in ({"cursor": first_errored["next_cursor"]}, {"cursor": "bm90IGEgY3Vyc29y"},
+                           {"cursor": "%%%"}):
+                bad = client.get("/v1/assets", params=params)
+                assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_cursor", bad.text
+            for params in ({"status": "deleted"}, {"limit": 0}, {"limit": "many"}):
+                bad = client.get("/v1/assets", params=params)
+                assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request", bad.text
+            capped = client.get("/v1/assets", params={"limit": 100000})
+            assert capped.status_code == 200 and len(capped.json()["data"]) == 5
+    finally:
+        api.stop()
+
+
+def test_unknown_assets_are_404(api, client):
+    for asset_id in ("0123456789abcdef01234567", "not-an-asset", "ZZ23456789abcdef01234567"):
+        for response in (client.get(f"/v1/assets/{asset_id}"), client.delete(f"/v1/assets/{asset_id}")):
+            assert response.status_code == 404 and response.json()["error"]["code"] == "asset_not_found"
+    for path in ("/assets/0123456789abcdef01234567/master.m3u8", "/assets/0123456789abcdef01234567/manifest.json",
+                 "/assets/0123456789abcdef01234567/a/b/c.m4s", "/assets/nope/master.m3u8"):
+        response = client.get(path)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.timeout(300)
+def test_a_direct_s3_upload_is_an_asset_that_plays_and_deletes_for_good(api, client, prefect_server, media_dir,
+                                                                        monkeypatch):
+    """The CLI's way (an object put straight in the bucket, the flow as today): the API serves
+    the asset, plays it, and its deletion empties its prefix for good."""
+    from flows.transcode import transcode
+    from tests.events_helpers import wait_for
+
+    for name, value in env_for(api.settings).items():
+        monkeypatch.setenv(name, value)
+    clip = make_clip(media_dir / "api-direct.mp4", seconds=2, size="640x360")
+    s3 = s3_client()
+    key = "videos/direct upload.mp4"
+    s3.upload_file(str(clip), api.settings.upload_bucket, key)
+    upload = Upload.from_head(api.settings.upload_bucket, key, s3.head_object(Bucket=api.settings.upload_bucket, Key=key))
+    manifest = transcode(bucket=upload.bucket, key=key, etag=upload.etag)
+    assert manifest["asset_id"] == upload.asset_id
+
+    asset = client.get(f"/v1/assets/{upload.asset_id}").json()["data"]
+    assert asset["status"] == "ready" and asset["progress"] == 100
+    assert asset["max_resolution"] == "640x360" and asset["aspect_ratio"] == "16:9"
+    assert [r["name"] for r in asset["renditions"]] == ["360p"] and 1.5 < asset["duration"] < 2.5
+    assert upload.asset_id in _asset_ids(client.get("/v1/assets"))
+    # Playback needs no token: the master playlist, a rendition playlist, the poster.
+    with httpx.Client(timeout=30) as anonymous:
+        master = anonymous.get(asset["playback"]["hls"])
+        assert master.status_code == 200 and master.headers["content-type"] == "application/vnd.apple.mpegurl"
+        (variant,) = parse_master_playlist(master.text)
+        media = anonymous.get(asset["playback"]["hls"].rsplit("/", 1)[0] + "/" + variant["URI"])
+        assert media.status_code == 200 and "#EXTINF" in media.text
+        poster = anonymous.get(asset["playback"]["poster"])
+        assert poster.status_code == 200 and poster.content[:2] == b"\xff\xd8"
+        ranged = anonymous.get(asset["playback"]["poster"], headers={"Range": "bytes=0-9"})
+        assert ranged.status_code == 206 and len(ranged.content) == 10
+
+    prefix = api.settings.layout(upload.asset_id).prefix
+    assert s3.list_objects_v2(Bucket=api.settings.output_bucket, Prefix=prefix)["KeyCount"] > 5
+    deleted = client.delete(f"/v1/assets/{upload.asset_id}")
+    assert deleted.status_code == 204 and deleted.content == b""
+    assert s3.list_objects_v2(Bucket=api.settings.output_bucket, Prefix=prefix)["KeyCount"] == 0
+    assert client.get(f"/v1/assets/{upload.asset_id}").status_code == 404
+    assert client.delete(f"/v1/assets/{upload.asset_id}").status_code == 404
+    assert upload.asset_id not in _asset_ids(client.get("/v1/assets"))
+    # The source stays (PIXELFLOW_DELETE_SOURCE_ON_ASSET_DELETE is off by default).
+    assert s3.head_object(Bucket=api.settings.upload_bucket, Key=key)["ContentLength"] == clip.stat().st_size
+    # A late or duplicate state write (a redelivered event's run) does not resurrect it.
+    for status in (PREPARING, READY):
+        assert record_asset_state(api.settings, upload, status, progress=5, manifest=manifest) is None
+    assert client.get(f"/v1/assets/{upload.asset_id}").status_code == 404
+    assert upload.asset_id not in _asset_ids(client.get("/v1/assets"))
+    # The deletion is an event, for automations and the app.
+    from tests.events_helpers import upload_events  # noqa: F401 - same filter endpoint
+
+    def deleted_events():
+        response = httpx.post(f"{prefect_server}/events/filter", timeout=15, json={"limit": 10, "filter": {
+            "event": {"name": ["pixelflow.asset.deleted"]}, "resource": {"id": [f"pixelflow.asset.{upload.asset_id}"]},
+            "occurred": {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"}}})
+        return response.json()["events"]
+
+    (event,) = wait_for(deleted_events, timeout=30, what="the pixelflow.asset.deleted event")
+    assert event["payload"]["asset_id"] == upload.asset_id and event["payload"]["key"] == key
