@@ -195,11 +195,32 @@ def test_buckets_and_queue_are_locked_down():
     redrive = resources["UploadQueue"]["Properties"]["RedrivePolicy"]
     assert render(redrive["deadLetterTargetArn"]) == "<UploadDeadLetterQueue.Arn>"
 
-    # Playback: CloudFront may read published assets only, for this distribution only.
-    (read,) = resources["OutputBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    # Every bucket refuses plain HTTP.
+    for bucket, policy in (("OutputBucket", "OutputBucketPolicy"), ("UploadBucket", "UploadBucketPolicy"),
+                           ("ResultsBucket", "ResultsBucketPolicy")):
+        statements = _statements(resources[policy]["Properties"]["PolicyDocument"]["Statement"])
+        (tls,) = [st for st in statements if st.get("Sid") == "TlsOnly"]
+        assert tls["Effect"] == "Deny" and tls["Principal"] == "*" and tls["Action"] == "s3:*", policy
+        assert render(tls["Resource"]) == [f"<{bucket}.Arn>", f"<{bucket}.Arn>/*"], policy
+        assert tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}, policy
+    # Playback: CloudFront may read the published media types only (not manifest.json, which names
+    # the source), for this distribution only.
+    (read,) = [st for st in _statements(resources["OutputBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"])
+               if st.get("Effect") == "Allow"]
     assert read["Principal"] == {"Service": "cloudfront.amazonaws.com"} and read["Action"] == "s3:GetObject"
-    assert render(read["Resource"]) == f"{OUTPUT}/assets/*"
+    assert render(read["Resource"]) == [f"{OUTPUT}/assets/*.{ext}" for ext in ("m3u8", "m4s", "mp4", "jpg")]
     assert render(read["Condition"]["StringEquals"]["AWS:SourceArn"]).endswith(":distribution/<AssetsDistribution>")
+    # Tasks reach out over HTTPS only, and nothing reaches in.
+    group = resources["TaskSecurityGroup"]["Properties"]
+    assert "SecurityGroupIngress" not in group
+    assert [(r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in group["SecurityGroupEgress"]] == [("tcp", 443, 443)]
+    # The operator hears of the dead-letter queue, stuck uploads and failed runs.
+    alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert {(a["Namespace"], a["MetricName"]) for a in alarms.values()} == {
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"), ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+        ("PixelFlow", "FailedRuns")}
+    assert all(render(a["AlarmActions"]) == ["<AlertsTopic>"] for a in alarms.values())
+    assert render(resources["FailedRunsMetric"]["Properties"]["LogGroupName"]) == "<LogGroup>"
 
     (bridge,) = resources["BridgeTaskDefinition"]["Properties"]["ContainerDefinitions"]
     assert bridge["Command"] == ["pixelflow", "bridge"]
