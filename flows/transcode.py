@@ -47,7 +47,8 @@ from pixelflow.settings import PixelFlowSettings
 from tasks.encode import encode_ladder, make_poster, transcode_audio, transcode_rendition
 from tasks.publish import (find_published, list_asset, publish_asset, publish_rendition, rendition_cache_key,
                            withdraw_manifest)
-from tasks.records import encode_percent, progress_recorder, record_asset, report_progress, withdraw_deleted
+from tasks.records import (encode_percent, progress_recorder, record_asset, report_progress,
+                           revive_if_uploaded_again, withdraw_deleted)
 from tasks.reject import clear_failure_record, error_record, quarantine_source
 from tasks.source import check_upload, download_source, inspect_source, validate
 
@@ -229,7 +230,9 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         # A manifest naming objects that are gone is not an asset: withdraw it and rebuild.
         _retried(withdraw_manifest, settings)(settings.output_bucket, layout.prefix, broken)
     # The asset's record: preparing from now on (a deleted asset is not made again).
-    if record("preparing", progress=0).get("deleted"):
+    if record("preparing", progress=0).get("deleted") and (
+            not revive_if_uploaded_again(settings.records_table, source)
+            or record("preparing", progress=0).get("deleted")):
         return _deleted(layout.asset_id)
 
     scratch = Path(settings.scratch_dir) / f"{layout.asset_id}-{flow_run_id[:8]}"

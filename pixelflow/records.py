@@ -327,6 +327,26 @@ class Records:
         old = response.get("Attributes")
         return _deserialize(old) if old else {}
 
+    def revive_asset(self, asset_id: str, modified_at: str) -> bool:
+        """Remove a deleted asset's tombstone when its upload was made again after the deletion
+        (the object's ``LastModified``, ``modified_at``, ISO 8601 UTC, is not older than the
+        second the asset was deleted in): a new upload of the same bytes to the same key is a new
+        life of the asset, while a late or duplicate event for the deleted one is not. Whether the
+        tombstone was removed."""
+        tombstone = self.get_asset(asset_id)
+        deleted_at = (tombstone or {}).get("deleted_at")
+        if not deleted_at or modified_at[:19] < deleted_at[:19]:  # S3 keeps whole seconds
+            return False
+        try:
+            self.client.delete_item(TableName=self.table, Key={"pk": {"S": f"asset#{asset_id}"}},
+                                    ConditionExpression="deleted_at = :deleted",
+                                    ExpressionAttributeValues={":deleted": {"S": deleted_at}})
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
     def list_assets(self, status: str | None = None, limit: int = 25,
                     cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """One page of assets, newest first, and the cursor of the next page (``None`` at the end).

@@ -58,6 +58,24 @@ def record_asset(table: str, upload_key_prefix: str, upload: Upload, status: str
     return record
 
 
+def revive_if_uploaded_again(table: str, upload: Upload) -> bool:
+    """Whether the deleted asset of ``upload`` lives again because its object was uploaded
+    again after the deletion (its ``LastModified`` is not older than the deletion); a late or
+    duplicate event of the deleted upload finds it still deleted."""
+    from pixelflow.aws import s3_client
+
+    try:
+        extra = {"VersionId": upload.version_id} if upload.version_id else {}
+        modified = s3_client().head_object(Bucket=upload.bucket, Key=upload.key, **extra)["LastModified"]
+        revived = Records(table).revive_asset(upload.asset_id, modified.strftime("%Y-%m-%dT%H:%M:%S"))
+    except Exception as exc:  # noqa: BLE001 - the index lags; the asset stays as recorded
+        _logger().warning("could not check whether asset %s was uploaded again (%s)", upload.asset_id, exc)
+        return False
+    if revived:
+        _logger().info("asset %s was deleted, and its upload made again since: it is made anew", upload.asset_id)
+    return revived
+
+
 def progress_recorder(table: str, asset_id: str) -> ProgressRecorder:
     """A throttled writer of the asset's ``progress`` in ``table`` (at most one write per 10 % and per 5 s)."""
     records = Records(table)

@@ -145,3 +145,23 @@ def test_a_direct_s3_upload_is_an_asset_that_plays_and_deletes_for_good(api, cli
 
     (event,) = wait_for(deleted_events, timeout=30, what="the pixelflow.asset.deleted event")
     assert event["payload"]["asset_id"] == upload.asset_id and event["payload"]["key"] == key
+
+    # A run for the deleted upload (a late event) publishes nothing...
+    late = transcode(bucket=upload.bucket, key=key, etag=upload.etag, return_state=True)
+    assert late.is_completed() and "was deleted" in late.message
+    assert s3.list_objects_v2(Bucket=api.settings.output_bucket, Prefix=prefix)["KeyCount"] == 0
+    # ...but the same bytes uploaded again after the deletion are the asset's new life: whole again.
+    import time
+
+    time.sleep(1.1)  # S3's LastModified has whole seconds
+    s3.upload_file(str(clip), api.settings.upload_bucket, key)
+    again = transcode(bucket=upload.bucket, key=key, etag=upload.etag)
+    assert again["asset_id"] == upload.asset_id
+    asset = client.get(f"/v1/assets/{upload.asset_id}").json()["data"]
+    assert asset["status"] == "ready"
+    with httpx.Client(timeout=30) as anonymous:
+        assert anonymous.get(asset["playback"]["hls"]).status_code == 200
+    from pixelflow.core.layout import manifest_objects, missing_objects
+    listed = {o["Key"][len(prefix):]: o["Size"]
+              for o in s3.list_objects_v2(Bucket=api.settings.output_bucket, Prefix=prefix)["Contents"]}
+    assert missing_objects(manifest_objects(again), listed) == []
