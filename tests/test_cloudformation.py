@@ -108,13 +108,14 @@ def test_roles_are_least_privilege():
     assert permissions(template, "TaskRole") == {
         ("s3:ListBucket", UPLOAD), ("s3:ListBucket", OUTPUT), ("s3:ListBucket", RESULTS),
         ("s3:GetObject", f"{UPLOAD}/*"), ("s3:GetObjectVersion", f"{UPLOAD}/*"),
-        ("s3:PutObject", f"{UPLOAD}/quarantine/*"),
+        ("s3:PutObject", f"{UPLOAD}/quarantine/*"), ("s3:DeleteObject", f"{UPLOAD}/quarantine/*"),
         ("s3:GetObject", f"{OUTPUT}/assets/*"), ("s3:PutObject", f"{OUTPUT}/assets/*"),
-        ("s3:AbortMultipartUpload", f"{OUTPUT}/assets/*"),
+        ("s3:AbortMultipartUpload", f"{OUTPUT}/assets/*"), ("s3:DeleteObject", f"{OUTPUT}/assets/*"),
         ("s3:GetObject", f"{RESULTS}/*"), ("s3:PutObject", f"{RESULTS}/*"), ("s3:DeleteObject", f"{RESULTS}/*"),
         ("s3:AbortMultipartUpload", f"{RESULTS}/*"),
         # Each asset's state in the records (the API reads them).
         ("dynamodb:GetItem", "<RecordsTable.Arn>"), ("dynamodb:UpdateItem", "<RecordsTable.Arn>"),
+        ("dynamodb:DeleteItem", "<RecordsTable.Arn>"),
     }
     prefect_secrets = {("secretsmanager:GetSecretValue", "<PrefectApiKeySecretArn>"),
                        ("secretsmanager:GetSecretValue", "<PrefectAuthStringSecretArn>")}
