@@ -100,3 +100,40 @@ def is_missing(exc: BaseException) -> bool:
         return False
     code = str(exc.response.get("Error", {}).get("Code", ""))
     return code in MISSING_CODES or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
+
+
+#: The largest JSON object PixelFlow reads back (a manifest, a rejection record): anything
+#: larger was not written by PixelFlow.
+MAX_JSON_BYTES = 4 * 1024 * 1024
+
+
+def read_json_object(s3, bucket: str, key: str, limit: int = MAX_JSON_BYTES) -> tuple[Any, Any] | None:
+    """``(document, LastModified)`` of a JSON object, or ``None`` when there is none.
+
+    The size is checked before anything is read, so a planted huge object costs nothing.
+
+    Raises:
+        PixelFlowError: ``record_unreadable`` when the object is larger than ``limit`` bytes or
+            is not JSON.
+    """
+    import json
+
+    from pixelflow.errors import ErrorCode, PixelFlowError
+
+    try:
+        obj = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if is_missing(exc):
+            return None
+        raise
+    with obj["Body"] as body:
+        if obj.get("ContentLength", 0) > limit:
+            raise PixelFlowError(ErrorCode.RECORD_UNREADABLE,
+                                 f"s3://{bucket}/{key} is {obj['ContentLength']} bytes, more than a PixelFlow record "
+                                 f"({limit}); it is not read.", {"bucket": bucket, "key": key})
+        raw = body.read(limit + 1)
+    try:
+        return json.loads(raw), obj["LastModified"]
+    except ValueError:
+        raise PixelFlowError(ErrorCode.RECORD_UNREADABLE, f"s3://{bucket}/{key} is not JSON.",
+                             {"bucket": bucket, "key": key}) from None

@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     STORAGE_ERROR = "storage_error"
     ASSET_INCOMPLETE = "asset_incomplete"
     SOURCE_CHANGED = "source_changed"
+    RECORD_UNREADABLE = "record_unreadable"
     TOO_MANY_ATTEMPTS = "too_many_attempts"
     INTERNAL = "internal"
     # Command-line answers about assets.

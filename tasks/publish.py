@@ -11,7 +11,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
 
-from pixelflow.aws import is_missing, s3_client
+from pixelflow.aws import read_json_object, s3_client
 from pixelflow.core.layout import MANIFEST, manifest_objects, missing_objects
 from pixelflow.core.manifest import RenditionOutput, object_headers
 from pixelflow.errors import ErrorCode, PixelFlowError
@@ -80,12 +80,10 @@ def list_asset(bucket: str, prefix: str) -> dict[str, int]:
 def find_published(bucket: str, prefix: str) -> dict[str, Any] | None:
     """The manifest of an already published asset, or ``None``."""
     try:
-        body = s3_client().get_object(Bucket=bucket, Key=f"{prefix}{MANIFEST}")["Body"].read()
+        found = read_json_object(s3_client(), bucket, f"{prefix}{MANIFEST}")
     except ClientError as exc:
-        if is_missing(exc):
-            return None
         raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Reading the manifest failed: {exc}") from None
-    return json.loads(body)
+    return found[0] if found else None
 
 
 @task(name="withdraw-broken-asset", task_run_name="withdraw-broken-asset", retries=RETRIES,
@@ -138,7 +136,7 @@ def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], buck
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
-            existing = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}{MANIFEST}")["Body"].read())
+            existing = read_json_object(s3, bucket, f"{prefix}{MANIFEST}")[0]
             get_run_logger().info("asset %s was published by another run meanwhile", manifest["asset_id"])
             return existing
         raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Writing the manifest failed: {exc}") from None

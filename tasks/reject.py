@@ -9,7 +9,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
 
-from pixelflow.aws import is_missing, s3_client
+from pixelflow.aws import read_json_object, s3_client
 from pixelflow.core.layout import AssetLayout
 from pixelflow.core.upload import Upload
 from pixelflow.errors import ErrorCode, PixelFlowError
@@ -69,13 +69,11 @@ def clear_failure_record(bucket: str, layout: AssetLayout) -> bool:
     cleared by a later success, as a rejection is decided once. Returns whether one was removed.
     """
     s3 = s3_client()
-    try:
-        record = json.loads(s3.get_object(Bucket=bucket, Key=layout.error_key)["Body"].read())
-    except ClientError as exc:
-        if is_missing(exc):
-            return False
-        raise
-    if record.get("status") != "failed":
+    found = read_json_object(s3, bucket, layout.error_key)
+    if found is None:
+        return False
+    record = found[0]
+    if not isinstance(record, dict) or record.get("status") != "failed":
         return False
     response = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": layout.error_key},
                                                                     {"Key": layout.kept_source_key}], "Quiet": True})

@@ -18,6 +18,7 @@ import pytest
 from pixelflow.aws import s3_client
 from pixelflow.core.ids import asset_id
 from pixelflow.core.layout import AssetLayout, manifest_objects, missing_objects
+from pixelflow.core.upload import Upload
 from tests.conftest import make_clip
 from tests.s3_fault_proxy import S3FaultProxy, Trigger
 
@@ -242,3 +243,20 @@ def test_a_source_is_read_in_parallel_parts_byte_for_byte(prefect_server, bucket
     path = download_source(source, tmp_path / "dl" / "source", headroom=1.0, chunk_mb=1, concurrency=3)
     assert path.read_bytes() == data
     assert [p.name for p in path.parent.iterdir()] == ["source"]  # no partial file left
+
+
+@pytest.mark.parametrize("planted", [b"x" * (5 * 1024 * 1024), b"not json", b'["a list"]'])
+def test_a_planted_rejection_record_is_never_read_whole_nor_taken_for_a_rejection(moto_server, buckets, planted):
+    """Anyone who can upload can write under the quarantine prefix: a huge, non-JSON or non-object
+    error.json there is not read whole and does not make the upload rejected."""
+    from pixelflow.ops import assets
+    from pixelflow.settings import PixelFlowSettings
+
+    up, _ = buckets
+    s3 = s3_client()
+    s3.put_object(Bucket=up, Key="planted.mp4", Body=b"video bytes")
+    upload = Upload.from_head(up, "planted.mp4", s3.head_object(Bucket=up, Key="planted.mp4"))
+    settings = PixelFlowSettings()
+    s3.put_object(Bucket=up, Key=settings.layout(upload.asset_id).error_key, Body=planted)
+    assert assets.published_or_rejected(upload.asset_id, settings, s3) is None
+    assert assets.get_asset(upload.asset_id, settings, s3).status == assets.PROCESSING

@@ -22,6 +22,7 @@ Everything else is unknown (:class:`AssetNotFound`). An upload's asset id is
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -29,11 +30,13 @@ from typing import Any, Iterator
 
 from botocore.exceptions import ClientError
 
-from pixelflow.aws import is_missing
+from pixelflow.aws import is_missing, read_json_object
 from pixelflow.core.layout import manifest_objects, missing_objects
 from pixelflow.core.upload import Upload
 from pixelflow.errors import REJECTION_CODES, ErrorCode, PixelFlowError
 from pixelflow.settings import PixelFlowSettings
+
+logger = logging.getLogger("pixelflow.ops.assets")
 
 READY, PROCESSING, REJECTED, FAILED, BROKEN = "ready", "processing", "rejected", "failed", "broken"
 
@@ -98,15 +101,18 @@ def is_asset_id(value: str) -> bool:
 
 
 def _get_json(s3, bucket: str, key: str) -> tuple[dict[str, Any], datetime] | None:
+    return read_json_object(s3, bucket, key)
+
+
+def _get_record(s3, bucket: str, key: str) -> tuple[dict[str, Any], datetime] | None:
+    """A rejection record, or ``None``: one too large, not JSON or not an object was not written by
+    PixelFlow, and counts as none (it never stands for a rejection)."""
     try:
-        obj = s3.get_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if is_missing(exc):
-            return None
-        raise
-    with obj["Body"] as body:
-        data = json.loads(body.read())
-    return data, obj["LastModified"]
+        found = read_json_object(s3, bucket, key)
+    except PixelFlowError as error:
+        logger.warning("ignoring %s: %s", key, error.message)
+        return None
+    return found if found and isinstance(found[0], dict) else None
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -175,7 +181,7 @@ def read_manifest(asset_id: str, settings: PixelFlowSettings, s3) -> dict[str, A
 
 def read_rejection(asset_id: str, settings: PixelFlowSettings, s3) -> dict[str, Any] | None:
     """The quarantine ``error.json`` record of an asset, or ``None`` when there is none."""
-    found = _get_json(s3, settings.upload_bucket, settings.layout(asset_id).error_key)
+    found = _get_record(s3, settings.upload_bucket, settings.layout(asset_id).error_key)
     return found[0] if found else None
 
 
@@ -185,7 +191,7 @@ def published_or_rejected(asset_id: str, settings: PixelFlowSettings, s3) -> Ass
     found = _get_json(s3, settings.output_bucket, layout.manifest_key)
     if found:
         return _from_manifest(asset_id, *found)
-    found = _get_json(s3, settings.upload_bucket, layout.error_key)
+    found = _get_record(s3, settings.upload_bucket, layout.error_key)
     if found:
         return _from_error(asset_id, *found)
     return None
@@ -289,7 +295,7 @@ def list_assets(settings: PixelFlowSettings, s3) -> list[AssetInfo]:
             candidate = prefix["Prefix"][len(settings.quarantine_prefix):].rstrip("/")
             if not is_asset_id(candidate) or candidate in found:
                 continue
-            record = _get_json(s3, settings.upload_bucket, settings.layout(candidate).error_key)
+            record = _get_record(s3, settings.upload_bucket, settings.layout(candidate).error_key)
             if record:
                 found[candidate] = _from_error(candidate, *record)
     for candidate, source, uploaded in iter_sources(settings, s3):
