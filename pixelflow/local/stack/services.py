@@ -172,7 +172,7 @@ class Stack:
             StackError: When a port is taken or a service does not come up; everything already
                 started is stopped again.
         """
-        from pixelflow.local.processes import processes as local
+        from pixelflow.local import processes as local
 
         config = self.config
         if config.heartbeat_seconds < 30:
