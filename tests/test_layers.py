@@ -47,3 +47,28 @@ def test_each_layer_imports_only_the_layers_below_it(folder):
             if (own and not within(name, allowed)) or within(name, forbidden):
                 wrong.setdefault(str(path.relative_to(ROOT)), []).append(name)
     assert wrong == {}
+
+
+def test_every_import_of_our_own_modules_resolves():
+    """Imports inside functions run only when the function does: check every one of them here."""
+    import importlib
+
+    broken = []
+    for folder in ("pixelflow", "tasks", "flows", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                        and node.module.split(".")[0] in ("pixelflow", "tasks", "flows", "bench")):
+                    continue
+                try:
+                    module = importlib.import_module(node.module)
+                except ImportError as exc:
+                    broken.append(f"{path.relative_to(ROOT)}: {node.module} ({exc})")
+                    continue
+                for alias in node.names:
+                    if not hasattr(module, alias.name):
+                        try:
+                            importlib.import_module(f"{node.module}.{alias.name}")
+                        except ImportError:
+                            broken.append(f"{path.relative_to(ROOT)}: {node.module}.{alias.name}")
+    assert broken == []
