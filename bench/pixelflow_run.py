@@ -15,8 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.measure import Measurement, run_group, tree_cpu
-from pixelflow.local.processes import (Service, _bin, free_port, prefect_env, spawn, start_moto, stop_process, wait_http,
-                             with_moto_settings)
+from pixelflow.local.processes import Service, prefect_env, start_moto, start_prefect_server, with_moto_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,23 +42,9 @@ class Stack:
 
 
 def start_prefect(home: Path, log_dir: Path, timeout: float = 600) -> Service:
-    """``prefect server start`` (SQLite under ``home``), as :func:`pixelflow.local.processes.start_prefect_server`
-    starts it, with a longer start-up allowance: a busy two-core machine can take minutes."""
-    port = free_port()
-    home.mkdir(parents=True, exist_ok=True)
-    env = prefect_env(home=home.resolve())
-    env.pop("PREFECT_API_URL", None)
-    env.update({"PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
-                "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}"})
-    log_path = log_dir / "prefect-server.log"
-    process = spawn([_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], log_path, env)
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        wait_http(f"{url}/health", timeout=timeout, process=process)
-    except BaseException:
-        stop_process(process)
-        raise
-    return Service("prefect", url, process, log_path)
+    """``prefect server start`` (SQLite under ``home``) with a longer start-up allowance: a busy
+    two-core machine can take minutes."""
+    return start_prefect_server(home=home, log_dir=log_dir, timeout=timeout)
 
 
 def start_stack(work: Path, s3_url: str | None = None, prefect_url: str | None = None) -> Stack:

@@ -118,6 +118,19 @@ def build_manifest(asset_id: str, source: Upload, probe_summary: dict[str, Any],
     return manifest
 
 
+#: Content types of the files a player fetches from a published asset, by suffix (what the
+#: player server and the API serve for playback; ``manifest.json`` is not one of them).
+PLAYBACK_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".m4a": "audio/mp4",
+    ".ts": "video/mp2t",
+    ".aac": "audio/aac",
+    ".vtt": "text/vtt; charset=utf-8",
+    ".jpg": "image/jpeg",
+}
+
 CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
     ".m4s": "video/iso.segment",

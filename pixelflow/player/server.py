@@ -30,6 +30,7 @@ from botocore.exceptions import ClientError
 
 from pixelflow.ops import assets
 from pixelflow.aws import is_missing, s3_client
+from pixelflow.core.manifest import PLAYBACK_TYPES
 from pixelflow.settings import PixelFlowSettings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -42,16 +43,7 @@ STATIC_FILES = {
 }
 
 #: Content types of the asset files the proxy passes through (anything else is refused).
-ASSET_TYPES = {
-    ".m3u8": "application/vnd.apple.mpegurl",
-    ".m4s": "video/iso.segment",
-    ".mp4": "video/mp4",
-    ".m4a": "audio/mp4",
-    ".ts": "video/mp2t",
-    ".aac": "audio/aac",
-    ".vtt": "text/vtt; charset=utf-8",
-    ".jpg": "image/jpeg",
-}
+ASSET_TYPES = PLAYBACK_TYPES
 
 _ASSET_PATH = re.compile(
     r"^/assets/(?P<asset_id>[0-9a-f]{24})/(?P<name>(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}/)?[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127})$"

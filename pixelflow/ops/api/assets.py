@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from pixelflow.ops import assets as s3_assets
+from pixelflow.core.manifest import PLAYBACK_TYPES
 from pixelflow.ops.api.auth import require_token
 from pixelflow.ops.api.events import ASSET_DELETED, asset_event, emit
 from pixelflow.ops.api.schemas import AssetList, AssetOut, ErrorOut
@@ -35,17 +36,6 @@ router = APIRouter(prefix="/v1/assets", tags=["assets"], dependencies=[Depends(r
                    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
 playback = APIRouter(tags=["playback"])
 
-#: Files of a published asset served for playback, by suffix (the manifest is not one of them).
-PLAYBACK_TYPES = {
-    ".m3u8": "application/vnd.apple.mpegurl",
-    ".m4s": "video/iso.segment",
-    ".mp4": "video/mp4",
-    ".m4a": "audio/mp4",
-    ".ts": "video/mp2t",
-    ".aac": "audio/aac",
-    ".vtt": "text/vtt; charset=utf-8",
-    ".jpg": "image/jpeg",
-}
 _NAME = re.compile(r"^(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}/)?[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
 
 
