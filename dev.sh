@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # System packages: FFmpeg always; the test suite also drives Chromium, builds the transcoder
-# image with buildah (no Docker engine needed) and bootstraps its Debian base with debootstrap.
+# image with buildah (no Docker engine needed) and bootstraps its Debian base with debootstrap,
+# and runs a Prefect server on PostgreSQL; `./dev.sh up --database postgres` installs it too.
 APT_RUN=(ffmpeg)
-APT_TEST=(ffmpeg chromium buildah debootstrap mmdebstrap fuse-overlayfs uidmap)
+APT_TEST=(ffmpeg chromium buildah debootstrap mmdebstrap fuse-overlayfs uidmap postgresql)
 
 log() { printf '\033[1mpixelflow:\033[0m %s\n' "$*" >&2; }
 
@@ -56,7 +57,11 @@ case "$cmd" in
     install_python
     ;;
   up)
-    install_system "${APT_RUN[@]}"
+    apt_up=("${APT_RUN[@]}")
+    case " $* ${PIXELFLOW_STACK_DATABASE:-} " in
+      *" --database postgres "*|*" --database=postgres "*|*" postgres "*) apt_up+=(postgresql) ;;
+    esac
+    install_system "${apt_up[@]}"
     install_python
     exec .venv/bin/pixelflow stack up "$@"
     ;;

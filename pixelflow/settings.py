@@ -155,6 +155,12 @@ class PixelFlowSettings(BaseSettings):
         "Default: the source stays in the upload bucket, whose lifecycle rule expires it.")
     api_max_list_limit: int = Field(100, ge=1, le=1000, description="Largest `limit` of GET /v1/assets.")
 
+    # --- local stack: the Prefect server's database (pixelflow stack up --database) ----------
+    stack_database: Literal["sqlite", "postgres"] = Field(
+        "sqlite", description="Database of the local stack's Prefect server: `sqlite` (embedded, nothing to "
+                              "install) or `postgres` (a local PostgreSQL server from Debian's `postgresql` "
+                              "package, its data under the stack's home; use it under load).")
+
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _parse_tokens(cls, value):

@@ -1,4 +1,4 @@
-"""``pixelflow stack up|down|status``: the whole event-driven chain on this machine."""
+"""``pixelflow stack up|down|status|latency|backup|restore``: the whole event-driven chain on this machine."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--moto-port", type=int, default=5000, help="moto server port (default: 5000)")
     up.add_argument("--aws-endpoint", help="use this S3/SQS endpoint instead of starting a moto server")
     up.add_argument("--api-port", type=int, default=8000, help="HTTP API port (default: 8000; 0: no API)")
+    up.add_argument("--database", choices=["sqlite", "postgres"],
+                    help="the Prefect server's database: sqlite (embedded) or postgres (a local PostgreSQL "
+                         "server, data in <home>/postgres) (default: PIXELFLOW_STACK_DATABASE, else sqlite)")
     up.add_argument("--project-dir", type=Path, help="PixelFlow checkout holding prefect.yaml (default: this checkout)")
     up.add_argument("--no-sample", action="store_true", help="do not upload and transcode a sample video")
     up.add_argument("--detach", action="store_true", help="leave the stack running in the background and exit")
@@ -47,6 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     latency.add_argument("--file", type=Path, help="video to upload (default: the generated 1080p sample)")
     latency.add_argument("--json", action="store_true", help="print every measurement as JSON")
     latency.set_defaults(func=run_latency)
+    backup = actions.add_parser("backup", help="pg_dump the stack's Prefect database (PostgreSQL) to a file")
+    backup.add_argument("--home", type=Path, default=Path(".pixelflow"), help="state directory (default: .pixelflow)")
+    backup.add_argument("--output", "-o", type=Path, required=True, help="file to write (pg_dump custom format)")
+    backup.set_defaults(func=run_backup)
+    restore = actions.add_parser("restore", help="replace a stopped stack's Prefect database with a backup")
+    restore.add_argument("backup", type=Path, help="a file written by `pixelflow stack backup` (or pg_dump -Fc)")
+    restore.add_argument("--home", type=Path, default=Path(".pixelflow"), help="state directory (default: .pixelflow)")
+    restore.set_defaults(func=run_restore)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
@@ -60,6 +71,7 @@ def _say(message: str) -> None:
 
 def run_up(args: argparse.Namespace) -> int:
     from pixelflow.local.stack import Stack, StackConfig, StackError, make_sample
+    from pixelflow.settings import PixelFlowSettings
 
     config = StackConfig(
         home=args.home.resolve(),
@@ -67,6 +79,7 @@ def run_up(args: argparse.Namespace) -> int:
         prefect_port=args.prefect_port,
         aws_endpoint=args.aws_endpoint,
         api_port=args.api_port or None,
+        database=args.database or PixelFlowSettings().stack_database,
     )
     if args.project_dir:
         config.project_dir = args.project_dir.resolve()
@@ -85,6 +98,8 @@ def run_up(args: argparse.Namespace) -> int:
         print()
         print(f"  Prefect UI      {stack.ui_url}")
         print(f"  S3/SQS endpoint {stack.aws_endpoint}")
+        if stack.postgres_port:
+            print(f"  Prefect DB      PostgreSQL on 127.0.0.1:{stack.postgres_port} (data in {config.home / 'postgres'})")
         print(f"  upload bucket   s3://{settings.upload_bucket}   output bucket s3://{settings.output_bucket}")
         print(f"  logs            {config.log_dir}")
         print()
@@ -149,6 +164,34 @@ def run_down(args: argparse.Namespace) -> int:
     state_file = args.home.resolve() / "stack.json"
     stopped = stop_from_state(state_file, log=_say)
     _say(f"stopped {stopped} process(es)" if stopped else f"no running stack recorded in {state_file}")
+    return 0
+
+
+def run_backup(args: argparse.Namespace) -> int:
+    from pixelflow.local.stack import StackError
+    from pixelflow.local.stack.backup import backup
+
+    try:
+        written = backup(args.home, args.output.resolve(), log=_say)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _say(f"wrote the Prefect database to {written} ({written.stat().st_size} bytes); "
+         f"restore it with `pixelflow stack restore {written} --home HOME`")
+    return 0
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    from pixelflow.local.stack import StackError
+    from pixelflow.local.stack.backup import restore
+
+    try:
+        restore(args.home, args.backup.resolve(), log=_say)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _say(f"restored {args.backup} into {args.home.resolve() / 'postgres'}; start the stack with "
+         f"`pixelflow stack up --database postgres --home {args.home}`")
     return 0
 
 

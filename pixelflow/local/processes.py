@@ -84,13 +84,20 @@ def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
         process.wait(5)
 
 
-def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: str | None = None) -> subprocess.Popen:
+def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: str | None = None,
+          **popen) -> subprocess.Popen:
+    """Start ``args`` in its own session with its output appended to ``log_path``.
+
+    Args:
+        popen: More :class:`subprocess.Popen` arguments (e.g. ``user``/``group`` to run it as
+            another user).
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab")
-    return subprocess.Popen(
-        args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env=env, cwd=cwd, start_new_session=True,
-    )
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, cwd=cwd, start_new_session=True, **popen,
+        )
 
 
 #: Settings for runs against a local moto server. moto answers every ranged GET by reading the
@@ -134,13 +141,20 @@ def prefect_env(api_url: str | None = None, home: Path | None = None) -> dict[st
     return env
 
 
+def sqlite_url(home: Path) -> str:
+    """The URL of the SQLite database a local Prefect server keeps under its ``home``."""
+    return f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}"
+
+
 def start_prefect_server(port: int | None = None, home: Path = Path(".pixelflow/prefect"),
-                         log_dir: Path = Path(".pixelflow/logs"), timeout: float = 120.0) -> Service:
-    """``prefect server start`` with its embedded SQLite database under ``home``.
+                         log_dir: Path = Path(".pixelflow/logs"), timeout: float = 120.0,
+                         database_url: str | None = None) -> Service:
+    """``prefect server start`` with its embedded SQLite database under ``home`` (or ``database_url``).
 
     Args:
         port: Port on loopback; a free one when not given.
         home: ``PREFECT_HOME`` of the server, where its SQLite database is.
+        database_url: Its database instead (e.g. :meth:`pixelflow.local.postgres.LocalPostgres.url`).
         log_dir: Where ``prefect-server.log`` is written.
         timeout: Seconds to wait for ``/api/health`` to answer.
 
@@ -153,7 +167,7 @@ def start_prefect_server(port: int | None = None, home: Path = Path(".pixelflow/
     env.pop("PREFECT_API_URL", None)
     env["PREFECT_SERVER_API_HOST"] = "127.0.0.1"
     env["PREFECT_SERVER_API_PORT"] = str(port)
-    env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{(home / 'prefect.db').resolve()}"
+    env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url or sqlite_url(home)
     log_path = log_dir / "prefect-server.log"
     process = spawn([_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], log_path, env)
     url = f"http://127.0.0.1:{port}/api"

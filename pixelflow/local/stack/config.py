@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 #: Work pool, flow and deployment of the ``local`` block of prefect.yaml.
 WORK_POOL = "pixelflow-local"
@@ -51,6 +51,10 @@ class StackConfig:
         api_port: Port of the HTTP API (``pixelflow api``: uploads, assets, the upload page);
             ``None`` (the default here; ``pixelflow stack up`` uses 8000) starts none. Its token is ``PIXELFLOW_API_TOKENS`` of ``env`` if set, else
             one generated once and kept in ``<home>/api-token``.
+        database: The Prefect server's database: ``sqlite`` (embedded, nothing to install) or
+            ``postgres`` (a local PostgreSQL server, :mod:`pixelflow.local.postgres`, its cluster
+            in ``<home>/postgres``; what a stack under load should use).
+        postgres_port: Loopback port of that PostgreSQL server; a free one when ``None``.
     """
 
     home: Path = field(default_factory=lambda: Path(".pixelflow").resolve())
@@ -67,6 +71,8 @@ class StackConfig:
     supervise: bool = True
     reconcile_after_seconds: float | None = 120.0
     api_port: int | None = None
+    database: Literal["sqlite", "postgres"] = "sqlite"
+    postgres_port: int | None = None
 
     @property
     def log_dir(self) -> Path:

@@ -1,7 +1,8 @@
 """The local stack as real child processes: moto server, Prefect server, worker, bridge and
 reconciler.
 
-Start order: moto server (S3/SQS) and Prefect server (SQLite, UI), then :func:`provision` of the
+Start order: moto server (S3/SQS), PostgreSQL when the stack's database is ``postgres``
+(:mod:`pixelflow.local.postgres`) and Prefect server (SQLite or that PostgreSQL, UI), then :func:`provision` of the
 buckets, queue, dead-letter queue and notification, the crash-recovery automations
 (:mod:`pixelflow.ops.automations`), the ``pixelflow-local`` process work pool, then a process worker,
 ``pixelflow bridge``, ``pixelflow reconcile`` (:mod:`pixelflow.ops.reconcile`) and ``pixelflow api``
@@ -71,6 +72,8 @@ class Stack:
         #: The HTTP API's base URL and bearer token, once started (``None``: no API).
         self.http_api_url: str | None = None
         self.api_token: str | None = None
+        #: The port of the stack's PostgreSQL server, once started (``None``: SQLite).
+        self.postgres_port: int | None = None
 
     @classmethod
     def attach(cls, config: StackConfig, log: Log = print) -> "Stack":
@@ -87,6 +90,7 @@ class Stack:
         stack.api_url = state.get("api_url")
         stack._ui_url = state.get("ui_url")
         stack.http_api_url = state.get("http_api_url")
+        stack.postgres_port = state.get("postgres_port")
         stack.api_token = stack._api_token() if stack.http_api_url else None
         return stack
 
@@ -161,7 +165,8 @@ class Stack:
 
     def _urls(self) -> dict[str, str | None]:
         return {"aws_endpoint": self.aws_endpoint, "api_url": self.api_url, "ui_url": self.ui_url,
-                "http_api_url": self.http_api_url}
+                "http_api_url": self.http_api_url, "database": self.config.database,
+                "postgres_port": self.postgres_port}
 
     # --- start / stop -----------------------------------------------------------------------
     def up(self) -> None:
@@ -183,7 +188,8 @@ class Stack:
                 f"a stack is already running (state in {config.state_file}); stop it with `pixelflow stack down`"
             )
         ports = [config.prefect_port] + ([] if config.aws_endpoint else [config.moto_port]) + \
-            ([config.api_port] if config.api_port else [])
+            ([config.api_port] if config.api_port else []) + \
+            ([config.postgres_port] if config.database == "postgres" and config.postgres_port else [])
         for port in ports:
             if port_in_use(port):
                 raise StackError(f"port {port} on 127.0.0.1 is in use; choose another "
@@ -196,7 +202,12 @@ class Stack:
                 moto = local.start_moto(config.moto_port, log_dir=config.log_dir)
                 self.supervisor.adopt("moto", moto.process, moto.log_path)
                 self.aws_endpoint = moto.url
-            self.log(f"starting Prefect server on port {config.prefect_port} (SQLite in {config.home / 'prefect'})")
+            if config.database == "postgres":
+                self.start_postgres()
+                where = f"PostgreSQL on port {self.postgres_port}, data in {config.home / 'postgres'}"
+            else:
+                where = f"SQLite in {config.home / 'prefect'}"
+            self.log(f"starting Prefect server on port {config.prefect_port} ({where})")
             self.start_prefect_server()
 
             settings = self.settings()
@@ -339,8 +350,35 @@ class Stack:
             self.log(f"HTTP API on {self.http_api_url} (docs {self.http_api_url}/docs)")
         return process
 
+    def start_postgres(self) -> None:
+        """Start the stack's PostgreSQL server (``initdb`` on first use; its data survives a stop).
+
+        Raises:
+            StackError: When PostgreSQL is not installed or does not start.
+        """
+        from pixelflow.local.postgres import LocalPostgres, PostgresError
+        from pixelflow.local.processes import free_port
+
+        port = self.config.postgres_port or free_port()
+        self.log(f"starting PostgreSQL on port {port} (data in {self.config.home / 'postgres'})")
+        try:
+            server = LocalPostgres(self.config.home).start(port, log_dir=self.config.log_dir)
+        except PostgresError as exc:
+            raise StackError(str(exc)) from None
+        self.postgres_port = port
+        self.supervisor.adopt("postgres", server.process, server.log_path)
+
+    def database_url(self) -> str:
+        """The URL of the Prefect server's database (a PostgreSQL one holds its password)."""
+        from pixelflow.local.postgres import LocalPostgres
+        from pixelflow.local.processes import sqlite_url
+
+        if self.config.database == "postgres":
+            return LocalPostgres(self.config.home).url(self.postgres_port)
+        return sqlite_url(self.config.home / "prefect")
+
     def start_prefect_server(self) -> None:
-        """Start the stack's Prefect server (its SQLite database survives a stop)."""
+        """Start the stack's Prefect server (its database survives a stop)."""
         from pixelflow.local.processes import _bin, prefect_env, wait_http
 
         home = (self.config.home / "prefect").resolve()
@@ -351,7 +389,7 @@ class Stack:
         env.update(
             PREFECT_SERVER_API_HOST="127.0.0.1",
             PREFECT_SERVER_API_PORT=str(port),
-            PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            PREFECT_API_DATABASE_CONNECTION_URL=self.database_url(),
             PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS=str(self.config.concurrency_slot_wait_seconds),
         )
         process = self.supervisor.spawn(

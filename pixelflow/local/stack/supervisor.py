@@ -25,7 +25,7 @@ from pixelflow.local.stack.state import proc_start, read_state, tail
 MAX_RESTARTS = 20
 
 #: Order of :meth:`Supervisor.stop_all`: the services that talk to the others go first.
-STOP_ORDER = {"reconciler": 0, "bridge": 0, "worker": 1, "prefect-server": 2, "moto": 3}
+STOP_ORDER = {"reconciler": 0, "bridge": 0, "worker": 1, "prefect-server": 2, "postgres": 3, "moto": 3}
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Child:
     """A running service.
 
     Attributes:
-        name: The service (``moto``, ``prefect-server``, ``worker``, ``bridge``, ``reconciler``).
+        name: The service (``moto``, ``postgres``, ``prefect-server``, ``worker``, ``bridge``, ``reconciler``).
         process: Its process, leader of its own process group.
         log_path: Where its output goes.
         restart: Starts it again when it exits by itself; ``None`` for a service that is not
