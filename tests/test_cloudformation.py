@@ -219,7 +219,9 @@ def test_buckets_and_queue_are_locked_down():
     alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     assert {(a["Namespace"], a["MetricName"]) for a in alarms.values()} == {
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible"), ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
-        ("PixelFlow", "FailedRuns")}
+        ("PixelFlow", "FailedRuns"),
+        # the self-hosted Prefect server's load balancer: the server's 5xx and its own (no server)
+        ("AWS/ApplicationELB", "HTTPCode_Target_5XX_Count"), ("AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count")}
     assert all(render(a["AlarmActions"]) == ["<AlertsTopic>"] for a in alarms.values())
     assert render(resources["FailedRunsMetric"]["Properties"]["LogGroupName"]) == "<LogGroup>"
 
@@ -389,3 +391,154 @@ def test_serverless_api_and_bridge_deploy_and_the_api_works_on_what_they_created
     assert f"/{outputs['UploadBucketName']}/uploads/" in json.loads(created["body"])["data"]["url"]
     listed = lambda_handlers.api_handler(_url_event("GET", "/v1/assets", {"authorization": f"Bearer {token}"}), None)
     assert listed["statusCode"] == 200
+
+
+# --- the self-hosted Prefect server (PrefectServer=self-hosted) -----------------------------------
+def test_self_hosted_prefect_server_is_pinned_private_and_least_privilege():
+    """The server image is pinned to PixelFlow's Prefect version (a moving tag is refused), the
+    database keeps backups, is encrypted and cannot be deleted by accident, the server's role
+    reads its two secrets only, and the auth string is never in plain text in the template."""
+    template = load_template()
+    resources, parameters = template["Resources"], template["Parameters"]
+    locked = (ROOT / "uv.lock").read_text()
+    prefect_version = re.search(r'name = "prefect"\nversion = "([^"]+)"', locked)[1]
+    image = parameters["PrefectServerImage"]
+    assert image["Default"].startswith(f"prefecthq/prefect:{prefect_version}-")
+    pattern = re.compile(image["AllowedPattern"])
+    assert pattern.match(image["Default"])
+    assert pattern.match(f"prefecthq/prefect:{prefect_version}-python3.12@sha256:{'a' * 64}")
+    for moving in ("prefecthq/prefect", "prefecthq/prefect:latest", "prefecthq/prefect:3-python3.12"):
+        assert not pattern.match(moving), moving
+
+    database = resources["PrefectDatabase"]
+    props = database["Properties"]
+    assert props["StorageEncrypted"] is True and props["DeletionProtection"] is True
+    assert props["PubliclyAccessible"] is False and render(props["BackupRetentionPeriod"]) == "<PrefectDatabaseBackupDays>"
+    assert database["DeletionPolicy"] == database["UpdateReplacePolicy"] == "Snapshot"
+    assert "resolve:secretsmanager" in render(props["MasterUserPassword"])
+    # The database's subnets have no route table of their own: only the VPC's local routes.
+    routed = {render(r["Properties"]["SubnetId"]) for r in resources.values()
+              if r["Type"] == "AWS::EC2::SubnetRouteTableAssociation"}
+    assert not routed & {"<DatabaseSubnetA>", "<DatabaseSubnetB>"}
+    assert permissions(template, "PrefectServerExecutionRole") == {
+        ("logs:CreateLogStream", "<LogGroup.Arn>"), ("logs:PutLogEvents", "<LogGroup.Arn>"),
+        ("secretsmanager:GetSecretValue", "<PrefectDatabaseSecret>"),
+        ("secretsmanager:GetSecretValue", "<PrefectAuthStringSecretArn>"),
+    }
+    text = TEMPLATE.read_text()
+    assert not re.search(r"Name: PREFECT_(SERVER|API)_AUTH_STRING, Value:", text)
+    migrate, server = resources["PrefectServerTaskDefinition"]["Properties"]["ContainerDefinitions"]
+    # The server checks the auth string the worker and the bridge send: one secret for all.
+    (server_auth,) = [s for s in server["Secrets"] if s["Name"] == "PREFECT_SERVER_API_AUTH_STRING"]
+    for name in ("WorkerTaskDefinition", "BridgeTaskDefinition"):
+        (container,) = resources[name]["Properties"]["ContainerDefinitions"]
+        (client_auth,) = container["Secrets"]["Fn::If"][2]["Fn::If"][1]
+        assert client_auth == {"Name": "PREFECT_API_AUTH_STRING", "ValueFrom": server_auth["ValueFrom"]}, name
+    assert migrate["Command"] == ["prefect", "server", "database", "upgrade", "-y"] and migrate["Essential"] is False
+    assert server["DependsOn"] == [{"ContainerName": "migrate", "Condition": "SUCCESS"}]
+    (balanced,) = resources["PrefectServerService"]["Properties"]["LoadBalancers"]
+    assert render(balanced) == {"ContainerName": "server", "ContainerPort": 4200, "TargetGroupArn": "<PrefectTargetGroup>"}
+    deployment = resources["PrefectServerService"]["Properties"]["DeploymentConfiguration"]
+    assert deployment["MaximumPercent"] == 100, "two server tasks would migrate the database at once"
+    # The asset records can be restored to any second of the last 35 days.
+    assert resources["RecordsTable"]["Properties"]["PointInTimeRecoverySpecification"] == {
+        "PointInTimeRecoveryEnabled": True}
+    alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"
+              and r["Properties"]["Namespace"] == "AWS/ApplicationELB"]
+    assert len(alarms) == 2 and all(render(a["Dimensions"]) == [
+        {"Name": "LoadBalancer", "Value": "<PrefectLoadBalancer.LoadBalancerFullName>"}] for a in alarms)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_self_hosted_prefect_server_deploys_and_everything_points_at_it(moto_server):
+    """With PrefectServer=self-hosted and no PrefectApiUrl: the server's ECS service behind the
+    HTTPS load balancer, its RDS PostgreSQL, the security groups chaining load balancer ->
+    server -> database, and the worker and bridge pointed at
+    the server with its auth string from Secrets Manager. (The 5xx alarms, the secrets and the
+    records table's point-in-time recovery: moto's CloudFormation skips them; the template test
+    checks them.)"""
+    import boto3
+
+    suffix = uuid.uuid4().hex[:8]
+    stack = f"pixelflow-sh-{suffix}"
+    domain = f"prefect-{suffix}.example.com"
+    certificate = boto3.client("acm", region_name="us-east-1").request_certificate(DomainName=domain)["CertificateArn"]
+    cloudformation = boto3.client("cloudformation", region_name="us-east-1")
+    cloudformation.create_stack(
+        StackName=stack, TemplateBody=TEMPLATE.read_text(), Capabilities=["CAPABILITY_IAM"],
+        Parameters=[{"ParameterKey": key, "ParameterValue": value} for key, value in {
+            "NamePrefix": f"pf{suffix}", "LogGroupName": f"/pixelflow/{suffix}", "EnableCdn": "false",
+            "ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/pf/transcoder:1",
+            "PrefectServer": "self-hosted", "PrefectServerDomainName": domain,
+            "PrefectServerCertificateArn": certificate}.items()])
+    (described,) = cloudformation.describe_stacks(StackName=stack)["Stacks"]
+    assert described["StackStatus"] == "CREATE_COMPLETE", described.get("StackStatusReason")
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
+    api_url = f"https://{domain}/api"
+    assert outputs["PrefectApiUrl"] == api_url
+    # moto's CloudFormation creates no Secrets Manager secrets and no alarms (it skips those
+    # types): the references to them are checked here, the resources themselves in the template
+    # (test_self_hosted_prefect_server_is_pinned_private_and_least_privilege and
+    # test_buckets_and_queue_are_locked_down); moto also leaves out the outputs naming them.
+
+    ecs = boto3.client("ecs", region_name="us-east-1")
+    services = {s["serviceName"]: s for s in ecs.describe_services(
+        cluster=outputs["ClusterName"], services=["prefect-server", "bridge", "prefect-worker"])["services"]}
+    assert sorted(services) == ["bridge", "prefect-server", "prefect-worker"]
+    definition = ecs.describe_task_definition(taskDefinition=f"{stack}-prefect-server")["taskDefinition"]
+    containers = {c["name"]: c for c in definition["containerDefinitions"]}
+    server_env = {e["name"]: e["value"] for e in containers["server"]["environment"]}
+    assert server_env["PREFECT_SERVER_DATABASE_MIGRATE_ON_START"] == "false"
+    assert server_env["PREFECT_SERVER_DATABASE_DRIVER"] == "postgresql+asyncpg"
+    # Secrets come from Secrets Manager only (which secret: the template test; moto leaves the
+    # references empty): never in the environment.
+    assert {s["name"] for s in containers["server"]["secrets"]} == {
+        "PREFECT_SERVER_DATABASE_PASSWORD", "PREFECT_SERVER_API_AUTH_STRING"}
+    assert containers["migrate"]["command"] == ["prefect", "server", "database", "upgrade", "-y"]
+    for family in ("worker", "bridge"):
+        (container,) = ecs.describe_task_definition(taskDefinition=f"{stack}-{family}")["taskDefinition"][
+            "containerDefinitions"]
+        env = {e["name"]: e["value"] for e in container["environment"]}
+        assert env["PREFECT_API_URL"] == api_url, family
+        assert [s["name"] for s in container["secrets"]] == ["PREFECT_API_AUTH_STRING"], family
+        containers[family] = container
+    assert not [e["name"] for c in containers.values() for e in c["environment"]
+                if "PASSWORD" in e["name"] or "AUTH_STRING" in e["name"]]
+
+    rds = boto3.client("rds", region_name="us-east-1")
+    (instance,) = [i for i in rds.describe_db_instances()["DBInstances"]
+                   if i["Endpoint"]["Address"] == outputs["PrefectDatabaseEndpoint"]]
+    assert instance["Engine"] == "postgres" and instance["StorageEncrypted"] is True
+    assert instance["BackupRetentionPeriod"] == 7 and instance["PubliclyAccessible"] is False
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    groups = {g["GroupId"]: g for g in ec2.describe_security_groups(
+        Filters=[{"Name": "vpc-id", "Values": [outputs["VpcId"]]}])["SecurityGroups"]}
+    # The database's subnets are not the public ones and have no route to the internet gateway.
+    database_subnets = {s["SubnetIdentifier"] for s in instance["DBSubnetGroup"]["Subnets"]}
+    assert len(database_subnets) == 2 and not database_subnets & {outputs["SubnetA"], outputs["SubnetB"]}
+    for table in ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [outputs["VpcId"]]}])["RouteTables"]:
+        if any(r.get("GatewayId", "").startswith("igw-") for r in table["Routes"]):
+            assert not {a.get("SubnetId") for a in table["Associations"]} & database_subnets
+    elbv2 = boto3.client("elbv2", region_name="us-east-1")
+    (balancer,) = [lb for lb in elbv2.describe_load_balancers()["LoadBalancers"]
+                   if lb["DNSName"] == outputs["PrefectLoadBalancerDnsName"]]
+    assert balancer["Scheme"] == "internet-facing"
+    (lb_group,) = balancer["SecurityGroups"]
+    (listener,) = elbv2.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])["Listeners"]
+    assert (listener["Protocol"], listener["Port"]) == ("HTTPS", 443)
+    assert [c["CertificateArn"] for c in listener["Certificates"]] == [certificate]
+    (target_group,) = elbv2.describe_target_groups(LoadBalancerArn=balancer["LoadBalancerArn"])["TargetGroups"]
+    assert (target_group["Port"], target_group["HealthCheckPath"]) == (4200, "/api/health")
+    (server_group,) = [g for g, group in groups.items() if group.get("Description", "").startswith("Prefect server task")]
+    # (moto's CloudFormation gives the instance a default group, not its VPCSecurityGroups)
+    (database_group,) = [g for g, group in groups.items() if group.get("Description", "").startswith("Prefect database")]
+
+    def ingress(group_id: str) -> list[tuple]:
+        return sorted((p["IpProtocol"], p.get("FromPort"), p.get("ToPort"),
+                       tuple(sorted(r["CidrIp"] for r in p.get("IpRanges", []))),
+                       tuple(sorted(u["GroupId"] for u in p.get("UserIdGroupPairs", []))))
+                      for p in groups[group_id]["IpPermissions"])
+    assert ingress(lb_group) == [("tcp", 443, 443, ("0.0.0.0/0",), ())]
+    assert ingress(server_group) == [("tcp", 4200, 4200, (), (lb_group,))]
+    assert ingress(database_group) == [("tcp", 5432, 5432, (), (server_group,))]
