@@ -70,16 +70,24 @@ def _say(message: str) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from pixelflow.local.stack import Stack, StackConfig, StackError, make_sample
     from pixelflow.settings import PixelFlowSettings
 
+    try:
+        database = args.database or PixelFlowSettings().stack_database
+    except ValidationError as exc:
+        problems = "; ".join(f"PIXELFLOW_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        print(f"error: {problems}", file=sys.stderr)
+        return 2
     config = StackConfig(
         home=args.home.resolve(),
         moto_port=args.moto_port,
         prefect_port=args.prefect_port,
         aws_endpoint=args.aws_endpoint,
         api_port=args.api_port or None,
-        database=args.database or PixelFlowSettings().stack_database,
+        database=database,
     )
     if args.project_dir:
         config.project_dir = args.project_dir.resolve()

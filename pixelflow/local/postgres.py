@@ -142,6 +142,8 @@ class LocalPostgres:
         if self.initialized:
             return
         binaries, user = bin_dir(), _system_user()
+        if user is not None:
+            self._check_reachable(user)
         self.root.mkdir(parents=True, exist_ok=True)
         password = self.password()
         if user is not None:
@@ -169,14 +171,17 @@ class LocalPostgres:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             raise PostgresError(f"initdb failed with {done.returncode}; see {log_path}")
 
-    def _make_reachable(self, user: pwd.struct_passwd) -> None:
-        """Let ``user`` reach ``<home>/postgres/data``: search permission on the stack's own
-        folders; folders above the home must allow it already."""
+    def _check_reachable(self, user: pwd.struct_passwd) -> None:
+        """Raise unless ``user`` may enter every existing folder above the home."""
         for folder in reversed(self.home.parents):
-            if not _searchable(folder, user):
+            if folder.exists() and not _searchable(folder, user):
                 raise PostgresError(
                     f"PostgreSQL runs as the `{SYSTEM_USER}` user (it refuses to run as root), which cannot "
                     f"reach {folder}: allow it (chmod o+x {folder}) or choose a --home it can reach")
+
+    def _make_reachable(self, user: pwd.struct_passwd) -> None:
+        """Let ``user`` reach ``<home>/postgres/data``: search permission (``o+x``, not read) on
+        the stack's own home and ``<home>/postgres``, created here."""
         for folder in (self.home, self.root):
             if not _searchable(folder, user):
                 os.chmod(folder, os.stat(folder).st_mode | stat.S_IXOTH)
