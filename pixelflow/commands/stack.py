@@ -15,8 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "stack",
         help="run the local event-driven stack (moto S3/SQS, Prefect server, worker, bridge)",
         description=(
-            "Start a moto server (S3/SQS), a Prefect server (UI), the upload queue and its "
-            "notification, the `local` deployment with its upload trigger, a process worker, "
+            "Start a moto server (S3/SQS), a Prefect server (UI; on SQLite, or on PostgreSQL with "
+            "--database postgres), the upload queue and its notification, the `local` deployment with its upload trigger, a process worker, "
             "the bridge and the HTTP API (pixelflow api), all as child processes with logs under <home>/logs."
         ),
     )

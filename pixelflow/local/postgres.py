@@ -161,7 +161,7 @@ class LocalPostgres:
             with open(log_path, "ab") as log:
                 done = subprocess.run(
                     [str(binaries / "initdb"), "-D", str(self.data_dir), "-U", ROLE, f"--pwfile={pwfile}",
-                     "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"],
+                     "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--locale=C"],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_server_env(),
                     cwd=str(self.root), timeout=300, **_popen_user(user),
                 )
@@ -208,7 +208,7 @@ class LocalPostgres:
         binaries, user = bin_dir(), _system_user()
         args = [str(binaries / "postgres"), "-D", str(self.data_dir), "-p", str(port),
                 "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-                "-c", "max_connections=200", "-c", "fsync=on"]
+                "-c", "max_connections=200"]
         process = spawn(args, log_path, env=_server_env(), cwd=str(self.root), **_popen_user(user))
         try:
             self._wait_ready(port, process, timeout)
