@@ -2,8 +2,8 @@
 reconciler.
 
 Start order: moto server (S3/SQS), PostgreSQL when the stack's database is ``postgres``
-(:mod:`pixelflow.local.postgres`) and Prefect server (SQLite or that PostgreSQL, UI), then :func:`provision` of the
-buckets, queue, dead-letter queue and notification, the crash-recovery automations
+(:mod:`pixelflow.local.postgres`) and Prefect server (SQLite or that PostgreSQL, UI), then
+:func:`provision` of the buckets, queue, dead-letter queue and notification, the crash-recovery automations
 (:mod:`pixelflow.ops.automations`), the ``pixelflow-local`` process work pool, then a process worker,
 ``pixelflow bridge``, ``pixelflow reconcile`` (:mod:`pixelflow.ops.reconcile`) and ``pixelflow api``
 (:mod:`pixelflow.ops.api`, the HTTP API and its upload page) while ``prefect deploy --name local``
