@@ -20,6 +20,8 @@ from fastapi.staticfiles import StaticFiles
 
 import pixelflow
 from pixelflow.ops.api import assets, errors, uploads
+from pixelflow.ops.playback import PlaybackGate
+from pixelflow.ops.playback_cdn import CdnPlaybackStore
 from pixelflow.records import Records
 from pixelflow.settings import PixelFlowSettings
 
@@ -63,6 +65,9 @@ def create_app(settings: PixelFlowSettings, *, s3: Any = None, records: Records 
     app.state.s3 = s3 or s3_client(signature_version="s3v4")  # SigV4 presigned URLs (SigV2 is retired)
     app.state.records = records or Records.from_settings(settings)
     app.state.tokens = list(tokens) if tokens is not None else load_tokens(settings)
+    # Private playback: each asset's policy, the signing key, CloudFront's key-value store.
+    app.state.playback = PlaybackGate.from_settings(settings, app.state.records)
+    app.state.playback_cdn = CdnPlaybackStore.from_settings(settings, app.state.playback.key)
     errors.install(app)
     app.include_router(uploads.router)
     app.include_router(assets.router)

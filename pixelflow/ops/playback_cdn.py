@@ -1,0 +1,80 @@
+"""CloudFront's view of private playback: the KeyValueStore its playback function reads.
+
+The distribution of ``deployments/aws/pixelflow.yaml`` runs a CloudFront Function on every viewer
+request (no origin round trip): a ``/t/<token>/assets/<id>/...`` request needs a valid token of
+that asset (checked with the key ``signing_key`` of the store) and is rewritten to
+``/assets/<id>/...``, so the cache key holds no token; a plain ``/assets/<id>/...`` request is
+refused when the store holds ``<id>`` = ``signed`` (assets absent from it follow the stack's
+default policy). The API keeps the store up to date (:class:`CdnPlaybackStore`):
+the signing key at start-up, an asset whenever its policy is set or a token of it is issued.
+
+The store's data plane (``cloudfront-keyvaluestore``) is signed with SigV4A, which botocore
+does through ``awscrt`` (``botocore[crt]``, installed with PixelFlow).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from pixelflow.settings import PixelFlowSettings
+
+logger = logging.getLogger("pixelflow.ops.playback_cdn")
+
+#: The store's key holding the HMAC signing key of playback tokens.
+SIGNING_KEY = "signing_key"
+_ATTEMPTS = 5
+
+
+class CdnPlaybackStore:
+    """The CloudFront KeyValueStore ``arn``, written through ``client``."""
+
+    def __init__(self, arn: str, client: Any = None):
+        if client is None:
+            import boto3
+
+            client = boto3.client("cloudfront-keyvaluestore", region_name="us-east-1")
+        self.arn = arn
+        self.client = client
+
+    @classmethod
+    def from_settings(cls, settings: PixelFlowSettings, key: bytes | None) -> "CdnPlaybackStore | None":
+        """The store of ``PIXELFLOW_PLAYBACK_KVS_ARN`` (``None`` when unset), holding ``key``."""
+        if not settings.playback_kvs_arn:
+            return None
+        store = cls(settings.playback_kvs_arn)
+        if key is not None:
+            try:
+                store.ensure(SIGNING_KEY, key.decode())
+            except Exception as exc:  # noqa: BLE001 - CloudFront then refuses every token: fail closed
+                logger.error("could not write the signing key to the playback store: %s", type(exc).__name__)
+        return store
+
+    def _write(self, action: str, **kwargs: Any) -> None:
+        """``put_key`` with the store's current ETag, again when another writer won."""
+        for attempt in range(_ATTEMPTS):
+            etag = self.client.describe_key_value_store(KvsARN=self.arn)["ETag"]
+            try:
+                getattr(self.client, action)(KvsARN=self.arn, IfMatch=etag, **kwargs)
+                return
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code not in ("ConflictException", "ValidationException") or attempt == _ATTEMPTS - 1:
+                    raise
+
+    def ensure(self, key: str, value: str) -> None:
+        """``key`` = ``value`` in the store (written only when it differs; values are never logged)."""
+        try:
+            if self.client.get_key(KvsARN=self.arn, Key=key).get("Value") == value:
+                return
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                raise
+        self._write("put_key", Key=key, Value=value)
+
+    def put_policy(self, asset_id: str, policy: str) -> None:
+        """What CloudFront's function knows of ``asset_id``: its policy, ``public`` or ``signed``
+        (an asset absent from the store follows the stack's default policy)."""
+        self.ensure(asset_id, policy)
