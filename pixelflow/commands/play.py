@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("asset_id", metavar="ASSET_ID", help="the asset to play (24 hex characters)")
     parser.add_argument("--port", type=int, default=0, metavar="N", help="port to listen on (default: a free one)")
+    parser.add_argument("--token", default=None, metavar="TOKEN",
+                        help="a playback token of a signed asset (pixelflow playback-token ASSET_ID)")
     parser.add_argument("--no-open", dest="open", action="store_false", help="only print the URL, do not open a browser")
     parser.set_defaults(func=run)
 
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
-    url = server_url(server, asset_id)
+    url = server_url(server, asset_id) + (f"&token={args.token}" if args.token else "")
     print(url, flush=True)
     print("Serving the player; press Ctrl-C to stop.", file=sys.stderr, flush=True)
     if args.open:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import ClientError
 
-from pixelflow.core.playback_token import PlaybackClaims, iso, sign_token, verify_token
+from pixelflow.core.playback_token import iso, sign_token, verify_token
 from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow.records import PLAYBACK_POLICIES, SIGNED, Records
 from pixelflow.settings import PixelFlowSettings
@@ -120,22 +120,22 @@ class PlaybackGate:
                                  "PIXELFLOW_PLAYBACK_SIGNING_KEY or PIXELFLOW_PLAYBACK_SIGNING_KEY_SECRET_ID.")
         return self.key
 
-    def check(self, asset_id: str, token: str | None) -> PlaybackClaims | None:
-        """Let a request for ``asset_id``'s files through, or raise why not.
-
-        A request with a token (a ``/t/<token>/`` path) needs a valid token of this asset,
-        whatever its policy; one without needs a public asset.
+    def check(self, asset_id: str, token: str | None) -> str:
+        """Let a request for ``asset_id``'s files through (returning the asset's policy), or raise
+        why not. A request with a token (a ``/t/<token>/`` path) needs a valid token of this
+        asset, whatever its policy; one without needs a public asset.
 
         Raises:
             PixelFlowError: ``playback_token_required``, ``playback_token_invalid``,
                 ``playback_token_expired``, ``playback_token_wrong_asset`` (answered 403), or
                 ``playback_not_configured`` (no signing key).
         """
+        policy = self.policy(asset_id)
         if token is not None:
-            return verify_token(token, self.require_key(), asset_id, now=self.clock())
-        if self.policy(asset_id) == SIGNED:
+            verify_token(token, self.require_key(), asset_id, now=self.clock())
+        elif policy == SIGNED:
             verify_token(None, b"", asset_id, now=self.clock())  # raises playback_token_required
-        return None
+        return policy
 
     def issue(self, asset_id: str, expires_in: int | None = None, viewer_id: str | None = None) -> dict[str, Any]:
         """A playback token of ``asset_id``: ``{"token", "expires_at", "expires_in", "viewer_id"}``.
