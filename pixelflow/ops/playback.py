@@ -89,15 +89,23 @@ class PlaybackGate:
     """
 
     def __init__(self, settings: PixelFlowSettings, records: Records, key: bytes | None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, key_error: PixelFlowError | None = None):
         self.settings = settings
         self.records = records
         self.key = key
         self.clock = clock
+        self.key_error = key_error
 
     @classmethod
     def from_settings(cls, settings: PixelFlowSettings, records: Records | None = None) -> "PlaybackGate":
-        return cls(settings, records or Records.from_settings(settings), load_signing_key(settings))
+        """The gate of ``settings``; a signing key that cannot be used leaves signed playback off
+        (every signed request is refused, with the reason), never the rest of the server."""
+        try:
+            key, error = load_signing_key(settings), None
+        except PixelFlowError as exc:
+            key, error = None, exc
+            logger.error("signed playback is off: %s", exc.message)
+        return cls(settings, records or Records.from_settings(settings), key, key_error=error)
 
     def policy_of(self, record: dict[str, Any] | None) -> str:
         """The policy of an asset record (its own, else the default)."""
@@ -115,6 +123,9 @@ class PlaybackGate:
         return self.policy_of(record)
 
     def require_key(self) -> bytes:
+        """The signing key, or ``playback_not_configured``."""
+        if self.key_error is not None:
+            raise self.key_error
         if self.key is None:
             raise PixelFlowError(ErrorCode.PLAYBACK_NOT_CONFIGURED, "Signed playback needs a signing key: set "
                                  "PIXELFLOW_PLAYBACK_SIGNING_KEY or PIXELFLOW_PLAYBACK_SIGNING_KEY_SECRET_ID.")
