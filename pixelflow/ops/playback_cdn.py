@@ -40,11 +40,12 @@ class CdnPlaybackStore:
         self.client = client
 
     @classmethod
-    def from_settings(cls, settings: PixelFlowSettings, key: bytes | None) -> "CdnPlaybackStore | None":
+    def from_settings(cls, settings: PixelFlowSettings, key: bytes | None,
+                      client: Any = None) -> "CdnPlaybackStore | None":
         """The store of ``PIXELFLOW_PLAYBACK_KVS_ARN`` (``None`` when unset), holding ``key``."""
         if not settings.playback_kvs_arn:
             return None
-        store = cls(settings.playback_kvs_arn)
+        store = cls(settings.playback_kvs_arn, client)
         if key is not None:
             try:
                 store.ensure(SIGNING_KEY, key.decode())

@@ -1,0 +1,142 @@
+"""The API keeps CloudFront's playback key-value store up to date: the signing key at start-up
+(written once), each asset's policy when it is set or a token of it is issued.
+
+moto serves CloudFront's control plane but not the key-value store's data plane
+(``cloudfront-keyvaluestore``), so a small stand-in HTTP server answers its three operations here
+(DescribeKeyValueStore, GetKey, PutKey with ``If-Match``, 409 for a stale ETag) as the API
+reference describes them; boto3 signs the requests as for AWS (SigV4A, through awscrt)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import pytest
+
+from pixelflow.ops.playback_cdn import SIGNING_KEY
+from tests.api_helpers import make_settings, start_api
+from tests.test_api_playback import _publish
+
+pytestmark = pytest.mark.integration
+
+ARN = "arn:aws:cloudfront::123456789012:key-value-store/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
+KEY = "cdn-signing-key-" + "c" * 30
+
+
+class StandInStore(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.items: dict[str, str] = {}
+        self.version = 1
+        self.requests: list[tuple[str, str, str]] = []  # (method, key, Authorization scheme)
+        self.conflicts = 0  # answer this many PutKeys 409, as when another writer got there first
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: StandInStore
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+    def _answer(self, status: int, body: dict, error: str | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("ETag", f"v{self.server.version}")
+        if error:
+            self.send_header("x-amzn-ErrorType", error)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _route(self) -> tuple[str, str | None]:
+        # Reached as the client's proxy: the request line holds the store's whole URL, whose host
+        # (<account>.cloudfront-kvs...) is never resolved here.
+        url = urlsplit(self.path)
+        assert url.hostname.startswith("123456789012."), self.path  # the account's endpoint, as on AWS
+        match = re.fullmatch(r"/key-value-stores/([^/]+)(?:/keys/([^/]+))?", url.path)
+        assert match and unquote(match[1]) == ARN, self.path
+        key = unquote(match[2]) if match[2] else None
+        self.server.requests.append((self.command, key or "", self.headers.get("Authorization", "").split(" ")[0]))
+        return unquote(match[1]), key
+
+    def do_GET(self):  # noqa: N802
+        _, key = self._route()
+        store = self.server
+        if key is None:
+            return self._answer(200, {"KvsARN": ARN, "ItemCount": len(store.items), "TotalSizeInBytes": 0,
+                                      "Created": 0, "Status": "READY"})
+        if key not in store.items:
+            return self._answer(404, {"Message": "no such key"}, "ResourceNotFoundException")
+        self._answer(200, {"Key": key, "Value": store.items[key], "ItemCount": len(store.items), "TotalSizeInBytes": 0})
+
+    def do_PUT(self):  # noqa: N802
+        _, key = self._route()
+        store = self.server
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if store.conflicts or self.headers.get("If-Match") != f"v{store.version}":
+            store.conflicts = max(0, store.conflicts - 1)
+            store.version += 1
+            return self._answer(409, {"Message": "ETag mismatch"}, "ConflictException")
+        store.items[key] = body["Value"]
+        store.version += 1
+        self._answer(200, {"ItemCount": len(store.items), "TotalSizeInBytes": 0})
+
+
+@pytest.fixture
+def store():
+    server = StandInStore()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _client(store: StandInStore):
+    """boto3's client of the store's data plane, as the API makes it, through the stand-in."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("cloudfront-keyvaluestore", region_name="us-east-1", endpoint_url="http://kvs.invalid",
+                        config=Config(proxies={"http": store.url}, retries={"max_attempts": 1}))
+
+
+def test_the_api_keeps_the_signing_key_and_each_signed_asset_in_the_store(store, moto_server, caplog):
+    caplog.set_level(logging.INFO)  # what `pixelflow api` logs (botocore's DEBUG log prints request bodies)
+    settings = make_settings(playback_signing_key=KEY, playback_kvs_arn=ARN)
+    api = start_api(settings, kvs=_client(store))
+    try:
+        assert store.items == {SIGNING_KEY: KEY}
+        # Requests are signed as for AWS: SigV4A (the store's data plane accepts nothing else).
+        assert {scheme for _, _, scheme in store.requests} == {"AWS4-ECDSA-P256-SHA256"}
+        asset = _publish(api, "videos/cdn.mp4")
+        store.conflicts = 1  # another writer changes the store between our describe and our put
+        with api.client() as client:
+            changed = client.patch(f"/v1/assets/{asset}", json={"playback_policy": "signed"})
+            assert changed.status_code == 200, changed.text
+            assert store.items[asset] == "signed"
+            issued = client.post(f"/v1/assets/{asset}/playback-tokens")
+            assert issued.status_code == 201
+            assert issued.json()["data"]["playback"]["hls"].startswith(f"{api.url}/t/")
+            assert client.patch(f"/v1/assets/{asset}", json={"playback_policy": "public"}).status_code == 200
+            assert store.items[asset] == "public"
+            assert httpx.get(f"{api.url}/assets/{asset}/master.m3u8").status_code == 200
+    finally:
+        api.stop()
+    # A second start-up finds the key in place and writes nothing.
+    puts = [r for r in store.requests if r[0] == "PUT"]
+    api = start_api(settings, kvs=_client(store))
+    api.stop()
+    assert [r for r in store.requests if r[0] == "PUT"] == puts and (("PUT", SIGNING_KEY) in {r[:2] for r in puts})
+    assert caplog.records and KEY not in caplog.text  # the signing key is never logged
