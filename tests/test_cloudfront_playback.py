@@ -125,3 +125,26 @@ def test_the_distribution_runs_the_function_on_every_viewer_request():
     assert function["FunctionConfig"]["KeyValueStoreAssociations"] == [
         {"KeyValueStoreARN": {"Fn::GetAtt": ["PlaybackKeyValueStore", "Arn"]}}]
     assert resources["PlaybackFunction"]["Condition"] == resources["PlaybackKeyValueStore"]["Condition"] == "CreateCdn"
+
+
+def test_the_playback_sync_function_is_least_privilege_and_reads_the_records_stream():
+    from tests.test_cloudformation import permissions, render
+
+    template = load_template()
+    resources = template["Resources"]
+    kvs = "<PlaybackKeyValueStore.Arn>"
+    assert permissions(template, "PlaybackSyncRole") == {
+        *{(f"dynamodb:{action}", "<RecordsTable.StreamArn>")
+          for action in ("DescribeStream", "GetRecords", "GetShardIterator", "ListStreams")},
+        ("logs:CreateLogStream", "<PlaybackSyncLogGroup.Arn>"), ("logs:PutLogEvents", "<PlaybackSyncLogGroup.Arn>"),
+        ("secretsmanager:GetSecretValue", "<PlaybackSigningKeySecret>"),
+        *{(f"cloudfront-keyvaluestore:{action}", kvs) for action in ("DescribeKeyValueStore", "GetKey", "PutKey")},
+    }
+    stream = resources["RecordsTable"]["Properties"]["StreamSpecification"]
+    assert render(stream) == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    source = resources["PlaybackSyncEventSource"]["Properties"]
+    assert render(source["EventSourceArn"]) == "<RecordsTable.StreamArn>"
+    assert resources["PlaybackSyncFunction"]["Properties"]["Handler"] == \
+        "pixelflow.ops.lambda_handlers.playback_sync_handler"
+    (pattern,) = source["FilterCriteria"]["Filters"]
+    assert json.loads(pattern["Pattern"])["dynamodb"]["NewImage"]["pk"] == {"S": [{"prefix": "asset#"}]}

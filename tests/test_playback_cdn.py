@@ -140,3 +140,50 @@ def test_the_api_keeps_the_signing_key_and_each_signed_asset_in_the_store(store,
     api.stop()
     assert [r for r in store.requests if r[0] == "PUT"] == puts and (("PUT", SIGNING_KEY) in {r[:2] for r in puts})
     assert caplog.records and KEY not in caplog.text  # the signing key is never logged
+
+
+def test_the_records_stream_brings_every_recorded_policy_to_the_store(store, moto_server, monkeypatch):
+    """What the stack's playback sync function does with the records table's stream (moto's real
+    stream records): the transcode flow's first write of an asset uploaded as signed reaches the
+    store before the asset is published; a policy written again unchanged writes nothing."""
+    import boto3
+
+    from pixelflow.ops import lambda_handlers
+    from pixelflow.ops.playback_cdn import CdnPlaybackStore
+    from pixelflow.records import PREPARING, record_asset_state
+
+    settings = make_settings(playback_signing_key=KEY, playback_kvs_arn=ARN)
+    dynamodb = boto3.client("dynamodb")
+    described = dynamodb.update_table(TableName=settings.records_table, StreamSpecification={
+        "StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})  # as the template's RecordsTable
+    stream_arn = described["TableDescription"]["LatestStreamArn"]
+    api = start_api(settings, kvs=_client(store))
+    try:
+        with api.client() as client:
+            upload = client.post("/v1/uploads", json={"filename": "s.mp4", "size": 8,
+                                                      "playback_policy": "signed"}).json()["data"]
+        assert httpx.put(upload["url"], content=b"8 bytes!").status_code == 200
+        from pixelflow.core.upload import Upload
+
+        key = api.records.get_upload(upload["id"])["key"]
+        s3 = boto3.client("s3")
+        source = Upload.from_head(settings.upload_bucket, key, s3.head_object(Bucket=settings.upload_bucket, Key=key))
+        record_asset_state(settings, source, PREPARING, progress=0, records=api.records)  # the flow's first write
+        record_asset_state(settings, source, PREPARING, progress=50, records=api.records)
+        public = _publish(api, "videos/stream-public.mp4")
+        api.records.set_playback_policy(public, "public")
+    finally:
+        api.stop()
+
+    streams = boto3.client("dynamodbstreams")
+    records = []
+    for shard in streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"]:
+        iterator = streams.get_shard_iterator(StreamArn=stream_arn, ShardId=shard["ShardId"],
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        records += streams.get_records(ShardIterator=iterator)["Records"]
+    assert source.asset_id not in store.items
+    monkeypatch.setattr(lambda_handlers, "_playback_store", CdnPlaybackStore(ARN, _client(store)))
+    answer = lambda_handlers.playback_sync_handler({"Records": records})
+    assert store.items[source.asset_id] == "signed" and store.items[public] == "public"
+    assert answer == {"written": 2}  # the upload's records and the unchanged rewrites wrote nothing
+

@@ -6,7 +6,10 @@ that asset (checked with the key ``signing_key`` of the store) and is rewritten 
 ``/assets/<id>/...``, so the cache key holds no token; a plain ``/assets/<id>/...`` request is
 refused when the store holds ``<id>`` = ``signed`` (assets absent from it follow the stack's
 default policy). The API keeps the store up to date (:class:`CdnPlaybackStore`):
-the signing key at start-up, an asset whenever its policy is set or a token of it is issued.
+the signing key at start-up, an asset whenever its policy is set or a token of it is issued;
+and the stack's playback sync function (:func:`sync_from_stream`, on the records table's stream)
+writes every policy any writer recorded, the transcode flow's first write of an asset uploaded as
+``signed`` among them, so CloudFront refuses its plain URLs from before it is published.
 
 The store's data plane (``cloudfront-keyvaluestore``) is signed with SigV4A, which botocore
 does through ``awscrt`` (``botocore[crt]``, installed with PixelFlow).
@@ -79,3 +82,32 @@ class CdnPlaybackStore:
         """What CloudFront's function knows of ``asset_id``: its policy, ``public`` or ``signed``
         (an asset absent from the store follows the stack's default policy)."""
         self.ensure(asset_id, policy)
+
+
+def policy_changes(stream_records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``(asset_id, policy)`` for each asset record of a DynamoDB stream batch (the records table's,
+    ``NEW_AND_OLD_IMAGES``) whose playback policy is new or changed, in order.
+
+    Example:
+        >>> policy_changes([{"eventName": "INSERT", "dynamodb": {"NewImage": {
+        ...     "pk": {"S": "asset#0123456789abcdef01234567"}, "playback_policy": {"S": "signed"}}}}])
+        [('0123456789abcdef01234567', 'signed')]
+    """
+    changes = []
+    for record in stream_records:
+        images = record.get("dynamodb") or {}
+        new, old = images.get("NewImage") or {}, images.get("OldImage") or {}
+        pk = (new.get("pk") or {}).get("S", "")
+        policy = (new.get("playback_policy") or {}).get("S")
+        if record.get("eventName") in ("INSERT", "MODIFY") and pk.startswith("asset#") and policy \
+                and policy != (old.get("playback_policy") or {}).get("S"):
+            changes.append((pk[len("asset#"):], policy))
+    return changes
+
+
+def sync_from_stream(store: CdnPlaybackStore, stream_records: list[dict[str, Any]]) -> int:
+    """Write each asset's new policy of a stream batch to the store; how many were written."""
+    changes = policy_changes(stream_records)
+    for asset_id, policy in changes:
+        store.put_policy(asset_id, policy)
+    return len(changes)
