@@ -440,16 +440,32 @@ def record_asset_state(settings: PixelFlowSettings, upload: Upload, status: str,
         fields["errors"] = error.to_dict() if isinstance(error, PixelFlowError) else dict(error)
         fields["errors"].pop("details", None)
     first: dict[str, Any] = {"source": upload.to_dict()}
-    upload_id = upload_id_from_key(upload.key, settings.upload_key_prefix)
-    upload_record = records.get_upload(upload_id) if upload_id else None
-    if upload_record is not None and upload_record.get("key") == upload.key:
-        first.update(upload_id=upload_id, passthrough=upload_record.get("passthrough"),
-                     playback_policy=upload_policy(upload_record))
+    upload_record = api_upload(settings, records, upload.key)
+    if upload_record is not None:
+        first.update(upload_link(upload_record))
     record = records.record_asset(asset_id, status, fields, first=first)
     if record is not None and upload_record is not None and upload_record.get("status") == WAITING \
             and upload_record.get("key") == upload.key:
-        records.update_upload(upload_id, {"status": ASSET_CREATED, "asset_id": asset_id}, expect_status=WAITING)
+        records.update_upload(upload_record["id"], {"status": ASSET_CREATED, "asset_id": asset_id},
+                              expect_status=WAITING)
     return record
+
+
+def api_upload(settings: PixelFlowSettings, records: Records, key: str) -> dict[str, Any] | None:
+    """The API upload whose object is ``key`` in the upload bucket, if any."""
+    upload_id = upload_id_from_key(key, settings.upload_key_prefix)
+    upload_record = records.get_upload(upload_id) if upload_id else None
+    return upload_record if upload_record is not None and upload_record.get("key") == key else None
+
+
+def upload_link(upload_record: Mapping[str, Any]) -> dict[str, Any]:
+    """What an asset keeps of the API upload it came from (its first record's ``first`` fields).
+
+    >>> upload_link({"id": "u1", "passthrough": "p", "playback_policy": ["signed"]})
+    {'upload_id': 'u1', 'passthrough': 'p', 'playback_policy': 'signed'}
+    """
+    return {"upload_id": upload_record.get("id"), "passthrough": upload_record.get("passthrough"),
+            "playback_policy": upload_policy(upload_record)}
 
 
 def upload_policy(upload_record: Mapping[str, Any]) -> str | None:

@@ -236,3 +236,26 @@ def test_without_a_signing_key_nothing_becomes_signed_and_the_default_policy_app
             assert httpx.get(hls).status_code == 200
     finally:
         api.stop()
+
+
+def test_the_reconciler_keeps_a_signed_uploads_policy(api, client, moto_server):
+    """An API upload's asset recorded by the reconciler (its flow's writes lost) is still signed."""
+    from pixelflow.ops.reconcile import repair_records
+
+    created = client.post("/v1/uploads", json={"filename": "lost.mp4", "size": 9, "playback_policy": "signed"})
+    upload = created.json()["data"]
+    assert httpx.put(upload["url"], content=b"lost data").status_code == 200
+    key = api.records.get_upload(upload["id"])["key"]
+    s3 = s3_client()
+    source = Upload.from_head(api.settings.upload_bucket, key, s3.head_object(Bucket=api.settings.upload_bucket, Key=key))
+    for name, body in FILES.items():
+        s3.put_object(Bucket=api.settings.output_bucket, Key=api.settings.layout(source.asset_id).key(name), Body=body)
+    s3.put_object(Bucket=api.settings.output_bucket, Key=api.settings.layout(source.asset_id).manifest_key,
+                  Body=json.dumps({"asset_id": source.asset_id, "status": "ready", "source": source.to_dict(),
+                                   "renditions": [], "files": []}).encode())
+    assert api.records.get_asset(source.asset_id) is None
+    repair_records(api.settings, s3, api.records)
+    record = api.records.get_asset(source.asset_id)
+    assert (record["status"], record["playback_policy"], record["upload_id"]) == ("ready", "signed", upload["id"])
+    assert httpx.get(f"{api.url}/assets/{source.asset_id}/master.m3u8").json()["error"]["code"] == \
+        "playback_token_required"

@@ -6,7 +6,7 @@ that asset (checked with the key ``signing_key`` of the store) and is rewritten 
 ``/assets/<id>/...``, so the cache key holds no token; a plain ``/assets/<id>/...`` request is
 refused when the store holds ``<id>`` = ``signed`` (assets absent from it follow the stack's
 default policy). The API keeps the store up to date (:class:`CdnPlaybackStore`):
-the signing key at start-up, an asset whenever its policy is set or a token of it is issued;
+the signing key at start-up, an asset when ``PATCH`` sets its policy (before it answers);
 and the stack's playback sync function (:func:`sync_from_stream`, on the records table's stream)
 writes every policy any writer recorded, the transcode flow's first write of an asset uploaded as
 ``signed`` among them, so CloudFront refuses its plain URLs from before it is published.

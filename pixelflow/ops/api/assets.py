@@ -203,9 +203,6 @@ def create_playback_token(request: Request, asset_id: str = Path(), body: Create
                              "token (PATCH its playback_policy to signed first).")
     body = body or CreatePlaybackToken()
     issued = gate.issue(asset_id, body.expires_in, body.viewer_id)
-    cdn = request.app.state.playback_cdn
-    if cdn is not None:
-        cdn.put_policy(asset_id, SIGNED)
     base = signed_playback_base(playback_base(assets.settings, request), issued["token"])
     return {"data": {"asset_id": asset_id, **issued, "playback": playback_urls(base, asset_id)}}
 

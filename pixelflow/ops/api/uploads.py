@@ -29,7 +29,7 @@ from pixelflow.aws import is_missing
 from pixelflow.core.ids import normalize_etag
 from pixelflow.core.upload import Upload
 from pixelflow.errors import ErrorCode, PixelFlowError
-from pixelflow.records import ASSET_CREATED, CANCELLED, PREPARING, SIGNED, TIMED_OUT, WAITING, Records, upload_policy
+from pixelflow.records import ASSET_CREATED, CANCELLED, PREPARING, SIGNED, TIMED_OUT, WAITING, Records, upload_link
 from pixelflow.settings import PixelFlowSettings
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"], dependencies=[Depends(require_token)],
@@ -150,8 +150,7 @@ class UploadService:
         """The upload once its object exists: ``asset_created``, and the asset's first record."""
         asset_id = obj.asset_id
         self.records.record_asset(asset_id, PREPARING, {"progress": 0}, only_if_new=True,
-                                  first={"upload_id": record["id"], "passthrough": record.get("passthrough"),
-                                         "playback_policy": upload_policy(record), "source": obj.to_dict()})
+                                  first={**upload_link(record), "source": obj.to_dict()})
         updated = self.records.update_upload(record["id"], {"status": ASSET_CREATED, "asset_id": asset_id,
                                                             "etag": obj.etag}, expect_status=WAITING)
         return updated or self.records.get_upload(record["id"]) or record
