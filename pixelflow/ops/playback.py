@@ -157,7 +157,7 @@ class PlaybackGate:
                 that is empty, too long or has control characters; ``playback_not_configured``.
         """
         maximum = self.settings.playback_token_max_seconds
-        seconds = self.settings.playback_token_default_seconds if expires_in is None else expires_in
+        seconds = min(self.settings.playback_token_default_seconds, maximum) if expires_in is None else expires_in
         if not 1 <= seconds <= maximum:
             raise PixelFlowError(ErrorCode.EXPIRY_OUT_OF_RANGE,
                                  f"expires_in must be 1 to {maximum} seconds (got {seconds}).",
