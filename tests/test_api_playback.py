@@ -95,6 +95,8 @@ def test_a_signed_asset_plays_only_with_a_valid_token_of_it(api, client):
     view = client.get(f"/v1/assets/{signed}").json()["data"]
     assert view["playback_policy"] == "signed" and view["playback"] is None
     assert set(_fetch_all(f"{base}{signed}/master.m3u8").values()) == {(403, "playback_token_required")}
+    escaped = httpx.get(f"{base}%{ord(signed[0]):02x}{signed[1:]}/%6d{'aster.m3u8'}")  # %-escapes are no way round
+    assert escaped.status_code in (403, 404), escaped.text
 
     # A token, with the URLs the player needs: the master, and every file by its relative URL.
     issued = client.post(f"/v1/assets/{signed}/playback-tokens", json={"expires_in": 600, "viewer_id": "user-42"})

@@ -95,6 +95,10 @@ def test_the_cloudfront_function_checks_tokens_before_the_cache(tmp_path):
             {"status": 403, "code": "playback_token_invalid"},
         f"/t/{_token(OTHER)}/assets/{SIGNED}/master.m3u8": {"status": 403, "code": "playback_token_wrong_asset"},
         f"/t/not-a-token/assets/{SIGNED}/master.m3u8": {"status": 403, "code": "playback_token_invalid"},
+        # %-escapes, which S3 would decode into another key than the one checked, are refused.
+        f"/assets/%61{SIGNED[1:]}/master.m3u8": {"status": 404, "code": "not_found"},
+        f"/assets/{SIGNED}/%6daster.m3u8": {"status": 404, "code": "not_found"},
+        f"/t/{valid}/assets/{SIGNED}/..%2f{PUBLIC}/master.m3u8": {"status": 404, "code": "not_found"},
         # Public assets, and assets the store does not know (the default policy: public), as before.
         f"/assets/{PUBLIC}/master.m3u8": {"status": "forwarded", "uri": f"/assets/{PUBLIC}/master.m3u8"},
         f"/assets/{OTHER}/360p/init.mp4": {"status": "forwarded", "uri": f"/assets/{OTHER}/360p/init.mp4"},
