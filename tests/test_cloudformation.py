@@ -135,7 +135,7 @@ def test_roles_are_least_privilege():
         # Private playback: the signing key, and the CloudFront key-value store it keeps.
         ("secretsmanager:GetSecretValue", "<PlaybackSigningKeySecret>"),
         *{(f"cloudfront-keyvaluestore:{action}", "<PlaybackKeyValueStore.Arn>")
-          for action in ("DescribeKeyValueStore", "GetKey", "PutKey")},
+          for action in ("DescribeKeyValueStore", "GetKey", "PutKey", "DeleteKey")},
     }
     (tokens,) = [s for p in template["Resources"]["ApiRole"]["Properties"]["Policies"]
                  for s in p["PolicyDocument"]["Statement"] if s.get("Sid") == "ReadTokens"]

@@ -142,7 +142,7 @@ def test_the_playback_sync_function_is_least_privilege_and_reads_the_records_str
           for action in ("DescribeStream", "GetRecords", "GetShardIterator", "ListStreams")},
         ("logs:CreateLogStream", "<PlaybackSyncLogGroup.Arn>"), ("logs:PutLogEvents", "<PlaybackSyncLogGroup.Arn>"),
         ("secretsmanager:GetSecretValue", "<PlaybackSigningKeySecret>"),
-        *{(f"cloudfront-keyvaluestore:{action}", kvs) for action in ("DescribeKeyValueStore", "GetKey", "PutKey")},
+        *{(f"cloudfront-keyvaluestore:{action}", kvs) for action in ("DescribeKeyValueStore", "GetKey", "PutKey", "DeleteKey")},
     }
     stream = resources["RecordsTable"]["Properties"]["StreamSpecification"]
     assert render(stream) == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
@@ -151,4 +151,4 @@ def test_the_playback_sync_function_is_least_privilege_and_reads_the_records_str
     assert resources["PlaybackSyncFunction"]["Properties"]["Handler"] == \
         "pixelflow.ops.lambda_handlers.playback_sync_handler"
     (pattern,) = source["FilterCriteria"]["Filters"]
-    assert json.loads(pattern["Pattern"])["dynamodb"]["NewImage"]["pk"] == {"S": [{"prefix": "asset#"}]}
+    assert json.loads(pattern["Pattern"]) == {"dynamodb": {"Keys": {"pk": {"S": [{"prefix": "asset#"}]}}}}

@@ -81,17 +81,33 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(404, {"Message": "no such key"}, "ResourceNotFoundException")
         self._answer(200, {"Key": key, "Value": store.items[key], "ItemCount": len(store.items), "TotalSizeInBytes": 0})
 
-    def do_PUT(self):  # noqa: N802
-        _, key = self._route()
+    def _conflict(self) -> bool:
         store = self.server
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if store.conflicts or self.headers.get("If-Match") != f"v{store.version}":
             store.conflicts = max(0, store.conflicts - 1)
             store.version += 1
-            return self._answer(409, {"Message": "ETag mismatch"}, "ConflictException")
-        store.items[key] = body["Value"]
-        store.version += 1
-        self._answer(200, {"ItemCount": len(store.items), "TotalSizeInBytes": 0})
+            self._answer(409, {"Message": "ETag mismatch"}, "ConflictException")
+            return True
+        return False
+
+    def do_PUT(self):  # noqa: N802
+        _, key = self._route()
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self._conflict():
+            return
+        self.server.items[key] = body["Value"]
+        self.server.version += 1
+        self._answer(200, {"ItemCount": len(self.server.items), "TotalSizeInBytes": 0})
+
+    def do_DELETE(self):  # noqa: N802
+        _, key = self._route()
+        if key not in self.server.items:
+            return self._answer(404, {"Message": "no such key"}, "ResourceNotFoundException")
+        if self._conflict():
+            return
+        del self.server.items[key]
+        self.server.version += 1
+        self._answer(200, {"ItemCount": len(self.server.items), "TotalSizeInBytes": 0})
 
 
 @pytest.fixture
@@ -130,7 +146,7 @@ def test_the_api_keeps_the_signing_key_and_each_signed_asset_in_the_store(store,
             assert issued.status_code == 201
             assert issued.json()["data"]["playback"]["hls"].startswith(f"{api.url}/t/")
             assert client.patch(f"/v1/assets/{asset}", json={"playback_policy": "public"}).status_code == 200
-            assert store.items[asset] == "public"
+            assert asset not in store.items  # the default policy (public): the store keeps only the others
             assert httpx.get(f"{api.url}/assets/{asset}/master.m3u8").status_code == 200
     finally:
         api.stop()
@@ -176,14 +192,23 @@ def test_the_records_stream_brings_every_recorded_policy_to_the_store(store, mot
         api.stop()
 
     streams = boto3.client("dynamodbstreams")
-    records = []
-    for shard in streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"]:
-        iterator = streams.get_shard_iterator(StreamArn=stream_arn, ShardId=shard["ShardId"],
-                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        records += streams.get_records(ShardIterator=iterator)["Records"]
+
+    def stream_records() -> list[dict]:
+        records = []
+        for shard in streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"]:
+            iterator = streams.get_shard_iterator(StreamArn=stream_arn, ShardId=shard["ShardId"],
+                                                  ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+            records += streams.get_records(ShardIterator=iterator)["Records"]
+        return records
+
+    batch = stream_records()
     assert source.asset_id not in store.items
     monkeypatch.setattr(lambda_handlers, "_playback_store", CdnPlaybackStore(ARN, _client(store)))
-    answer = lambda_handlers.playback_sync_handler({"Records": records})
-    assert store.items[source.asset_id] == "signed" and store.items[public] == "public"
+    answer = lambda_handlers.playback_sync_handler({"Records": batch})
+    assert store.items == {SIGNING_KEY: KEY, source.asset_id: "signed"}  # the public one is the default
     assert answer == {"written": 2}  # the upload's records and the unchanged rewrites wrote nothing
+    # A deleted asset leaves the store.
+    api.records.tombstone_asset(source.asset_id)
+    answer = lambda_handlers.playback_sync_handler({"Records": stream_records()[len(batch):]})
+    assert store.items == {SIGNING_KEY: KEY} and answer == {"written": 1}
 
