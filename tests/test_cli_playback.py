@@ -78,3 +78,40 @@ def test_playback_token_refuses_what_it_cannot_sign(records, capsys, monkeypatch
     records.tombstone_asset(SIGNED)
     status, out, _ = cli(capsys, "playback-token", SIGNED, "--json", "--home", str(tmp_path))
     assert (status, json.loads(out)["code"]) == (1, "asset_not_found")
+
+
+def test_play_with_a_token_plays_a_signed_asset_with_the_stacks_key(records, monkeypatch, tmp_path):
+    """``pixelflow play ASSET --token T`` as a real process, with no key configured but the local
+    stack's kept one: the signed asset's playlist is 403 without the token and 200 with it."""
+    import os
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from pixelflow.aws import s3_client
+    from pixelflow.core.playback_token import sign_token
+
+    bucket = f"out-{uuid.uuid4().hex[:8]}"
+    s3_client().create_bucket(Bucket=bucket)
+    s3_client().put_object(Bucket=bucket, Key=f"assets/{SIGNED}/master.m3u8", Body=b"#EXTM3U\n")
+    (tmp_path / "playback-key").write_text(KEY + "\n")
+    now = int(time.time())
+    token = sign_token(KEY.encode(), SIGNED, expires_at=now + 600, issued_at=now)
+    env = {**os.environ, "PIXELFLOW_OUTPUT_BUCKET": bucket}
+    env.pop("PIXELFLOW_PLAYBACK_SIGNING_KEY", None)
+    process = subprocess.Popen([sys.executable, "-m", "pixelflow.cli", "play", SIGNED, "--token", token, "--no-open",
+                                "--home", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env)
+    try:
+        url = process.stdout.readline().strip()
+        assert url.endswith(f"/?asset={SIGNED}&token={token}")
+        base = url.split("/?")[0]
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"{base}/assets/{SIGNED}/master.m3u8", timeout=10)
+        assert caught.value.code == 403 and json.loads(caught.value.read())["code"] == "playback_token_required"
+        with urllib.request.urlopen(f"{base}/t/{token}/assets/{SIGNED}/master.m3u8", timeout=10) as response:
+            assert response.status == 200 and response.read() == b"#EXTM3U\n"
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -40,6 +40,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def with_stack_key(settings, home: Path):
+    """``settings`` with the local stack's kept signing key (``<home>/playback-key``) when they
+    configure none."""
+    kept = home / KEY_FILE
+    if settings.playback_signing_key is None and not settings.playback_signing_key_secret_id and kept.exists():
+        return settings.model_copy(update={"playback_signing_key": SecretStr(kept.read_text().strip())})
+    return settings
+
+
 def _api_assets_url(api_public_url: str | None, home: Path) -> str:
     """Where the API serves playback files: ``PIXELFLOW_API_PUBLIC_URL``, else the running local
     stack's API, else the stack's default port."""
@@ -59,10 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if not is_asset_id(asset_id):
         fail(args, PixelFlowError(ErrorCode.ASSET_NOT_FOUND, f"{args.asset_id!r} is not an asset id."))
         return EXIT_USAGE
-    settings = PixelFlowSettings()
-    kept = args.home / KEY_FILE
-    if settings.playback_signing_key is None and not settings.playback_signing_key_secret_id and kept.exists():
-        settings = settings.model_copy(update={"playback_signing_key": SecretStr(kept.read_text().strip())})
+    settings = with_stack_key(PixelFlowSettings(), args.home)
     try:
         gate = PlaybackGate.from_settings(settings)
         record = gate.records.get_asset(asset_id)
