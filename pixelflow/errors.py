@@ -61,6 +61,14 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     RECORDS_UNAVAILABLE = "records_unavailable"
+    # Private playback (signed assets, playback tokens; docs/api.md).
+    PLAYBACK_TOKEN_REQUIRED = "playback_token_required"
+    PLAYBACK_TOKEN_INVALID = "playback_token_invalid"
+    PLAYBACK_TOKEN_EXPIRED = "playback_token_expired"
+    PLAYBACK_TOKEN_WRONG_ASSET = "playback_token_wrong_asset"
+    ASSET_NOT_SIGNED = "asset_not_signed"
+    EXPIRY_OUT_OF_RANGE = "expiry_out_of_range"
+    PLAYBACK_NOT_CONFIGURED = "playback_not_configured"
 
 
 #: Codes that describe the uploaded bytes: retrying cannot help.

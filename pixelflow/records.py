@@ -58,6 +58,9 @@ ASSET_STATES = (PREPARING, READY, ERRORED)
 WAITING, ASSET_CREATED, UPLOAD_ERRORED, CANCELLED, TIMED_OUT = "waiting", "asset_created", "errored", "cancelled", "timed_out"
 UPLOAD_STATES = (WAITING, ASSET_CREATED, UPLOAD_ERRORED, CANCELLED, TIMED_OUT)
 
+#: Who may play an asset: anyone with its URL, or only requests with a playback token.
+PUBLIC, SIGNED = "public", "signed"
+PLAYBACK_POLICIES = (PUBLIC, SIGNED)
 BY_CREATED, BY_STATUS = "assets_by_created", "assets_by_status"
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{24}$")
 _serializer, _deserializer = TypeSerializer(), TypeDeserializer()
@@ -347,6 +350,14 @@ class Records:
             raise
         return True
 
+    def set_playback_policy(self, asset_id: str, policy: str) -> dict[str, Any] | None:
+        """Give an existing, not deleted asset the playback policy ``policy`` (``public`` or
+        ``signed``); the record as written, or ``None`` when there is no such asset."""
+        if policy not in PLAYBACK_POLICIES:
+            raise ValueError(f"unknown playback policy {policy!r}")
+        return self._update(f"asset#{asset_id}", {"playback_policy": policy, "updated_at": now_iso()},
+                            condition="attribute_exists(pk) AND attribute_not_exists(deleted_at)")
+
     def list_assets(self, status: str | None = None, limit: int = 25,
                     cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """One page of assets, newest first, and the cursor of the next page (``None`` at the end).
@@ -429,15 +440,43 @@ def record_asset_state(settings: PixelFlowSettings, upload: Upload, status: str,
         fields["errors"] = error.to_dict() if isinstance(error, PixelFlowError) else dict(error)
         fields["errors"].pop("details", None)
     first: dict[str, Any] = {"source": upload.to_dict()}
-    upload_id = upload_id_from_key(upload.key, settings.upload_key_prefix)
-    upload_record = records.get_upload(upload_id) if upload_id else None
-    if upload_record is not None and upload_record.get("key") == upload.key:
-        first.update(upload_id=upload_id, passthrough=upload_record.get("passthrough"))
+    upload_record = api_upload(settings, records, upload.key)
+    if upload_record is not None:
+        first.update(upload_link(upload_record))
     record = records.record_asset(asset_id, status, fields, first=first)
     if record is not None and upload_record is not None and upload_record.get("status") == WAITING \
             and upload_record.get("key") == upload.key:
-        records.update_upload(upload_id, {"status": ASSET_CREATED, "asset_id": asset_id}, expect_status=WAITING)
+        records.update_upload(upload_record["id"], {"status": ASSET_CREATED, "asset_id": asset_id},
+                              expect_status=WAITING)
     return record
+
+
+def api_upload(settings: PixelFlowSettings, records: Records, key: str) -> dict[str, Any] | None:
+    """The API upload whose object is ``key`` in the upload bucket, if any."""
+    upload_id = upload_id_from_key(key, settings.upload_key_prefix)
+    upload_record = records.get_upload(upload_id) if upload_id else None
+    return upload_record if upload_record is not None and upload_record.get("key") == key else None
+
+
+def upload_link(upload_record: Mapping[str, Any]) -> dict[str, Any]:
+    """What an asset keeps of the API upload it came from (its first record's ``first`` fields).
+
+    >>> upload_link({"id": "u1", "passthrough": "p", "playback_policy": ["signed"]})
+    {'upload_id': 'u1', 'passthrough': 'p', 'playback_policy': 'signed'}
+    """
+    return {"upload_id": upload_record.get("id"), "passthrough": upload_record.get("passthrough"),
+            "playback_policy": upload_policy(upload_record)}
+
+
+def upload_policy(upload_record: Mapping[str, Any]) -> str | None:
+    """The playback policy an API upload chose for its asset (kept as Mux's one-item list).
+
+    >>> upload_policy({"playback_policy": ["signed"]}), upload_policy({})
+    ('signed', None)
+    """
+    chosen = upload_record.get("playback_policy")
+    chosen = chosen[0] if isinstance(chosen, list) and chosen else chosen
+    return chosen if chosen in PLAYBACK_POLICIES else None
 
 
 class ProgressRecorder:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
@@ -160,6 +160,22 @@ class PixelFlowSettings(BaseSettings):
         "sqlite", description="Database of the local stack's Prefect server: `sqlite` (embedded, nothing to "
                               "install) or `postgres` (a local PostgreSQL server from Debian's `postgresql` "
                               "package, its data under the stack's home; use it under load).")
+    # --- private playback: signed assets and their playback tokens (docs/api.md) -----------------
+    default_playback_policy: Literal["public", "signed"] = Field(
+        "public", description="Playback policy of assets that were given none: uploads made straight to the bucket, "
+        "API uploads that did not choose, assets recorded before policies existed.")
+    playback_signing_key: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of playback tokens (at least 32 characters). Never logged.")
+    playback_signing_key_secret_id: str | None = Field(
+        None, description="Secrets Manager secret (name or ARN) holding the playback signing key; read at start-up "
+        "when PIXELFLOW_PLAYBACK_SIGNING_KEY is unset (the AWS deployment sets it).")
+    playback_token_default_seconds: int = Field(
+        3600, ge=1, description="Lifetime of a playback token when the request names none, in seconds.")
+    playback_token_max_seconds: int = Field(
+        24 * 3600, ge=1, description="Longest lifetime a playback token may be given, in seconds.")
+    playback_kvs_arn: str | None = Field(
+        None, description="CloudFront KeyValueStore the API keeps each signed asset and the signing key in, for the "
+        "distribution's playback function (the AWS deployment sets it). Unset: none.")
 
     @field_validator("api_tokens", mode="before")
     @classmethod

@@ -69,13 +69,14 @@ def make_settings(**overrides: Any) -> PixelFlowSettings:
     return settings
 
 
-def start_api(settings: PixelFlowSettings) -> Api:
-    """The API app of ``settings`` on a real uvicorn server, on a free loopback port."""
+def start_api(settings: PixelFlowSettings, **app_options: Any) -> Api:
+    """The API app of ``settings`` (and ``create_app``'s ``app_options``) on a real uvicorn server,
+    on a free loopback port."""
     import uvicorn
 
     from pixelflow.ops.api import create_app
 
-    app = create_app(settings, tokens=list(settings.api_tokens))
+    app = create_app(settings, tokens=list(settings.api_tokens), **app_options)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, name="pixelflow-api", daemon=True)

@@ -63,6 +63,11 @@ def test_the_stack_starts_the_api_with_a_kept_token(moto_server, tmp_path):
             assert client.get("/v1/assets").status_code == 401
             created = client.post("/v1/uploads", headers={"Authorization": f"Bearer {token}"},
                                   json={"filename": "a.mp4", "size": 3}).json()["data"]
+            # Signed playback works out of the box: the stack gave its API a kept signing key.
+            signed = client.post("/v1/uploads", headers={"Authorization": f"Bearer {token}"},
+                                 json={"filename": "a.mp4", "size": 3, "playback_policy": "signed"})
+            assert signed.status_code == 201 and signed.json()["data"]["playback_policy"] == ["signed"]
+        assert stat.S_IMODE((config.home / "playback-key").stat().st_mode) == 0o600
         assert created["url"].startswith(f"{moto_server}/{settings.upload_bucket}/uploads/")
         assert Stack(config)._api_token() == token  # kept across stacks of the same home
     finally:

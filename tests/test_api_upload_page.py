@@ -118,3 +118,28 @@ def test_an_interrupted_upload_resumes_and_sends_only_the_rest(page, api, media_
     assert page.inner_text("#asset-id") == asset_id
     with api.client() as client:  # the same upload, resumed: not a second one
         assert client.get(f"/v1/uploads/{upload_id}").json()["data"]["asset_id"] == asset_id
+
+
+@pytest.mark.timeout(300)
+def test_a_signed_upload_plays_on_the_page_through_a_playback_token(browser, moto_server, media_dir, monkeypatch,
+                                                                     prefect_server):
+    """With PIXELFLOW_DEFAULT_PLAYBACK_POLICY=signed the page's uploads are signed assets: the page
+    asks the API for a playback token and every playlist and segment it loads carries it."""
+    api = start_api(make_settings(default_playback_policy="signed", playback_signing_key="page-key-" + "k" * 30))
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        media: list[str] = []
+        page.on("request", lambda r: media.append(r.url) if "/assets/" in r.url and "/v1/" not in r.url else None)
+        page.goto(f"{api.url}/upload#token={TOKEN}")
+        page.set_input_files("#file", str(make_clip(media_dir / "page-signed.mp4", seconds=3, size="640x360")))
+        asset_id = _transcode_when_uploaded(page, api, monkeypatch)
+        _plays(page)
+        with api.client() as client:
+            assert client.get(f"/v1/assets/{asset_id}").json()["data"]["playback_policy"] == "signed"
+        assert any(url.endswith(".m4s") for url in media)
+        assert all(re.search(rf"/t/[A-Za-z0-9_.-]+/assets/{asset_id}/", url) for url in media), media
+    finally:
+        context.close()
+        api.stop()

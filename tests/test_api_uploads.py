@@ -116,7 +116,9 @@ BAD_CREATES = [
     ({"filename": "a.mp4", "size": "10"}, 400, "invalid_request"),
     ({"filename": "a.mp4", "size": 0}, 400, "empty_file"),
     ({"filename": "a.mp4"}, 400, "invalid_request"),
-    ({"filename": "a.mp4", "size": 10, "playback_policy": "signed"}, 400, "invalid_request"),
+    ({"filename": "a.mp4", "size": 10, "playback_policy": "private"}, 400, "invalid_request"),
+    ({"filename": "a.mp4", "size": 10, "playback_policy": ["public", "signed"]}, 400, "invalid_request"),
+    ({"filename": "a.mp4", "size": 10, "playback_policy": []}, 400, "invalid_request"),
     (["a.mp4", 10], 400, "invalid_request"),
     ("a.mp4", 400, "invalid_request"),
 ]

@@ -132,6 +132,10 @@ def test_roles_are_least_privilege():
         *{(f"dynamodb:{action}", resource) for action in ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query")
           for resource in ("<RecordsTable.Arn>", "<RecordsTable.Arn>/index/*")},
         ("secretsmanager:GetSecretValue", "<ApiTokensSecret>"), *prefect_secrets,
+        # Private playback: the signing key, and the CloudFront key-value store it keeps.
+        ("secretsmanager:GetSecretValue", "<PlaybackSigningKeySecret>"),
+        *{(f"cloudfront-keyvaluestore:{action}", "<PlaybackKeyValueStore.Arn>")
+          for action in ("DescribeKeyValueStore", "GetKey", "PutKey", "DeleteKey")},
     }
     (tokens,) = [s for p in template["Resources"]["ApiRole"]["Properties"]["Policies"]
                  for s in p["PolicyDocument"]["Statement"] if s.get("Sid") == "ReadTokens"]
@@ -343,6 +347,9 @@ def test_serverless_api_and_bridge_deploy_and_the_api_works_on_what_they_created
     secrets = boto3.client("secretsmanager", region_name="us-east-1")
     secret_name = f"pixelflow/{suffix}/api-tokens"
     secrets.create_secret(Name=secret_name, SecretString=token)
+    playback_key_name = f"pixelflow/{suffix}/playback-key"  # moto's CloudFormation creates no secrets
+    playback_key = uuid.uuid4().hex * 2
+    secrets.create_secret(Name=playback_key_name, SecretString=playback_key)
 
     cloudformation = boto3.client("cloudformation", region_name="us-east-1")
     cloudformation.create_stack(
@@ -351,6 +358,7 @@ def test_serverless_api_and_bridge_deploy_and_the_api_works_on_what_they_created
             "NamePrefix": f"pf{suffix}", "LogGroupName": f"/pixelflow/{suffix}", "EnableCdn": "false",
             "PrefectApiUrl": "http://127.0.0.1:4200/api", "LambdaCodeBucket": code_bucket,
             "LambdaCodeKey": "pixelflow-lambda.zip", "ApiTokensSecretName": secret_name,
+            "PlaybackSigningKeySecretName": playback_key_name,
             # moto has no Function URLs: the function is tested through its handler below.
             "EnableApiUrl": "false", "BridgeRuntime": "lambda"}.items()])
     (described,) = cloudformation.describe_stacks(StackName=stack)["Stacks"]
@@ -368,6 +376,8 @@ def test_serverless_api_and_bridge_deploy_and_the_api_works_on_what_they_created
     assert env["PIXELFLOW_RECORDS_TABLE"] == outputs["RecordsTableName"]
     assert env["PIXELFLOW_UPLOAD_BUCKET"] == outputs["UploadBucketName"]
     assert env["PIXELFLOW_API_TOKENS_SECRET_ID"] == secret_name
+    assert env["PIXELFLOW_PLAYBACK_SIGNING_KEY_SECRET_ID"] == playback_key_name
+    assert env["PIXELFLOW_DEFAULT_PLAYBACK_POLICY"] == "public" and "PIXELFLOW_PLAYBACK_KVS_ARN" not in env
     bridge = lambdas.get_function(FunctionName=f"{stack}-bridge")["Configuration"]
     assert bridge["Handler"] == "pixelflow.ops.lambda_handlers.bridge_handler"
     queue_arn = boto3.client("sqs", region_name="us-east-1").get_queue_attributes(
@@ -389,6 +399,7 @@ def test_serverless_api_and_bridge_deploy_and_the_api_works_on_what_they_created
         body=json.dumps({"filename": "stack.mp4", "size": 100})), None)
     assert created["statusCode"] == 201, created["body"]
     assert f"/{outputs['UploadBucketName']}/uploads/" in json.loads(created["body"])["data"]["url"]
+    assert lambda_handlers._api.app.state.playback.key == playback_key.encode()  # read from its secret
     listed = lambda_handlers.api_handler(_url_event("GET", "/v1/assets", {"authorization": f"Bearer {token}"}), None)
     assert listed["statusCode"] == 200
 

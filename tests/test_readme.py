@@ -23,7 +23,7 @@ def test_every_setting_is_in_the_readme_with_its_default():
 
 def test_every_documented_command_exists():
     commands = set(build_parser()._subparsers._group_actions[0].choices)
-    named = set(re.findall(r"`pixelflow ([a-z]+)", README))
+    named = set(re.findall(r"`pixelflow ([a-z][a-z-]*)", README))
     assert named <= commands, named - commands
 
 

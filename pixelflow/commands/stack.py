@@ -142,6 +142,7 @@ def _api_banner(stack) -> None:
     print(f"  API token       {token}")
     print(f"  upload page     {url}/upload#token={token}")
     print(f"  try             curl -H 'Authorization: Bearer {token}' {url}/v1/assets")
+    print("  signed playback pixelflow playback-token ASSET_ID   (or POST /v1/assets/ASSET_ID/playback-tokens)")
     print()
 
 

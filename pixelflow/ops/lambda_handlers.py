@@ -4,6 +4,8 @@ upload queue (a small deployment needs no always-on container).
 * :func:`api_handler`: the API app (:func:`pixelflow.ops.api.create_app`) through Mangum, built once
   per container from the environment (``PIXELFLOW_*``; tokens from Secrets Manager through
   ``PIXELFLOW_API_TOKENS_SECRET_ID``).
+* :func:`playback_sync_handler`: the records table's stream; each asset policy recorded is
+  written to CloudFront's playback key-value store (:mod:`pixelflow.ops.playback_cdn`).
 * :func:`bridge_handler`: an SQS event source mapping's batch. Each message's S3 records become
   the same ``pixelflow.upload.created`` events, with the same ids, as the container bridge posts
   (:mod:`pixelflow.pipeline.bridge`); messages whose events Prefect did not accept are reported in
@@ -149,3 +151,25 @@ def bridge_handler(event: dict[str, Any], context: Any = None, *, settings: Pixe
         if not done:
             failures.append({"itemIdentifier": message["messageId"]})
     return {"batchItemFailures": failures}
+
+
+# --- private playback: the records table's stream into CloudFront's key-value store ------------
+_playback_store = None
+
+
+def playback_sync_handler(event: dict[str, Any], context: Any = None) -> dict[str, int]:
+    """Lambda handler of the records table's stream: every asset policy recorded (by the API, the
+    transcode flow, the reconciler) is written to the CloudFront playback key-value store
+    (``PIXELFLOW_PLAYBACK_KVS_ARN``), with the signing key at cold start. A failed write fails the
+    batch, which the stream delivers again."""
+    global _playback_store
+    from pixelflow.ops.playback import load_signing_key
+    from pixelflow.ops.playback_cdn import CdnPlaybackStore, sync_from_stream
+
+    if _playback_store is None:
+        settings = PixelFlowSettings()
+        _playback_store = CdnPlaybackStore.from_settings(settings, load_signing_key(settings))
+    if _playback_store is None:
+        return {"written": 0}
+    return {"written": sync_from_stream(_playback_store, event.get("Records") or [])}
+

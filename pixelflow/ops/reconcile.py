@@ -201,7 +201,7 @@ def repair_records(settings: PixelFlowSettings, s3, records, *, older_than: floa
     """
     from pixelflow.ops import assets as s3_assets
     from pixelflow.errors import ErrorCode
-    from pixelflow.records import ERRORED, PREPARING, READY, asset_fields_from_manifest
+    from pixelflow.records import ERRORED, PREPARING, READY, api_upload, asset_fields_from_manifest, upload_link
 
     now = now or datetime.now(timezone.utc)
     repairs: list[Repair] = []
@@ -217,6 +217,9 @@ def repair_records(settings: PixelFlowSettings, s3, records, *, older_than: floa
                 repairs.append(Repair(info.asset_id, before, "purged"))
             continue
         first = {"source": info.source}
+        upload_record = api_upload(settings, records, info.source["key"]) if (info.source or {}).get("key") else None
+        if upload_record is not None:  # an API upload's asset keeps its passthrough and playback policy
+            first.update(upload_link(upload_record))
         created = info.created.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if info.created else None
         if info.status == s3_assets.READY:
             if before != READY:

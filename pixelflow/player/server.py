@@ -9,6 +9,11 @@ Routes (GET only; everything else is refused):
   from the output bucket. Asset ids must be hex and names playlist/segment/poster files at the
   asset root or one folder down, so no other key of either bucket can be reached (not even the
   manifest: ``/api/assets`` serves what the page needs). The objects stay private.
+* ``/t/<token>/assets/<asset_id>/<name>`` — the same for a ``signed`` asset, with a playback
+  token in the path (:mod:`pixelflow.ops.playback`); a signed asset's files and state are 403
+  with the reason's code (``playback_token_required``, ``_invalid``, ``_expired``,
+  ``_wrong_asset``) without a valid token of it. ``/api/assets/<asset_id>?token=<token>`` gives
+  the state of a signed asset.
 
 Example:
     >>> server = make_server(PixelFlowSettings(), port=0)          # doctest: +SKIP
@@ -31,6 +36,8 @@ from botocore.exceptions import ClientError
 from pixelflow.ops import assets
 from pixelflow.aws import is_missing, s3_client
 from pixelflow.core.manifest import PLAYBACK_TYPES
+from pixelflow.errors import ErrorCode, PixelFlowError
+from pixelflow.ops.playback import PlaybackGate, split_token_path
 from pixelflow.settings import PixelFlowSettings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -66,12 +73,13 @@ class PlayerServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], settings: PixelFlowSettings, s3,
-                 allowed: frozenset[str] | None, default_asset: str | None):
+                 allowed: frozenset[str] | None, default_asset: str | None, gate: PlaybackGate | None = None):
         super().__init__(address, PlayerHandler)
         self.settings = settings
         self.s3 = s3
         self.allowed = allowed
         self.default_asset = default_asset
+        self.gate = gate or PlaybackGate.from_settings(settings)
 
 
 class PlayerHandler(BaseHTTPRequestHandler):
@@ -123,10 +131,12 @@ class PlayerHandler(BaseHTTPRequestHandler):
             return self._send(HTTPStatus.OK, body, content_type, {"Cache-Control": "no-cache"})
         match = _API_PATH.match(path)
         if match:
-            return self._status(match["asset_id"])
+            token = parse_qs(url.query).get("token", [None])[0]
+            return self._status(match["asset_id"], token)
+        token, path = split_token_path(path)
         match = _ASSET_PATH.match(path)
         if match and ".." not in match["name"]:
-            return self._asset_file(match["asset_id"], match["name"])
+            return self._asset_file(match["asset_id"], match["name"], token)
         return self._error(HTTPStatus.NOT_FOUND, "Not found.")
 
     def _index(self, query: dict[str, list[str]]) -> None:
@@ -143,11 +153,27 @@ class PlayerHandler(BaseHTTPRequestHandler):
         allowed = self.server.allowed
         return assets.is_asset_id(asset_id) and (allowed is None or asset_id in allowed)
 
-    def _status(self, asset_id: str) -> None:
+    def _gate(self, asset_id: str, token: str | None) -> str | None:
+        """Answer 403 (or 503) unless the request may have ``asset_id``'s files; its policy if it may."""
+        try:
+            return self.server.gate.check(asset_id, token)
+        except PixelFlowError as error:
+            status = HTTPStatus.SERVICE_UNAVAILABLE if error.code == ErrorCode.PLAYBACK_NOT_CONFIGURED \
+                else HTTPStatus.FORBIDDEN
+            self._json(status, {"asset_id": asset_id, "status": "error", "code": error.code.value,
+                                "message": error.message})
+        except ClientError as exc:
+            self._error(HTTPStatus.BAD_GATEWAY, f"Records error: {exc.response.get('Error', {}).get('Code')}")
+        return None
+
+    def _status(self, asset_id: str, token: str | None = None) -> None:
         if not self._permitted(asset_id):
             return self._json(HTTPStatus.NOT_FOUND, {
                 "asset_id": asset_id, "status": "error", "code": assets.AssetNotFound.code,
                 "message": "Not an asset id served here."})
+        policy = self._gate(asset_id, token)
+        if policy is None:
+            return None
         try:
             info = assets.get_asset(asset_id, self.server.settings, self.server.s3)
         except assets.AssetNotFound as exc:
@@ -156,12 +182,15 @@ class PlayerHandler(BaseHTTPRequestHandler):
             return self._error(HTTPStatus.BAD_GATEWAY, f"Storage error: {exc.response.get('Error', {}).get('Code')}")
         data = info.to_dict()
         data.pop("source", None)  # bucket keys are not the viewer's business
+        data["playback_policy"] = policy
         self._json(HTTPStatus.OK, data)
 
-    def _asset_file(self, asset_id: str, name: str) -> None:
+    def _asset_file(self, asset_id: str, name: str, token: str | None = None) -> None:
         suffix = Path(name).suffix.lower()
         if suffix not in ASSET_TYPES or not self._permitted(asset_id):
             return self._error(HTTPStatus.NOT_FOUND, "Not found.")
+        if self._gate(asset_id, token) is None:
+            return None
         settings = self.server.settings
         request: dict[str, Any] = {"Bucket": settings.output_bucket, "Key": settings.layout(asset_id).key(name)}
         range_header = self.headers.get("Range")
@@ -197,7 +226,7 @@ class PlayerHandler(BaseHTTPRequestHandler):
 
 def make_server(settings: PixelFlowSettings, host: str = "127.0.0.1", port: int = 0, *,
                 asset_ids: Iterable[str] | None = None, default_asset: str | None = None,
-                s3=None) -> PlayerServer:
+                s3=None, gate: PlaybackGate | None = None) -> PlayerServer:
     """Create (bind, not yet run) the player server.
 
     Args:
@@ -207,12 +236,14 @@ def make_server(settings: PixelFlowSettings, host: str = "127.0.0.1", port: int 
         asset_ids: Restrict the server to these assets (``None``: any asset id).
         default_asset: The asset ``/`` redirects to.
         s3: An S3 client (default: :func:`pixelflow.aws.s3_client`).
+        gate: Who may play what (default: each asset's policy from the records table, the
+            signing key of ``settings``).
 
     Returns:
         The bound server; run it with ``serve_forever()`` or :func:`serve_in_thread`.
     """
     allowed = frozenset(asset_ids) if asset_ids is not None else None
-    return PlayerServer((host, port), settings, s3 or s3_client(), allowed, default_asset)
+    return PlayerServer((host, port), settings, s3 or s3_client(), allowed, default_asset, gate)
 
 
 def server_url(server: PlayerServer, asset_id: str | None = None) -> str:

@@ -325,7 +325,11 @@ class Stack:
         configured = [t.strip() for t in self.config.env.get("PIXELFLOW_API_TOKENS", "").split(",") if t.strip()]
         if configured:
             return configured[0]
-        path = self.config.home / "api-token"
+        return self._kept_secret("api-token")
+
+    def _kept_secret(self, name: str) -> str:
+        """A random secret kept in ``<home>/<name>`` (generated on first use, readable by its owner only)."""
+        path = self.config.home / name
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -342,6 +346,9 @@ class Stack:
         self.http_api_url = f"http://127.0.0.1:{port}"
         env = {**self.env(), "PIXELFLOW_API_PUBLIC_URL": f"{self.http_api_url}/"}
         env.setdefault("PIXELFLOW_API_TOKENS", self.api_token)
+        if not (env.get("PIXELFLOW_PLAYBACK_SIGNING_KEY") or env.get("PIXELFLOW_PLAYBACK_SIGNING_KEY_SECRET_ID")):
+            # Signed playback: the key `pixelflow playback-token` also finds in <home>/playback-key.
+            env["PIXELFLOW_PLAYBACK_SIGNING_KEY"] = self._kept_secret("playback-key")
         process = self.supervisor.spawn(
             "api", [sys.executable, "-m", "pixelflow.cli", "api", "--host", "127.0.0.1", "--port", str(port)], env,
             restart=lambda: self.start_api(wait=False))

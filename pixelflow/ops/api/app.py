@@ -20,6 +20,8 @@ from fastapi.staticfiles import StaticFiles
 
 import pixelflow
 from pixelflow.ops.api import assets, errors, uploads
+from pixelflow.ops.playback import PlaybackGate
+from pixelflow.ops.playback_cdn import CdnPlaybackStore
 from pixelflow.records import Records
 from pixelflow.settings import PixelFlowSettings
 
@@ -43,7 +45,7 @@ _DOCS_PAGE = """<!doctype html>
 
 
 def create_app(settings: PixelFlowSettings, *, s3: Any = None, records: Records | None = None,
-               tokens: list[str] | None = None) -> FastAPI:
+               tokens: list[str] | None = None, kvs: Any = None) -> FastAPI:
     """The API app.
 
     Args:
@@ -51,6 +53,7 @@ def create_app(settings: PixelFlowSettings, *, s3: Any = None, records: Records 
         s3: An S3 client (default: :func:`pixelflow.aws.s3_client`); it presigns the upload URLs.
         records: The records store (default: :meth:`Records.from_settings`).
         tokens: The accepted bearer tokens (default: :func:`pixelflow.ops.api.auth.load_tokens`).
+        kvs: A ``cloudfront-keyvaluestore`` client for ``PIXELFLOW_PLAYBACK_KVS_ARN`` (default: boto3's).
     """
     from swagger_ui_bundle import swagger_ui_path
 
@@ -63,6 +66,9 @@ def create_app(settings: PixelFlowSettings, *, s3: Any = None, records: Records 
     app.state.s3 = s3 or s3_client(signature_version="s3v4")  # SigV4 presigned URLs (SigV2 is retired)
     app.state.records = records or Records.from_settings(settings)
     app.state.tokens = list(tokens) if tokens is not None else load_tokens(settings)
+    # Private playback: each asset's policy, the signing key, CloudFront's key-value store.
+    app.state.playback = PlaybackGate.from_settings(settings, app.state.records)
+    app.state.playback_cdn = CdnPlaybackStore.from_settings(settings, app.state.playback.key, kvs)
     errors.install(app)
     app.include_router(uploads.router)
     app.include_router(assets.router)

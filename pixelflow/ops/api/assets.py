@@ -16,18 +16,20 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from botocore.exceptions import ClientError
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from pixelflow.ops import assets as s3_assets
 from pixelflow.core.manifest import PLAYBACK_TYPES
 from pixelflow.ops.api.auth import require_token
 from pixelflow.ops.api.events import ASSET_DELETED, asset_event, emit
-from pixelflow.ops.api.schemas import AssetList, AssetOut, ErrorOut
+from pixelflow.ops.api.schemas import (AssetList, AssetOut, CreatePlaybackToken, ErrorOut, PlaybackTokenOut,
+                                       UpdateAsset)
+from pixelflow.ops.playback import signed_playback_base
 from pixelflow.aws import is_missing
 from pixelflow.core.layout import MASTER, POSTER
 from pixelflow.errors import ErrorCode, PixelFlowError
-from pixelflow.records import ERRORED, READY, Records, asset_fields_from_manifest
+from pixelflow.records import ERRORED, PLAYBACK_POLICIES, PUBLIC, READY, SIGNED, Records, asset_fields_from_manifest
 from pixelflow.settings import PixelFlowSettings
 
 logger = logging.getLogger("pixelflow.ops.api")
@@ -46,14 +48,21 @@ def playback_base(settings: PixelFlowSettings, request: Request) -> str:
     return (settings.api_public_url or str(request.base_url)).rstrip("/") + "/assets/"
 
 
-def asset_view(record: dict[str, Any], base: str) -> dict[str, Any]:
-    """The API's view of an asset record."""
+def playback_urls(base: str, asset_id: str) -> dict[str, str]:
+    """The master playlist and poster of ``asset_id`` under the playback base ``base``."""
+    return {"hls": f"{base}{asset_id}/{MASTER}", "poster": f"{base}{asset_id}/{POSTER}"}
+
+
+def asset_view(record: dict[str, Any], base: str, default_policy: str = PUBLIC) -> dict[str, Any]:
+    """The API's view of an asset record (``default_policy``: that of assets given none)."""
     asset_id = record["id"]
     data = {k: record.get(k) for k in ("id", "status", "progress", "duration", "aspect_ratio", "max_resolution",
                                        "passthrough", "upload_id", "created_at", "errors")}
     data["renditions"] = record.get("renditions") or []
-    data["playback"] = ({"hls": f"{base}{asset_id}/{MASTER}", "poster": f"{base}{asset_id}/{POSTER}"}
-                        if record.get("status") == READY else None)
+    policy = record.get("playback_policy")
+    data["playback_policy"] = policy if policy in PLAYBACK_POLICIES else default_policy
+    data["playback"] = (playback_urls(base, asset_id)
+                        if record.get("status") == READY and data["playback_policy"] == PUBLIC else None)
     return data
 
 
@@ -147,14 +156,55 @@ def list_assets(request: Request, status: str | None = Query(None, pattern="^(pr
     limit = min(limit, assets.settings.api_max_list_limit)
     items, next_cursor = assets.records.list_assets(status, limit, cursor)
     base = playback_base(assets.settings, request)
-    return {"data": [asset_view(item, base) for item in items], "next_cursor": next_cursor}
+    default = assets.settings.default_playback_policy
+    return {"data": [asset_view(item, base, default) for item in items], "next_cursor": next_cursor}
 
 
 @router.get("/{asset_id}", response_model=AssetOut, summary="Get an asset")
 def get_asset(request: Request, asset_id: str = Path(), assets: AssetService = Depends(service)) -> dict[str, Any]:
     """The asset's status, progress while preparing, renditions and playback URLs once ready,
     ``errors`` when it failed."""
-    return {"data": asset_view(assets.get(asset_id), playback_base(assets.settings, request))}
+    return {"data": asset_view(assets.get(asset_id), playback_base(assets.settings, request),
+                               assets.settings.default_playback_policy)}
+
+
+# --- private playback: the policy, playback tokens ----------------------------------------------
+
+@router.patch("/{asset_id}", response_model=AssetOut, summary="Change an asset's playback policy",
+              responses={400: {"model": ErrorOut}, 503: {"model": ErrorOut}})
+def update_asset(request: Request, asset_id: str = Path(), body: UpdateAsset = Body(...),
+                 assets: AssetService = Depends(service)) -> dict[str, Any]:
+    """Make the asset ``public`` or ``signed``. From then on its files are served (locally, and by
+    CloudFront once the API updated its key-value store) only to requests with a playback token."""
+    gate = request.app.state.playback
+    if body.playback_policy == SIGNED:
+        gate.require_key()
+    assets.get(asset_id)
+    record = assets.records.set_playback_policy(asset_id, body.playback_policy)
+    if record is None:
+        raise PixelFlowError(ErrorCode.ASSET_NOT_FOUND, f"No asset {asset_id}.")
+    cdn = request.app.state.playback_cdn
+    if cdn is not None:
+        cdn.put_policy(asset_id, body.playback_policy)
+    return {"data": asset_view(record, playback_base(assets.settings, request), assets.settings.default_playback_policy)}
+
+
+@router.post("/{asset_id}/playback-tokens", status_code=201, response_model=PlaybackTokenOut,
+             summary="Issue a playback token of a signed asset",
+             responses={400: {"model": ErrorOut}, 409: {"model": ErrorOut}, 503: {"model": ErrorOut}})
+def create_playback_token(request: Request, asset_id: str = Path(), body: CreatePlaybackToken | None = Body(None),
+                          assets: AssetService = Depends(service)) -> dict[str, Any]:
+    """A short-lived token of a ``signed`` asset (a JWT: the asset, its expiry, the viewer if given)
+    and the URLs a player loads with it (``/t/<token>/assets/<id>/master.m3u8``)."""
+    gate = request.app.state.playback
+    record = assets.get(asset_id)
+    if gate.policy_of(record) != SIGNED:
+        raise PixelFlowError(ErrorCode.ASSET_NOT_SIGNED, f"Asset {asset_id} is public: its playback URLs need no "
+                             "token (PATCH its playback_policy to signed first).")
+    body = body or CreatePlaybackToken()
+    issued = gate.issue(asset_id, body.expires_in, body.viewer_id)
+    base = signed_playback_base(playback_base(assets.settings, request), issued["token"])
+    return {"data": {"asset_id": asset_id, **issued, "playback": playback_urls(base, asset_id)}}
 
 
 @router.delete("/{asset_id}", status_code=204, summary="Delete an asset")
@@ -170,15 +220,30 @@ def delete_asset(asset_id: str = Path(), assets: AssetService = Depends(service)
     return Response(status_code=204)
 
 
+@playback.get("/t/{token}/assets/{asset_id}/{name:path}", summary="A file of a signed asset, with a playback token",
+              responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}})
+def signed_asset_file(request: Request, token: str, asset_id: str, name: str) -> Response:
+    """As ``/assets/...``, for a request carrying a playback token of the asset in its path (every
+    URL a player resolves relative to the playlist keeps it). 403 with the reason's code without a
+    valid token of this asset."""
+    return _serve_file(request, asset_id, name, token)
+
+
 @playback.get("/assets/{asset_id}/{name:path}", summary="A published file (playlist, segment, poster)",
-              responses={404: {"model": ErrorOut}})
+              responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut}})
 def asset_file(request: Request, asset_id: str, name: str) -> Response:
-    """Stream one playback file of a published asset from the output bucket (``public`` playback:
-    no token). Only playlists, segments and posters, at the asset's root or one folder down."""
+    """Stream one playback file of a published asset from the output bucket: no token for a
+    ``public`` asset, 403 ``playback_token_required`` for a ``signed`` one (use its ``/t/<token>/``
+    URLs). Only playlists, segments and posters, at the asset's root or one folder down."""
+    return _serve_file(request, asset_id, name, None)
+
+
+def _serve_file(request: Request, asset_id: str, name: str, token: str | None) -> Response:
     state = request.app.state
     suffix = PurePosixPath(name).suffix.lower()
     if not s3_assets.is_asset_id(asset_id) or not _NAME.match(name) or ".." in name or suffix not in PLAYBACK_TYPES:
         raise PixelFlowError(ErrorCode.NOT_FOUND, "No such file.")
+    state.playback.check(asset_id, token)
     params: dict[str, Any] = {"Bucket": state.settings.output_bucket, "Key": state.settings.layout(asset_id).key(name)}
     range_header = request.headers.get("range")
     if range_header and re.fullmatch(r"bytes=\d*-\d*", range_header.strip()):

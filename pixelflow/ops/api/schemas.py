@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 #: Longest ``passthrough`` (the app's own id), as Mux allows.
 MAX_PASSTHROUGH = 255
+#: Who may play an asset (pixelflow.ops.playback).
+PlaybackPolicy = Literal["public", "signed"]
 
 
 class CreateUpload(BaseModel):
@@ -22,8 +24,10 @@ class CreateUpload(BaseModel):
                             examples=[104857600])
     passthrough: StrictStr | None = Field(None, description="The app's own id for the asset (at most 255 "
                                           "characters); returned on the asset and in every event.")
-    playback_policy: Literal["public"] | list[Literal["public"]] = Field(
-        "public", description="Who may play the asset: `public` (signed playback is not offered yet).")
+    playback_policy: PlaybackPolicy | list[PlaybackPolicy] | None = Field(
+        None, description="Who may play the asset: `public` (anyone with its URL) or `signed` (only with a "
+        "playback token, POST /v1/assets/{id}/playback-tokens); Mux's one-item list is accepted too. "
+        "Default: PIXELFLOW_DEFAULT_PLAYBACK_POLICY (public).")
 
 
 class CompletedPart(BaseModel):
@@ -86,6 +90,42 @@ class Playback(BaseModel):
     poster: str
 
 
+# --- private playback --------------------------------------------------------------------------
+
+class UpdateAsset(BaseModel):
+    """``PATCH /v1/assets/{id}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    playback_policy: PlaybackPolicy = Field(description="`public` or `signed` (then only playback tokens play it).")
+
+
+class CreatePlaybackToken(BaseModel):
+    """``POST /v1/assets/{id}/playback-tokens``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expires_in: StrictInt | None = Field(None, description="Lifetime in seconds (default "
+                                         "PIXELFLOW_PLAYBACK_TOKEN_DEFAULT_SECONDS, at most "
+                                         "PIXELFLOW_PLAYBACK_TOKEN_MAX_SECONDS).", examples=[3600])
+    viewer_id: StrictStr | None = Field(None, description="The app's viewer, carried in the token (at most 255 "
+                                        "characters).")
+
+
+class PlaybackTokenData(BaseModel):
+    asset_id: str
+    token: str = Field(description="The JWT (HS256): sub = asset id, aud = playback, exp, iat, viewer_id.")
+    expires_at: str
+    expires_in: int
+    viewer_id: str | None = None
+    playback: Playback = Field(description="The URLs a player loads: the token is in their path, so every "
+                               "playlist and segment the player resolves from them carries it.")
+
+
+class PlaybackTokenOut(BaseModel):
+    data: PlaybackTokenData
+
+
 class AssetData(BaseModel):
     id: str
     status: Literal["preparing", "ready", "errored"]
@@ -94,7 +134,9 @@ class AssetData(BaseModel):
     aspect_ratio: str | None = None
     max_resolution: str | None = None
     renditions: list[dict[str, Any]] = Field(default_factory=list)
-    playback: Playback | None = None
+    playback: Playback | None = Field(None, description="Once ready, for public assets (signed ones: playback "
+                                      "tokens give the URLs).")
+    playback_policy: PlaybackPolicy = "public"
     passthrough: str | None = None
     upload_id: str | None = None
     created_at: str | None = None

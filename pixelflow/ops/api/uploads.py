@@ -29,7 +29,7 @@ from pixelflow.aws import is_missing
 from pixelflow.core.ids import normalize_etag
 from pixelflow.core.upload import Upload
 from pixelflow.errors import ErrorCode, PixelFlowError
-from pixelflow.records import ASSET_CREATED, CANCELLED, PREPARING, TIMED_OUT, WAITING, Records
+from pixelflow.records import ASSET_CREATED, CANCELLED, PREPARING, SIGNED, TIMED_OUT, WAITING, Records, upload_link
 from pixelflow.settings import PixelFlowSettings
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"], dependencies=[Depends(require_token)],
@@ -76,6 +76,19 @@ def part_plan(size: int, settings: PixelFlowSettings) -> tuple[int, int] | None:
     if math.ceil(size / part_size) > MAX_PARTS:
         part_size = min(S3_MAX_PART, math.ceil(size / MAX_PARTS / 2**20) * 2**20)
     return part_size, math.ceil(size / part_size)
+
+
+def chosen_policy(given: str | list[str] | None, settings: PixelFlowSettings) -> str:
+    """The playback policy an upload's body chose (a word or Mux's one-item list), else the default.
+
+    >>> chosen_policy(["signed"], PixelFlowSettings()), chosen_policy(None, PixelFlowSettings())
+    ('signed', 'public')
+    """
+    if isinstance(given, list):
+        if len(given) != 1:
+            raise PixelFlowError(ErrorCode.INVALID_REQUEST, "playback_policy: give one policy, public or signed.")
+        given = given[0]
+    return given or settings.default_playback_policy
 
 
 def _part_size(record: dict[str, Any], number: int) -> int:
@@ -137,8 +150,7 @@ class UploadService:
         """The upload once its object exists: ``asset_created``, and the asset's first record."""
         asset_id = obj.asset_id
         self.records.record_asset(asset_id, PREPARING, {"progress": 0}, only_if_new=True,
-                                  first={"upload_id": record["id"], "passthrough": record.get("passthrough"),
-                                         "source": obj.to_dict()})
+                                  first={**upload_link(record), "source": obj.to_dict()})
         updated = self.records.update_upload(record["id"], {"status": ASSET_CREATED, "asset_id": asset_id,
                                                             "etag": obj.etag}, expect_status=WAITING)
         return updated or self.records.get_upload(record["id"]) or record
@@ -233,13 +245,16 @@ def create_upload(request: Request, body: CreateUpload = Body(...),
     if body.passthrough is not None and len(body.passthrough) > MAX_PASSTHROUGH:
         raise PixelFlowError(ErrorCode.PASSTHROUGH_TOO_LONG,
                              f"passthrough has {len(body.passthrough)} characters; at most {MAX_PASSTHROUGH}.")
+    policy = chosen_policy(body.playback_policy, settings)
+    if policy == SIGNED:
+        request.app.state.playback.require_key()
     upload_id = secrets.token_hex(12)
     now = time.time()
     expires = now + settings.presign_expiry_seconds
     record: dict[str, Any] = {
         "id": upload_id, "status": WAITING, "filename": filename, "size": body.size,
         "key": f"{settings.upload_key_prefix}{upload_id}/{filename}", "passthrough": body.passthrough,
-        "playback_policy": ["public"], "created_at": _iso(now), "expires_at": _iso(expires),
+        "playback_policy": [policy], "created_at": _iso(now), "expires_at": _iso(expires),
         "expires_epoch": int(expires),
     }
     plan = part_plan(body.size, settings)

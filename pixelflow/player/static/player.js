@@ -10,7 +10,20 @@
   const statusLine = document.getElementById("status");
   const renditionsBox = document.getElementById("renditions");
   const nowPlaying = document.getElementById("now-playing");
-  const state = { assetId: null, hls: null, info: null, levels: [] };
+  const state = { assetId: null, token: null, hls: null, info: null, levels: [] };
+  // A signed asset plays with a playback token (?token=...): it goes in the path of the playlist's
+  // URL, so every playlist and segment hls.js resolves relative to it carries it too.
+  const TOKEN_MESSAGES = {
+    playback_token_required: ["This video is private", "Open this page with a playback token: ?asset=<id>&token=<token>."],
+    playback_token_expired: ["The playback token has expired", "Ask the app for a new playback token and reload."],
+    playback_token_invalid: ["The playback token is not valid", "The token was changed or signed with another key."],
+    playback_token_wrong_asset: ["The playback token is for another video", "Use a token issued for this asset."],
+  };
+
+  function showTokenError(code, message) {
+    const [title, hint] = TOKEN_MESSAGES[code] || ["Playback refused", ""];
+    showError(title, code, hint || message);
+  }
   window.pixelflow = state; // for the browser console
 
   function setState(name) {
@@ -104,7 +117,7 @@
   }
 
   function play(info) {
-    const base = `/assets/${state.assetId}/`;
+    const base = state.token ? `/t/${encodeURIComponent(state.token)}/assets/${state.assetId}/` : `/assets/${state.assetId}/`;
     const master = `${base}master.m3u8`;
     video.poster = `${base}poster.jpg`;
     setState("ready");
@@ -130,6 +143,11 @@
           hls.recoverMediaError();
           return;
         }
+        if (data.response && data.response.code === 403) {
+          hls.destroy();
+          recheck(); // the server says why (an expired token, most often)
+          return;
+        }
         const missing = data.response && data.response.code === 404;
         showError(missing ? "Asset files are missing" : "Playback failed", data.details || data.type,
           missing ? "The playlist or a segment could not be found." : String((data.error && data.error.message) || ""));
@@ -147,17 +165,31 @@
     }
   }
 
+  function statusUrl() {
+    const query = state.token ? `?token=${encodeURIComponent(state.token)}` : "";
+    return `/api/assets/${state.assetId}${query}`;
+  }
+
+  async function recheck() {
+    const response = await fetch(statusUrl(), { cache: "no-store" }).catch(() => null);
+    const info = response ? await response.json().catch(() => ({})) : {};
+    if (response && response.status === 403) showTokenError(info.code, info.message);
+    else showError("Playback refused", "http_403", "The server refused a playlist or segment.");
+  }
+
   async function load() {
     let response;
     try {
-      response = await fetch(`/api/assets/${state.assetId}`, { cache: "no-store" });
+      response = await fetch(statusUrl(), { cache: "no-store" });
     } catch (err) {
       showError("Server unreachable", "network_error", String(err));
       return;
     }
     const info = await response.json().catch(() => ({}));
     state.info = info;
-    if (response.status === 404) {
+    if (response.status === 403) {
+      showTokenError(info.code, info.message);
+    } else if (response.status === 404) {
       showError("Asset not found", info.code || "asset_not_found", info.message);
     } else if (!response.ok) {
       showError("Could not read the asset", info.code || `http_${response.status}`, info.message);
@@ -179,7 +211,9 @@
   video.addEventListener("resize", updateNowPlaying);
   video.addEventListener("playing", () => { setState("playing"); updateNowPlaying(); });
 
-  const assetId = new URLSearchParams(location.search).get("asset") || "";
+  const params = new URLSearchParams(location.search);
+  const assetId = params.get("asset") || "";
+  state.token = params.get("token") || null;
   document.getElementById("asset-id").textContent = assetId;
   if (!ASSET_ID.test(assetId)) {
     showError("Not an asset id", "invalid_asset_id", "Open this page as /?asset=<asset_id> (24 hex characters).");

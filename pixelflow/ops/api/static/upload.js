@@ -130,7 +130,7 @@ async function follow(assetId) {
     } catch (error) {
       if (error.status !== 404) throw error;  // the flow has not recorded it yet
     }
-    if (asset && asset.status === "ready") return play(asset);
+    if (asset && asset.status === "ready") return play(asset, await playbackOf(asset));
     if (asset && asset.status === "errored") {
       const e = asset.errors || {};
       setState("errored", "The video was not accepted: " + (e.code || "error") + ": " + (e.message || ""));
@@ -143,21 +143,27 @@ async function follow(assetId) {
   }
 }
 
-function play(asset) {
+// A signed asset (private playback) plays with a playback token, which the page asks the API for.
+async function playbackOf(asset) {
+  if (asset.playback_policy !== "signed") return asset.playback;
+  return (await api("POST", "/v1/assets/" + asset.id + "/playback-tokens", {})).playback;
+}
+
+function play(asset, playback) {
   localStorage.removeItem(PENDING_KEY);
   setProgress(100);
   setState("ready", "Ready: " + asset.renditions.map((r) => r.name).join(", ") + ".");
   const video = $("video");
   video.hidden = false;
-  video.poster = asset.playback.poster;
+  video.poster = playback.poster;
   video.addEventListener("playing", () => { document.body.dataset.state = "playing"; }, { once: true });
   if (window.Hls && window.Hls.isSupported()) {
     const hls = new window.Hls();
-    hls.loadSource(asset.playback.hls);
+    hls.loadSource(playback.hls);
     hls.attachMedia(video);
     hls.on(window.Hls.Events.MANIFEST_PARSED, () => video.play().catch(() => {}));
   } else {
-    video.src = asset.playback.hls;
+    video.src = playback.hls;
     video.play().catch(() => {});
   }
 }
