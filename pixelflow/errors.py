@@ -61,6 +61,12 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     RECORDS_UNAVAILABLE = "records_unavailable"
+    # Webhooks (docs/webhooks.md).
+    INVALID_WEBHOOK_URL = "invalid_webhook_url"
+    WEBHOOK_ADDRESS_NOT_ALLOWED = "webhook_address_not_allowed"
+    WEBHOOK_NOT_FOUND = "webhook_not_found"
+    DELIVERY_NOT_FOUND = "delivery_not_found"
+    DELIVERY_PENDING = "delivery_pending"
 
 
 #: Codes that describe the uploaded bytes: retrying cannot help.
