@@ -34,6 +34,8 @@ class Receiver:
 
     answers: list[int] = field(default_factory=list)
     location: str | None = None
+    #: Answers for one event type (its attempts only), before ``answers``.
+    answers_by_type: dict[str, list[int]] = field(default_factory=dict)
     requests: list[Received] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -44,7 +46,10 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver._lock:
                     receiver.requests.append(Received(self.path, {k: v for k, v in self.headers.items()}, body))
-                    status = receiver.answers.pop(0) if receiver.answers else 200
+                    import json
+
+                    by_type = receiver.answers_by_type.get(json.loads(body or b"{}").get("type"), [])
+                    status = by_type.pop(0) if by_type else receiver.answers.pop(0) if receiver.answers else 200
                 self.send_response(status)
                 if receiver.location and 300 <= status < 400:
                     self.send_header("Location", receiver.location)
