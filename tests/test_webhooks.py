@@ -330,3 +330,32 @@ def test_the_lambda_handler_delivers_a_real_sqs_batch_and_holds_back_a_retry(mot
     finally:
         receiver.close()
         api.stop()
+
+
+def test_the_documented_receiver_accepts_a_delivery_and_refuses_a_tampered_one(tmp_path):
+    import re
+
+    from pixelflow.local.processes import free_port, spawn, wait_http
+    from tests.conftest import ROOT
+
+    (snippet,) = re.findall(r"## Verify it: a receiver.*?```python\n(.*?)```", (ROOT / "docs" / "webhooks.md").read_text(),
+                            re.S)
+    assert len(snippet.strip().splitlines()) <= 18
+    port = free_port()
+    script = tmp_path / "receiver.py"
+    script.write_text(snippet.replace('"whsec_..."', repr(SECRET)).replace('("0.0.0.0", 8080)', f'("127.0.0.1", {port})')
+                      .replace("class Hook(BaseHTTPRequestHandler):", "class Hook(BaseHTTPRequestHandler):\n"
+                               "    def do_GET(self): self.send_response(200); self.end_headers()"))
+    process = spawn([sys.executable, str(script)], tmp_path / "receiver.log", cwd=str(ROOT))
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", timeout=30, process=process)
+        body = json.dumps({"id": "e1", "type": "video.asset.ready", "created_at": "x", "data": {"id": "a1"}}).encode()
+        header = webhooks.signature_header(body, SECRET)
+        url = f"http://127.0.0.1:{port}/hooks"
+        assert httpx.post(url, content=body, headers={webhooks.SIGNATURE_HEADER: header}).status_code == 204
+        assert httpx.post(url, content=body.replace(b"a1", b"a2"),
+                          headers={webhooks.SIGNATURE_HEADER: header}).status_code == 400
+        assert httpx.post(url, content=body).status_code == 400
+    finally:
+        stop_process(process)
+    assert "video.asset.ready a1" in (tmp_path / "receiver.log").read_text()
