@@ -359,3 +359,34 @@ def test_the_documented_receiver_accepts_a_delivery_and_refuses_a_tampered_one(t
     finally:
         stop_process(process)
     assert "video.asset.ready a1" in (tmp_path / "receiver.log").read_text()
+
+
+def test_the_local_stack_delivers_to_loopback_and_to_the_settings_endpoint(moto_server, tmp_path):
+    """What `pixelflow stack up` adds: the dispatcher as a supervised child, loopback receivers
+    allowed, and PIXELFLOW_WEBHOOK_URL / PIXELFLOW_WEBHOOK_SECRET as endpoint `default`."""
+    from pixelflow.local.processes import free_port
+    from pixelflow.local.stack import Stack, StackConfig
+
+    settings = webhook_settings(webhook_allowed_networks=[])
+    registered, simplest = Receiver(), Receiver()
+    config = StackConfig(home=tmp_path / "stack", api_port=free_port(), env={
+        **{k: v for k, v in webhook_env(settings).items() if k != "PIXELFLOW_WEBHOOK_ALLOWED_NETWORKS"},
+        "PIXELFLOW_WEBHOOK_URL": simplest.url, "PIXELFLOW_WEBHOOK_SECRET": SECRET})
+    stack = Stack(config, log=lambda message: None)
+    stack.aws_endpoint, stack.api_url = moto_server, "http://127.0.0.1:9/api"
+    try:
+        stack.start_api()
+        stack.start_dispatcher()
+        headers = {"Authorization": f"Bearer {stack.api_token}"}
+        with httpx.Client(base_url=stack.http_api_url, headers=headers, timeout=30) as client:
+            endpoint = client.post("/v1/webhooks", json={"url": registered.url}).json()["data"]
+            assert [e["id"] for e in client.get("/v1/webhooks").json()["data"]] == ["default", endpoint["id"]]
+            upload = client.post("/v1/uploads", json={"filename": "stack.mp4", "size": 5}).json()["data"]
+        for receiver, secret in ((registered, endpoint["secret"]), (simplest, SECRET)):
+            (request,) = wait_for(lambda: receiver.requests, timeout=60, what="the stack's delivery")
+            event = webhooks.verify(request.body, request.headers[webhooks.SIGNATURE_HEADER], secret)
+            assert (event["type"], event["data"]["id"]) == (webhooks.UPLOAD_CREATED, upload["id"])
+    finally:
+        stack.down()
+        registered.close()
+        simplest.close()
