@@ -116,7 +116,6 @@ class Dispatcher:
         self.sender = sender
         self.clock = clock
         self._stop = threading.Event()
-        self._receiving = False
         self.delivered = 0
 
     # --- one delivery ------------------------------------------------------------------------
@@ -227,13 +226,13 @@ class Dispatcher:
         self._stop.set()
 
     def install_signal_handlers(self) -> None:
-        """Stop cleanly on SIGTERM and SIGINT: the attempt in hand is finished and recorded."""
+        """Stop cleanly on SIGTERM and SIGINT: the poll in progress ends (within
+        ``PIXELFLOW_WEBHOOK_WAIT_SECONDS``), the attempt in hand is finished and recorded, and the
+        messages not attempted yet are released at once (never left hidden)."""
 
         def handler(signum, _frame):
             logger.info("received %s, stopping", signal.Signals(signum).name)
             self._stop.set()
-            if self._receiving:
-                raise _Interrupted()
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
@@ -248,19 +247,14 @@ class Dispatcher:
         idle = 0
         while not self._stop.is_set():
             try:
-                self._receiving = True
                 response = self.outbox.sqs.receive_message(
                     QueueUrl=self.outbox.queue_url, MaxNumberOfMessages=_BATCH, VisibilityTimeout=IN_FLIGHT_SECONDS,
                     WaitTimeSeconds=self.settings.webhook_wait_seconds, AttributeNames=["MessageGroupId"])
-            except _Interrupted:
-                break
             except Exception as exc:  # noqa: BLE001 - SQS unreachable, queue missing...
                 logger.warning("cannot receive from %s (%s); retrying", self.settings.webhook_queue_name,
                                type(exc).__name__)
                 self._stop.wait(5)
                 continue
-            finally:
-                self._receiving = False
             messages = response.get("Messages", [])
             if not messages:
                 idle += 1
@@ -272,6 +266,3 @@ class Dispatcher:
         logger.info("webhook dispatcher stopped (%d delivered)", self.delivered)
         return self.delivered
 
-
-class _Interrupted(Exception):
-    pass

@@ -308,8 +308,9 @@ class Stack:
             {**base, **self.env(), **(env or {})}, restart=lambda: self.start_dispatcher(env))
 
     def stop_dispatcher(self, kill: bool = False) -> None:
-        """Stop the webhook dispatcher: SIGTERM (it finishes the attempt in hand) or SIGKILL."""
-        self.supervisor.stop("webhooks", kill=kill, timeout=15)
+        """Stop the webhook dispatcher: SIGTERM (it ends its poll, finishes the attempt in hand and
+        releases the rest) or SIGKILL."""
+        self.supervisor.stop("webhooks", kill=kill, timeout=40)
 
     def start_reconciler(self) -> subprocess.Popen:
         """Start ``pixelflow reconcile --every ...`` (supervised): uploads left without a run get one."""

@@ -135,7 +135,7 @@ class Supervisor:
         for child in sorted(reversed(self.children), key=lambda c: STOP_ORDER.get(c.name, -1)):
             if child.process.poll() is None:
                 self.log(f"stopping {child.name} (pid {child.process.pid})")
-            stop_process(child.process, timeout=30 if child.name == "worker" else 15)
+            stop_process(child.process, timeout=30 if child.name in ("worker", "webhooks") else 15)
         self.children.clear()
         state = read_state(self.config.state_file)
         if state and state.get("controller") == os.getpid():
