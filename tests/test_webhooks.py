@@ -390,3 +390,27 @@ def test_the_local_stack_delivers_to_loopback_and_to_the_settings_endpoint(moto_
         stack.down()
         registered.close()
         simplest.close()
+
+
+def test_a_cancelled_upload_is_an_event_after_its_creation(moto_server, tmp_path):
+    settings = webhook_settings()
+    api = start_api(settings)
+    receiver = Receiver()
+    dispatcher = start_dispatcher(settings, tmp_path)
+    try:
+        endpoint = _register(api, receiver.url)
+        upload = _upload(api, "cancel.mp4")
+        with api.client() as client:
+            assert client.delete(f"/v1/uploads/{upload['id']}").json()["data"]["status"] == "cancelled"
+            assert client.delete(f"/v1/uploads/{upload['id']}").status_code == 200  # again: no second event
+        wait_for(lambda: len(receiver.requests) >= 2, timeout=60, what="both events")
+        bodies = [webhooks.verify(r.body, r.headers[webhooks.SIGNATURE_HEADER], endpoint["secret"])
+                  for r in receiver.requests]
+        assert [(b["type"], b["data"]["id"], b["data"]["status"]) for b in bodies] == [
+            (webhooks.UPLOAD_CREATED, upload["id"], "waiting"), (webhooks.UPLOAD_CANCELLED, upload["id"], "cancelled")]
+        assert bodies[1]["data"]["url"] is None  # no presigned URL ever leaves in an event
+        assert len(_delivery(settings, endpoint_id=endpoint["id"])) == 2
+    finally:
+        stop_process(dispatcher)
+        receiver.close()
+        api.stop()

@@ -111,3 +111,36 @@ def test_a_forged_prefect_event_is_never_a_signed_webhook(moto_server, prefect_s
         stop_process(dispatcher)
         receiver.close()
         api.stop()
+
+
+@pytest.mark.timeout(300)
+def test_a_rejected_upload_is_a_signed_errored_event_with_its_code(moto_server, prefect_server, monkeypatch,
+                                                                    tmp_path):
+    from flows.transcode import transcode
+
+    settings = webhook_settings()
+    for name, value in webhook_env(settings).items():
+        monkeypatch.setenv(name, value)
+    api = start_api(settings)
+    receiver = Receiver()
+    dispatcher = start_dispatcher(settings, tmp_path)
+    try:
+        with api.client() as client:
+            endpoint = client.post("/v1/webhooks", json={"url": receiver.url}).json()["data"]
+            junk = b"not a video\n" * 100
+            upload = client.post("/v1/uploads", json={"filename": "notes.mp4", "size": len(junk),
+                                                      "passthrough": "doc-1"}).json()["data"]
+            etag = httpx.put(upload["url"], content=junk, timeout=30).headers["etag"]
+            state = transcode(bucket=settings.upload_bucket, key=f"uploads/{upload['id']}/notes.mp4", etag=etag,
+                              return_state=True)
+            assert state.is_failed()
+            wait_for(lambda: webhooks.ASSET_ERRORED in [t for t, _ in receiver.events()], timeout=60,
+                     what="video.asset.errored")
+        (request,) = [r for r in receiver.requests if json.loads(r.body)["type"] == webhooks.ASSET_ERRORED]
+        event = webhooks.verify(request.body, request.headers[webhooks.SIGNATURE_HEADER], endpoint["secret"])
+        assert event["data"]["status"] == "errored" and event["data"]["errors"]["code"] == "not_media"
+        assert event["data"]["passthrough"] == "doc-1" and event["data"]["playback"] is None
+    finally:
+        stop_process(dispatcher)
+        receiver.close()
+        api.stop()
