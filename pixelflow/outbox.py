@@ -22,7 +22,8 @@ the delivery item. Items (key ``pk``):
   the API (that creates it) and the dispatcher (that signs with it) read.
 * ``event#<event_id>``: the event's type, time, and the record it is about as it was then.
 * ``delivery#<delivery_id>`` (``kind`` ``delivery``): status (``pending``, ``delivered``,
-  ``failed``, ``cancelled``), attempts (time, status code, error), deadline.
+  ``failed``, ``cancelled``), attempts (time, status code, error), deadline, failures since it
+  (re)started (its backoff).
 
 Example:
     >>> event_id("video.asset.ready", "8786d6344a2df08b0a0bbdb0", "run-1") == \\
@@ -235,7 +236,8 @@ class Outbox:
         deadline = _epoch(created) + self.settings.webhook_max_age_seconds
         self._put_new({"pk": f"delivery#{did}", "id": did, "kind": DELIVERY_KIND, "created_sk": f"{created}#{did}",
                        "event_id": eid, "endpoint_id": endpoint_id, "type": event_type, "created_at": created,
-                       "status": PENDING, "attempts": [], "deadline_epoch": int(deadline), "sends": 0})
+                       "status": PENDING, "attempts": [], "deadline_epoch": int(deadline), "sends": 0,
+                       "failures": 0})
         self._send(did, endpoint_id, 0)
         return did
 
@@ -275,6 +277,9 @@ class Outbox:
         if attempt.get("status_code") is not None:
             expression += ", last_status_code = :c"
             values[":c"] = attempt["status_code"]
+        if attempt.get("error"):  # failures since the delivery (re)started: its backoff
+            expression += ", failures = if_not_exists(failures, :zero) + :one"
+            values.update({":zero": 0, ":one": 1})
         if next_attempt_at:
             expression += ", next_attempt_at = :n"
             values[":n"] = next_attempt_at
@@ -307,7 +312,7 @@ class Outbox:
             response = self.client.update_item(
                 TableName=self.table, Key={"pk": {"S": f"delivery#{did}"}}, ReturnValues="ALL_NEW",
                 UpdateExpression="SET #s = :p, deadline_epoch = :d, sends = if_not_exists(sends, :zero) + :one, "
-                                 "updated_at = :u REMOVE next_attempt_at",
+                                 "failures = :zero, updated_at = :u REMOVE next_attempt_at",
                 ConditionExpression="attribute_exists(pk) AND #s <> :p",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues=_serialize({":p": PENDING, ":d": deadline, ":zero": 0, ":one": 1,

@@ -158,7 +158,7 @@ class Dispatcher:
             logger.info("delivered %s %s to endpoint %s (HTTP %s)", event["type"], event["id"],
                         delivery["endpoint_id"], attempt["status_code"])
             return Outcome(True, status=DELIVERED)
-        failures = sum(1 for a in delivery.get("attempts") or [] if a.get("error")) + 1
+        failures = int(delivery.get("failures") or 0) + 1
         delay = backoff(self.settings, failures)
         if self.clock() + delay > float(delivery.get("deadline_epoch") or 0):
             outbox.record_attempt(delivery_id, attempt, FAILED)
