@@ -1,6 +1,6 @@
 """Signed webhooks without a Prefect server: signatures, URL checks, the /v1/webhooks routes and
-their bad input, and deliveries by a real ``pixelflow webhooks dispatch`` process to a real
-receiver on loopback (in order per endpoint, retried with backoff, across a dispatcher restart,
+their bad input (fast tier), and (``stack`` tier) deliveries by a real ``pixelflow webhooks
+dispatch`` process to a real receiver on loopback (in order per endpoint, retried with backoff, across a dispatcher restart,
 resent by hand, never redirected, never to an address no longer allowed)."""
 
 from __future__ import annotations
@@ -92,6 +92,8 @@ def api(moto_server):
 
 
 pytestmark = pytest.mark.integration
+#: Tests running ``pixelflow webhooks dispatch`` (and the API) as real processes: the stack tier.
+STACK = pytest.mark.stack
 
 
 def test_endpoints_are_created_listed_and_deleted_and_the_secret_is_shown_once(api):
@@ -167,6 +169,7 @@ def _delivery(settings, event_type: str | None = None, endpoint_id: str | None =
     return [d for d in found if event_type is None or d["type"] == event_type]
 
 
+@STACK
 def test_deliveries_come_in_order_are_retried_and_survive_a_dispatcher_restart(moto_server, tmp_path):
     settings = webhook_settings()
     api = start_api(settings)
@@ -221,6 +224,7 @@ def _cli(settings, *args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, **webhook_env(settings)}, timeout=120)
 
 
+@STACK
 def test_a_failed_delivery_is_listed_with_its_status_codes_and_can_be_resent(moto_server, tmp_path):
     settings = webhook_settings(webhook_max_age_seconds=3)
     api = start_api(settings)
@@ -260,6 +264,7 @@ def test_a_failed_delivery_is_listed_with_its_status_codes_and_can_be_resent(mot
         api.stop()
 
 
+@STACK
 def test_redirects_are_not_followed_and_addresses_are_checked_again_at_delivery(moto_server, tmp_path):
     settings = webhook_settings(webhook_max_age_seconds=2)
     api = start_api(settings)
@@ -362,6 +367,7 @@ def test_the_documented_receiver_accepts_a_delivery_and_refuses_a_tampered_one(t
     assert "video.asset.ready a1" in (tmp_path / "receiver.log").read_text()
 
 
+@STACK
 def test_the_local_stack_delivers_to_loopback_and_to_the_settings_endpoint(moto_server, tmp_path):
     """What `pixelflow stack up` adds: the dispatcher as a supervised child, loopback receivers
     allowed, and PIXELFLOW_WEBHOOK_URL / PIXELFLOW_WEBHOOK_SECRET as endpoint `default`."""
@@ -393,6 +399,7 @@ def test_the_local_stack_delivers_to_loopback_and_to_the_settings_endpoint(moto_
         simplest.close()
 
 
+@STACK
 def test_a_cancelled_upload_is_an_event_after_its_creation(moto_server, tmp_path):
     settings = webhook_settings()
     api = start_api(settings)
