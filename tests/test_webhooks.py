@@ -301,6 +301,24 @@ def test_redirects_are_not_followed_and_addresses_are_checked_again_at_delivery(
         api.stop()
 
 
+@STACK
+def test_an_attempt_is_bounded_by_its_time_limit(moto_server, tmp_path):
+    settings = webhook_settings(webhook_timeout_seconds=1.0, webhook_max_age_seconds=2)
+    api = start_api(settings)
+    slow = Receiver(delay=4.0)
+    dispatcher = start_dispatcher(settings, tmp_path)
+    try:
+        _register(api, slow.url)
+        _upload(api, "slow.mp4")
+        (failed,) = wait_for(lambda: [d for d in _delivery(settings) if d["status"] == "failed"], timeout=60,
+                             what="the slow delivery to fail")
+        assert {a["error"] for a in failed["attempts"]} == {"timeout"}  # given up before the answer came
+    finally:
+        stop_process(dispatcher)
+        slow.close()
+        api.stop()
+
+
 def test_the_lambda_handler_delivers_a_real_sqs_batch_and_holds_back_a_retry(moto_server):
     from pixelflow.aws import sqs_client
     from pixelflow.ops.lambda_handlers import webhooks_handler

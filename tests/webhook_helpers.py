@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +37,8 @@ class Receiver:
     location: str | None = None
     #: Answers for one event type (its attempts only), before ``answers``.
     answers_by_type: dict[str, list[int]] = field(default_factory=dict)
+    #: Seconds to wait before answering (a receiver too slow for the attempt's time limit).
+    delay: float = 0.0
     requests: list[Received] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -50,6 +53,8 @@ class Receiver:
 
                     by_type = receiver.answers_by_type.get(json.loads(body or b"{}").get("type"), [])
                     status = by_type.pop(0) if by_type else receiver.answers.pop(0) if receiver.answers else 200
+                if receiver.delay:
+                    time.sleep(receiver.delay)
                 self.send_response(status)
                 if receiver.location and 300 <= status < 400:
                     self.send_header("Location", receiver.location)
@@ -61,7 +66,11 @@ class Receiver:
                 pass
 
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):  # a client that gave up (a timeout) is no error here
+                pass
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
