@@ -69,6 +69,12 @@ class ErrorCode(StrEnum):
     ASSET_NOT_SIGNED = "asset_not_signed"
     EXPIRY_OUT_OF_RANGE = "expiry_out_of_range"
     PLAYBACK_NOT_CONFIGURED = "playback_not_configured"
+    # Webhooks (docs/webhooks.md).
+    INVALID_WEBHOOK_URL = "invalid_webhook_url"
+    WEBHOOK_ADDRESS_NOT_ALLOWED = "webhook_address_not_allowed"
+    WEBHOOK_NOT_FOUND = "webhook_not_found"
+    DELIVERY_NOT_FOUND = "delivery_not_found"
+    DELIVERY_PENDING = "delivery_pending"
 
 
 #: Codes that describe the uploaded bytes: retrying cannot help.

@@ -444,10 +444,16 @@ def record_asset_state(settings: PixelFlowSettings, upload: Upload, status: str,
     if upload_record is not None:
         first.update(upload_link(upload_record))
     record = records.record_asset(asset_id, status, fields, first=first)
+    upload_changed = None
     if record is not None and upload_record is not None and upload_record.get("status") == WAITING \
             and upload_record.get("key") == upload.key:
-        records.update_upload(upload_record["id"], {"status": ASSET_CREATED, "asset_id": asset_id},
-                              expect_status=WAITING)
+        upload_changed = records.update_upload(upload_record["id"], {"status": ASSET_CREATED, "asset_id": asset_id},
+                                               expect_status=WAITING)
+    # Signed webhooks (pixelflow/outbox.py): the events of what was just recorded.
+    from pixelflow import outbox, webhooks
+
+    outbox.emit_upload_state(settings, webhooks.UPLOAD_ASSET_CREATED, upload_changed, records)
+    outbox.emit_asset_state(settings, record, manifest=manifest, records=records)
     return record
 
 

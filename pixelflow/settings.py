@@ -176,6 +176,32 @@ class PixelFlowSettings(BaseSettings):
     playback_kvs_arn: str | None = Field(
         None, description="CloudFront KeyValueStore the API keeps each signed asset and the signing key in, for the "
         "distribution's playback function (the AWS deployment sets it). Unset: none.")
+    # --- webhooks (pixelflow/outbox.py, pixelflow/ops/webhooks/, docs/webhooks.md) -------------
+    webhook_url: str | None = Field(
+        None, description="An endpoint every event is sent to, besides those of POST /v1/webhooks (registered as "
+        "endpoint `default` when the API or the dispatcher starts).")
+    webhook_secret: str | None = Field(
+        None, repr=False, description="The signing secret of PIXELFLOW_WEBHOOK_URL (required with it).")
+    webhook_queue_name: str = Field(
+        "pixelflow-webhooks.fifo", description="SQS FIFO queue of pending deliveries (one message group per endpoint).")
+    webhook_dlq_name: str = Field("pixelflow-webhooks-dlq.fifo", description="Dead-letter queue of the webhook queue.")
+    webhook_retry_base_seconds: float = Field(
+        30.0, gt=0, description="Wait before the second attempt of a delivery; doubled after each failed attempt.")
+    webhook_retry_max_seconds: int = Field(
+        43200, ge=1, le=43200, description="Longest wait between two attempts (SQS allows 12 hours at most).")
+    webhook_max_age_seconds: int = Field(
+        86400, ge=1, description="How long a delivery is retried after its event, in seconds; then it is failed.")
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="Time limit of one delivery attempt (connect and answer).")
+    webhook_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        [], description="Networks (CIDR, comma-separated) webhook URLs may resolve to besides public addresses; "
+        "loopback, link-local and private addresses are refused otherwise. The local stack sets 127.0.0.0/8,::1/128.")
+    webhook_wait_seconds: int = Field(20, ge=0, le=20, description="SQS long-poll wait of the dispatcher.")
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def _parse_networks(cls, value):
+        return _csv(value)
 
     @field_validator("api_tokens", mode="before")
     @classmethod

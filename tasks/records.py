@@ -44,7 +44,7 @@ def record_asset(table: str, upload_key_prefix: str, upload: Upload, status: str
     """Record the asset's new state in ``table``; its record (with the API upload's
     ``passthrough``), ``{}`` when the records could not be written (logged), :data:`DELETED`
     when the asset was deleted."""
-    settings = PixelFlowSettings.model_construct(records_table=table, upload_key_prefix=upload_key_prefix)
+    settings = PixelFlowSettings().model_copy(update={"records_table": table, "upload_key_prefix": upload_key_prefix})
     try:
         record = record_asset_state(settings, upload, status, progress=progress, manifest=manifest, error=error,
                                     flow_run_id=flow_run_id)

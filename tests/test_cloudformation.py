@@ -85,10 +85,12 @@ def render(value):
 
 
 def permissions(template: dict, role: str) -> set[tuple[str, str]]:
-    """Every (action, resource) pair a role's inline policies allow."""
+    """Every (action, resource) pair a role's inline policies allow (explicit denials aside)."""
     pairs = set()
     for policy in template["Resources"][role]["Properties"]["Policies"]:
         for statement in _statements(policy["PolicyDocument"]["Statement"]):
+            if statement["Effect"] == "Deny":
+                continue
             assert statement["Effect"] == "Allow"
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
             resources = render(statement["Resource"])
@@ -116,7 +118,16 @@ def test_roles_are_least_privilege():
         # Each asset's state in the records (the API reads them).
         ("dynamodb:GetItem", "<RecordsTable.Arn>"), ("dynamodb:UpdateItem", "<RecordsTable.Arn>"),
         ("dynamodb:DeleteItem", "<RecordsTable.Arn>"),
+        # The webhook events of those states: stored, fanned out to the endpoints (listed).
+        *{(f"dynamodb:{action}", resource) for action in ("PutItem", "Query")
+          for resource in ("<RecordsTable.Arn>", "<RecordsTable.Arn>/index/*")},
+        ("sqs:GetQueueUrl", "<WebhookQueue.Arn>"), ("sqs:SendMessage", "<WebhookQueue.Arn>"),
     }
+    # ... and never the endpoints' signing secrets.
+    (deny,) = [s for p in template["Resources"]["TaskRole"]["Properties"]["Policies"]
+               for s in p["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+    assert deny["Action"] == "dynamodb:*" and render(deny["Resource"]) == ["<RecordsTable.Arn>", "<RecordsTable.Arn>/index/*"]
+    assert deny["Condition"] == {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": ["webhook-secret#*"]}}
     prefect_secrets = {("secretsmanager:GetSecretValue", "<PrefectApiKeySecretArn>"),
                        ("secretsmanager:GetSecretValue", "<PrefectAuthStringSecretArn>")}
     # The API presigns into uploads/ only, reads and deletes only assets and their rejection
@@ -136,6 +147,15 @@ def test_roles_are_least_privilege():
         ("secretsmanager:GetSecretValue", "<PlaybackSigningKeySecret>"),
         *{(f"cloudfront-keyvaluestore:{action}", "<PlaybackKeyValueStore.Arn>")
           for action in ("DescribeKeyValueStore", "GetKey", "PutKey", "DeleteKey")},
+        ("sqs:GetQueueUrl", "<WebhookQueue.Arn>"), ("sqs:SendMessage", "<WebhookQueue.Arn>"),
+    }
+    # The webhook dispatcher: its queue, the deliveries' items, its logs.
+    assert permissions(template, "WebhookFunctionRole") == {
+        *{(action, "<WebhookQueue.Arn>") for action in
+          ("sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:DeleteMessage",
+           "sqs:ChangeMessageVisibility")},
+        ("dynamodb:GetItem", "<RecordsTable.Arn>"), ("dynamodb:UpdateItem", "<RecordsTable.Arn>"),
+        ("logs:CreateLogStream", "<WebhookLogGroup.Arn>"), ("logs:PutLogEvents", "<WebhookLogGroup.Arn>"),
     }
     (tokens,) = [s for p in template["Resources"]["ApiRole"]["Properties"]["Policies"]
                  for s in p["PolicyDocument"]["Statement"] if s.get("Sid") == "ReadTokens"]
@@ -235,6 +255,18 @@ def test_buckets_and_queue_are_locked_down():
     assert resources["BridgeService"]["Condition"] == "CreateBridgeService"
     assert resources["BridgeEventSource"]["Condition"] == resources["BridgeFunction"]["Condition"] == "BridgeOnLambda"
     assert resources["BridgeEventSource"]["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+    # Webhooks: a FIFO queue (one message group per endpoint) with a dead-letter queue, drained
+    # by the webhook function, which reports retries as batch item failures.
+    queue = resources["WebhookQueue"]["Properties"]
+    assert queue["FifoQueue"] is True and resources["WebhookDeadLetterQueue"]["Properties"]["FifoQueue"] is True
+    assert render(queue["RedrivePolicy"]["deadLetterTargetArn"]) == "<WebhookDeadLetterQueue.Arn>"
+    function = resources["WebhookFunction"]["Properties"]
+    assert function["Handler"] == "pixelflow.ops.lambda_handlers.webhooks_handler"
+    assert function["Timeout"] < queue["VisibilityTimeout"]
+    mapping = resources["WebhookEventSource"]["Properties"]
+    assert render(mapping["EventSourceArn"]) == "<WebhookQueue.Arn>"
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
 def test_records_table_is_the_one_the_code_creates():
@@ -386,6 +418,15 @@ def test_serverless_api_and_bridge_deploy_and_the_api_works_on_what_they_created
     assert mapping["EventSourceArn"] == queue_arn and mapping["BatchSize"] == 10
     ecs = boto3.client("ecs", region_name="us-east-1")
     assert ecs.list_services(cluster=outputs["ClusterName"])["serviceArns"] == []
+    hooks = lambdas.get_function(FunctionName=f"{stack}-webhooks")["Configuration"]
+    assert hooks["Handler"] == "pixelflow.ops.lambda_handlers.webhooks_handler"
+    assert hooks["Environment"]["Variables"]["PIXELFLOW_WEBHOOK_QUEUE_NAME"] == outputs["WebhookQueueName"]
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    hooks_queue = sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName=outputs["WebhookQueueName"])["QueueUrl"],
+                                           AttributeNames=["All"])["Attributes"]
+    assert hooks_queue["FifoQueue"] == "true" and json.loads(hooks_queue["RedrivePolicy"])["maxReceiveCount"] == 100
+    (hooks_mapping,) = lambdas.list_event_source_mappings(FunctionName=f"{stack}-webhooks")["EventSourceMappings"]
+    assert hooks_mapping["EventSourceArn"] == hooks_queue["QueueArn"]
 
     # The API function's environment is all the API needs: it answers with the stack's records
     # and presigns into the stack's upload bucket.

@@ -96,6 +96,7 @@ def test_ecs_worker_starts_the_transcode_task(moto_server, prefect_server, ecs_n
         "PIXELFLOW_UPLOAD_BUCKET": "pixelflow-uploads-test",
         "PIXELFLOW_OUTPUT_BUCKET": "pixelflow-assets-test",
         "PIXELFLOW_RECORDS_TABLE": "pixelflow-records-test",
+        "PIXELFLOW_WEBHOOK_QUEUE_NAME": "pixelflow-webhooks-test.fifo",
     }
     deployment_id = deploy_ecs(tmp_path, pool, IMAGE, env)
     parameters = {"bucket": "pixelflow-uploads-test", "key": "cats/cat video.mov", "etag": '"0123abcd"'}
@@ -159,6 +160,7 @@ def test_ecs_worker_starts_the_transcode_task(moto_server, prefect_server, ecs_n
     assert environment["PIXELFLOW_UPLOAD_BUCKET"] == "pixelflow-uploads-test"
     assert environment["PIXELFLOW_OUTPUT_BUCKET"] == "pixelflow-assets-test"
     assert environment["PIXELFLOW_RECORDS_TABLE"] == "pixelflow-records-test"
+    assert environment["PIXELFLOW_WEBHOOK_QUEUE_NAME"] == "pixelflow-webhooks-test.fifo"
     assert environment["PREFECT_RESULTS_PERSIST_BY_DEFAULT"] == "true"
     assert environment["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] == "s3-bucket/pixelflow-results"
     assert environment["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ("pixelflow.errors", "pixelflow.settings", "pixelflow.aws", "pixelflow.records")
+SHARED = ("pixelflow.errors", "pixelflow.settings", "pixelflow.aws", "pixelflow.records", "pixelflow.outbox",
+          "pixelflow.webhooks")
 
 #: folder -> the PixelFlow modules it may import (besides its own), and third-party roots it may not.
 LAYERS = {

@@ -1,10 +1,13 @@
-"""``pixelflow notify install|remove``: a webhook called on asset events, as Prefect automations."""
+"""``pixelflow notify remove``: delete the unsigned webhook automations earlier versions installed.
+
+``pixelflow notify install`` is retired (it refuses, naming the replacement): apps get signed
+webhooks from ``pixelflow webhooks create`` / ``POST /v1/webhooks`` (docs/webhooks.md).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from pixelflow.commands._common import EXIT_OK, EXIT_USAGE, add_json_flag, emit
 
@@ -15,27 +18,9 @@ def _usage(message: str) -> int:
 
 
 def run_install(args: argparse.Namespace) -> int:
-    from pixelflow.ops import notifications
+    from pixelflow.ops.notifications import RETIRED
 
-    try:
-        kinds = notifications.parse_events(args.events)
-        headers = dict(notifications.parse_header(h) for h in args.header)
-        name = notifications.check_name(args.name)
-        template = notifications.check_template(Path(args.template).read_text()) if args.template else None
-    except (ValueError, OSError) as exc:
-        return _usage(str(exc))
-    if not args.webhook.startswith(("http://", "https://")):
-        return _usage(f"--webhook must be an http(s) URL, got {args.webhook!r}")
-
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        installed = notifications.install(client, args.webhook, kinds, name, headers, template)
-    human = [f"webhook block  {installed.block} ({installed.block_document_id})"]
-    human += [f"automation     {a}  ({notifications.EVENTS[a.removeprefix(name + '-')]})" for a in installed.automations]
-    human += [f"removed        {r}" for r in installed.removed]
-    emit(args, installed.to_dict(), "\n".join(human))
-    return EXIT_OK
+    return _usage(RETIRED)
 
 
 def run_remove(args: argparse.Namespace) -> int:
@@ -55,26 +40,19 @@ def run_remove(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "notify", help="call a webhook when an asset is ready or rejected",
-        description="Installs Prefect automations on pixelflow.asset.* events that POST a JSON body "
-                    "(asset_id, key, status, master_playlist, code, ...) to a webhook.")
+        "notify", help="remove the unsigned webhook automations of earlier versions (use `pixelflow webhooks`)",
+        description="`install` is retired: register signed webhooks with `pixelflow webhooks create URL`. "
+                    "`remove` deletes the Prefect automations and webhook block earlier versions installed.")
     commands = parser.add_subparsers(dest="notify_command", metavar="COMMAND", required=True)
     from pixelflow.ops.notifications import DEFAULT_NAME
 
-    install = commands.add_parser("install", help="create or update the webhook block and its automations")
-    install.add_argument("--webhook", required=True, metavar="URL", help="where to POST the notifications")
-    install.add_argument("--events", default="ready,errored",
-                         help="comma-separated: ready, errored, alert (default: ready,errored)")
-    install.add_argument("--name", default=DEFAULT_NAME,
-                         help=f"block name and automation prefix, to keep several targets apart (default: {DEFAULT_NAME})")
-    install.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
-                         help="an extra request header, e.g. 'Authorization: Bearer ...' (repeatable; stored as a secret)")
-    install.add_argument("--template", metavar="FILE",
-                         help="a Jinja template of the request body instead of the default JSON object")
+    install = commands.add_parser("install", help="retired: use `pixelflow webhooks create URL`")
+    for option in ("--webhook", "--events", "--name", "--header", "--template"):  # the old options, refused below
+        install.add_argument(option, action="append", help=argparse.SUPPRESS)
     add_json_flag(install)
     install.set_defaults(func=run_install)
 
-    remove = commands.add_parser("remove", help="delete the automations and the webhook block")
+    remove = commands.add_parser("remove", help="delete the automations and the webhook block of earlier versions")
     remove.add_argument("--name", default=DEFAULT_NAME, help=f"as given to install (default: {DEFAULT_NAME})")
     add_json_flag(remove)
     remove.set_defaults(func=run_remove)

@@ -6,6 +6,7 @@ upload queue (a small deployment needs no always-on container).
   ``PIXELFLOW_API_TOKENS_SECRET_ID``).
 * :func:`playback_sync_handler`: the records table's stream; each asset policy recorded is
   written to CloudFront's playback key-value store (:mod:`pixelflow.ops.playback_cdn`).
+* :func:`webhooks_handler`: the webhook queue's deliveries (:mod:`pixelflow.ops.webhook_dispatch`).
 * :func:`bridge_handler`: an SQS event source mapping's batch. Each message's S3 records become
   the same ``pixelflow.upload.created`` events, with the same ids, as the container bridge posts
   (:mod:`pixelflow.pipeline.bridge`); messages whose events Prefect did not accept are reported in
@@ -173,3 +174,18 @@ def playback_sync_handler(event: dict[str, Any], context: Any = None) -> dict[st
         return {"written": 0}
     return {"written": sync_from_stream(_playback_store, event.get("Records") or [])}
 
+
+def webhooks_handler(event: dict[str, Any], context: Any = None, *,
+                     settings: PixelFlowSettings | None = None) -> dict[str, Any]:
+    """Lambda handler of the webhook queue's event source mapping (FIFO, ``ReportBatchItemFailures``):
+    the same deliveries as ``pixelflow webhooks dispatch`` (:mod:`pixelflow.ops.webhook_dispatch`).
+
+    A delivery to retry is hidden for its backoff (``ChangeMessageVisibility``) and reported as a
+    failure, with the rest of its endpoint's messages in the batch (they wait their turn); Lambda
+    deletes the others.
+    """
+    from pixelflow.ops.webhook_dispatch import Dispatcher
+
+    dispatcher = Dispatcher(settings or PixelFlowSettings())
+    not_done = dispatcher.handle_batch(event.get("Records", []), delete=False)
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in not_done]}

@@ -100,6 +100,9 @@ def provision(settings: PixelFlowSettings, *, s3: Any = None, sqs: Any = None, d
     _ensure_notification(s3, settings.upload_bucket, queue_arn)
     ensure_upload_cors(s3, settings.upload_bucket)
     ensure_records_table(settings, dynamodb)
+    from pixelflow.outbox import ensure_webhook_queues
+
+    ensure_webhook_queues(settings, sqs)
     return Provisioned(settings.upload_bucket, settings.output_bucket, queue_url, queue_arn, dlq_url, dlq_arn,
                        settings.records_table)
 

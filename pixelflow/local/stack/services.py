@@ -6,7 +6,8 @@ Start order: moto server (S3/SQS), PostgreSQL when the stack's database is ``pos
 :func:`provision` of the buckets, queue, dead-letter queue and notification, the crash-recovery automations
 (:mod:`pixelflow.ops.automations`), the ``pixelflow-local`` process work pool, then a process worker,
 ``pixelflow bridge``, ``pixelflow reconcile`` (:mod:`pixelflow.ops.reconcile`) and ``pixelflow api``
-(:mod:`pixelflow.ops.api`, the HTTP API and its upload page) while ``prefect deploy --name local``
+(:mod:`pixelflow.ops.api`, the HTTP API and its upload page) and ``pixelflow webhooks dispatch``
+(:mod:`pixelflow.ops.webhook_dispatch`, signed webhook deliveries) while ``prefect deploy --name local``
 creates the deployment and its upload trigger.
 
 :class:`Stack` composes the parts, each in its own module: the child processes and the state
@@ -131,6 +132,8 @@ class Stack:
         )
         if self.aws_endpoint:
             env["AWS_ENDPOINT_URL"] = self.aws_endpoint
+        # Webhooks to receivers on this machine (docs/webhooks.md); public addresses are always allowed.
+        env.setdefault("PIXELFLOW_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
         if not self.config.aws_endpoint:  # the stack's own moto server
             from pixelflow.local.processes import with_moto_settings
 
@@ -226,6 +229,7 @@ class Stack:
                 self.log(f"closed {closed} run(s) left over from a previous stack")
             self.start_worker(wait=False)
             self.start_bridge()
+            self.start_dispatcher()
             if config.reconcile_after_seconds:
                 self.start_reconciler()
             if config.api_port:
@@ -306,6 +310,18 @@ class Stack:
     def stop_bridge(self, kill: bool = False) -> None:
         """Stop the bridge: SIGTERM (it releases what it has not delivered) or SIGKILL."""
         self.supervisor.stop("bridge", kill=kill, timeout=15)
+
+    def start_dispatcher(self, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start ``pixelflow webhooks dispatch`` (supervised): signed webhook deliveries."""
+        base = {"PIXELFLOW_API_PUBLIC_URL": f"http://127.0.0.1:{self.config.api_port}/"} if self.config.api_port else {}
+        return self.supervisor.spawn(
+            "webhooks", [sys.executable, "-m", "pixelflow.cli", "webhooks", "dispatch"],
+            {**base, **self.env(), **(env or {})}, restart=lambda: self.start_dispatcher(env))
+
+    def stop_dispatcher(self, kill: bool = False) -> None:
+        """Stop the webhook dispatcher: SIGTERM (it ends its poll, finishes the attempt in hand and
+        releases the rest) or SIGKILL."""
+        self.supervisor.stop("webhooks", kill=kill, timeout=40)
 
     def start_reconciler(self) -> subprocess.Popen:
         """Start ``pixelflow reconcile --every ...`` (supervised): uploads left without a run get one."""

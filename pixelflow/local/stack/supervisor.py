@@ -25,7 +25,7 @@ from pixelflow.local.stack.state import proc_start, read_state, tail
 MAX_RESTARTS = 20
 
 #: Order of :meth:`Supervisor.stop_all`: the services that talk to the others go first.
-STOP_ORDER = {"reconciler": 0, "bridge": 0, "worker": 1, "prefect-server": 2, "postgres": 3, "moto": 3}
+STOP_ORDER = {"reconciler": 0, "bridge": 0, "webhooks": 0, "worker": 1, "prefect-server": 2, "postgres": 3, "moto": 3}
 
 
 @dataclass
@@ -135,7 +135,7 @@ class Supervisor:
         for child in sorted(reversed(self.children), key=lambda c: STOP_ORDER.get(c.name, -1)):
             if child.process.poll() is None:
                 self.log(f"stopping {child.name} (pid {child.process.pid})")
-            stop_process(child.process, timeout=30 if child.name == "worker" else 15)
+            stop_process(child.process, timeout=30 if child.name in ("worker", "webhooks") else 15)
         self.children.clear()
         state = read_state(self.config.state_file)
         if state and state.get("controller") == os.getpid():

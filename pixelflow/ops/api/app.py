@@ -1,6 +1,6 @@
 """The API's ASGI app: :func:`create_app` builds it from one settings object.
 
-Routes: ``/v1/uploads`` and ``/v1/assets`` (bearer token), ``/assets/<asset_id>/<name>``
+Routes: ``/v1/uploads``, ``/v1/assets`` and ``/v1/webhooks`` (bearer token), ``/assets/<asset_id>/<name>``
 (playback files), ``/upload`` (the upload page), ``/health``, ``/openapi.json`` and ``/docs``
 (Swagger UI served from the ``swagger-ui-bundle`` package: no CDN).
 
@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 import pixelflow
-from pixelflow.ops.api import assets, errors, uploads
+from pixelflow.ops.api import assets, errors, uploads, webhooks
 from pixelflow.ops.playback import PlaybackGate
 from pixelflow.ops.playback_cdn import CdnPlaybackStore
 from pixelflow.records import Records
@@ -73,6 +73,7 @@ def create_app(settings: PixelFlowSettings, *, s3: Any = None, records: Records 
     app.include_router(uploads.router)
     app.include_router(assets.router)
     app.include_router(assets.playback)
+    webhooks.install(app)
     app.mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 

@@ -29,6 +29,7 @@ from pixelflow.ops.playback import signed_playback_base
 from pixelflow.aws import is_missing
 from pixelflow.core.layout import MASTER, POSTER
 from pixelflow.errors import ErrorCode, PixelFlowError
+from pixelflow import outbox, webhooks
 from pixelflow.records import ERRORED, PLAYBACK_POLICIES, PUBLIC, READY, SIGNED, Records, asset_fields_from_manifest
 from pixelflow.settings import PixelFlowSettings
 
@@ -217,6 +218,8 @@ def delete_asset(asset_id: str = Path(), assets: AssetService = Depends(service)
         "asset_id": asset_id, "passthrough": record.get("passthrough"), "upload_id": record.get("upload_id"),
         "bucket": source.get("bucket"), "key": source.get("key"),
         "source_deleted": bool(assets.settings.delete_source_on_asset_delete)}, key=source.get("key")))
+    outbox.emit_safely(assets.settings, webhooks.ASSET_DELETED, "asset", record, record.get("created_at", ""),
+                       assets.records)
     return Response(status_code=204)
 
 

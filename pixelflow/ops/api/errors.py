@@ -39,6 +39,11 @@ STATUS = {
     ErrorCode.UPLOAD_EXPIRED: 410,
     ErrorCode.STORAGE_ERROR: 503,
     ErrorCode.RECORDS_UNAVAILABLE: 503,
+    ErrorCode.INVALID_WEBHOOK_URL: 400,
+    ErrorCode.WEBHOOK_ADDRESS_NOT_ALLOWED: 400,
+    ErrorCode.WEBHOOK_NOT_FOUND: 404,
+    ErrorCode.DELIVERY_NOT_FOUND: 404,
+    ErrorCode.DELIVERY_PENDING: 409,
     ErrorCode.INTERNAL: 500,
     # Private playback.
     ErrorCode.PLAYBACK_TOKEN_REQUIRED: 403,

@@ -29,6 +29,7 @@ from pixelflow.aws import is_missing
 from pixelflow.core.ids import normalize_etag
 from pixelflow.core.upload import Upload
 from pixelflow.errors import ErrorCode, PixelFlowError
+from pixelflow import outbox, webhooks
 from pixelflow.records import ASSET_CREATED, CANCELLED, PREPARING, SIGNED, TIMED_OUT, WAITING, Records, upload_link
 from pixelflow.settings import PixelFlowSettings
 
@@ -149,10 +150,13 @@ class UploadService:
     def _arrived(self, record: dict[str, Any], obj: Upload) -> dict[str, Any]:
         """The upload once its object exists: ``asset_created``, and the asset's first record."""
         asset_id = obj.asset_id
-        self.records.record_asset(asset_id, PREPARING, {"progress": 0}, only_if_new=True,
-                                  first={**upload_link(record), "source": obj.to_dict()})
+        asset = self.records.record_asset(asset_id, PREPARING, {"progress": 0}, only_if_new=True,
+                                          first={**upload_link(record), "source": obj.to_dict()})
         updated = self.records.update_upload(record["id"], {"status": ASSET_CREATED, "asset_id": asset_id,
                                                             "etag": obj.etag}, expect_status=WAITING)
+        outbox.emit_upload_state(self.settings, webhooks.UPLOAD_ASSET_CREATED, updated, self.records)
+        if asset is not None and asset.get("status") == PREPARING:
+            outbox.emit_asset_state(self.settings, asset, records=self.records)
         return updated or self.records.get_upload(record["id"]) or record
 
     def _expire(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -267,6 +271,7 @@ def create_upload(request: Request, body: CreateUpload = Body(...),
         if plan is not None:
             uploads._abort(record)
         raise
+    outbox.emit_upload_state(settings, webhooks.UPLOAD_CREATED, record, uploads.records)
     return JSONResponse(uploads.view(request, record), status_code=201)
 
 
@@ -354,6 +359,7 @@ def cancel_upload(request: Request, upload_id: str = Path(),
     record, _ = uploads.waiting(upload_id)
     if record.get("multipart_id"):
         uploads._abort(record)
-    record = uploads.records.update_upload(upload_id, {"status": CANCELLED}, expect_status=WAITING) or \
-        uploads.get(upload_id)
+    cancelled = uploads.records.update_upload(upload_id, {"status": CANCELLED}, expect_status=WAITING)
+    outbox.emit_upload_state(uploads.settings, webhooks.UPLOAD_CANCELLED, cancelled, uploads.records)
+    record = cancelled or uploads.get(upload_id)
     return uploads.view(request, record)
