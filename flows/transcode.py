@@ -3,8 +3,9 @@ rejection.
 
 Steps, each a Prefect task run visible in the UI: inspect the upload (HEAD), check its size,
 download it, validate it (ffprobe of the headers), decode it once (``encode-ladder``: one FFmpeg
-process encoding every rung, the audio and the poster), one ``transcode-<rung>`` task per rung of
-the ladder (plus ``transcode-audio`` and ``poster``) taking its output over from that process,
+process encoding every rung, the audio, the poster and the storyboard), one ``transcode-<rung>``
+task per rung of the ladder (plus ``transcode-audio``, ``poster`` and ``storyboard``) taking its
+output over from that process,
 ``upload-<rung>`` as each rendition finishes,
 then ``publish-asset`` writes the master playlist and, last, ``manifest.json``.
 
@@ -39,12 +40,13 @@ from pixelflow.core.layout import MASTER, POSTER, AssetLayout, manifest_objects,
 from pixelflow.core.manifest import RenditionOutput, audio_entry, build_manifest, variant_entry
 from pixelflow.core.text import markdown_text
 from pixelflow.core.probe import SourceInfo
+from pixelflow.core.storyboard import STORYBOARD_IMAGE, STORYBOARD_VTT, Storyboard
 from pixelflow.core.upload import Upload
 from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow.pipeline.ffmpeg import ProcessLimits
 from pixelflow.pipeline.ladder_process import LadderProcess
 from pixelflow.settings import PixelFlowSettings
-from tasks.encode import encode_ladder, make_poster, transcode_audio, transcode_rendition
+from tasks.encode import encode_ladder, make_poster, make_storyboard, transcode_audio, transcode_rendition
 from tasks.publish import (find_published, list_asset, publish_asset, publish_rendition, rendition_cache_key,
                            withdraw_manifest)
 from tasks.records import (encode_percent, progress_recorder, record_asset, report_progress,
@@ -244,8 +246,8 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
                                                     settings.multipart_chunk_mb, settings.transfer_concurrency)
         info = validate(local, source.size, limits, settings.ffmpeg_memory_bytes, settings.ffmpeg_sandbox)
         run = _Run(settings, layout, local, info, scratch, listed, started)
-        videos, audio, poster = run.encode_and_upload()
-        published = run.publish(source, videos, audio, poster, flow_run_id)
+        videos, audio, images = run.encode_and_upload()
+        published = run.publish(source, videos, audio, images, flow_run_id)
     except PixelFlowError as error:
         if error.code == ErrorCode.SOURCE_CHANGED:  # the newer upload is processed by its own run
             logger.info(error.message)
@@ -296,6 +298,13 @@ class _Run:
         self.scratch, self.out_root, self.listed = scratch, scratch / "out", listed
         self.encode = _retried(transcode_rendition, settings)
         self.encode_audio = _retried(transcode_audio, settings)
+        self.storyboard = None
+        if settings.storyboard_interval:
+            smallest = min(self.plan, key=lambda r: r.width * r.height)
+            self.storyboard = Storyboard.plan(info.duration, smallest.width, smallest.height,
+                                              interval=settings.storyboard_interval,
+                                              tile_width=settings.storyboard_tile_width,
+                                              max_tiles=settings.storyboard_max_tiles)
         get_run_logger().info("asset %s: ladder %s", layout.asset_id,
                               ", ".join(f"{r.name} {r.width}x{r.height}@{float(r.fps):.3g}" for r in self.plan))
 
@@ -309,11 +318,13 @@ class _Run:
                            self.layout.asset_id, self.fingerprint)
 
     def encode_and_upload(self):
-        """Encode what is not published yet in one FFmpeg process (each rung, the audio and the
-        poster taken over by its own task) and upload each rendition as it is done.
+        """Encode what is not published yet in one FFmpeg process (each rung, the audio, the
+        poster and the storyboard taken over by its own task) and upload each rendition as it is
+        done.
 
         Returns:
-            The video renditions, the audio rendition (or ``None``) and the poster's local path.
+            The video renditions, the audio rendition (or ``None``) and the images to publish
+            with the master playlist (``poster.jpg``, ``storyboard.jpg``), by name, as local paths.
         """
         logger = get_run_logger()
         info, plan = self.info, self.plan
@@ -327,17 +338,20 @@ class _Run:
                            ", ".join(sorted(stale)))
         # One process encodes every pending rung; it also encodes the audio (one read of the
         # source, the bare command) and the poster, from its rung's pictures, when that rung is
-        # encoded.
+        # encoded; and the storyboard, from the smallest pending rung's pictures.
         shared_audio = bool(pending) and info.audio is not None and "audio" not in done
         poster_rung = poster_rendition(plan)
         poster_path = self.scratch / "poster.jpg"
         shared_poster = any(r.name == poster_rung.name for r in pending)
+        board_path = self.scratch / STORYBOARD_IMAGE
+        shared_board = bool(pending) and self.storyboard is not None
         ladder = decoded = None
         if pending:
             ladder = LadderProcess([r.name for r in pending] + (["audio"] if shared_audio else [])
-                                   + (["poster"] if shared_poster else []))
+                                   + (["poster"] if shared_poster else []) + (["storyboard"] if shared_board else []))
             decoded = encode_ladder.submit(self.local, info, pending, self.config, self.out_root, ladder, self.limits,
-                                           audio=shared_audio, poster=(poster_rung, poster_path) if shared_poster else None)
+                                           audio=shared_audio, poster=(poster_rung, poster_path) if shared_poster else None,
+                                           storyboard=(self.storyboard, board_path) if shared_board else None)
         # Nothing is uploaded before one full decode has vouched for the source: a file found
         # damaged half-way must leave nothing behind in the production bucket. Each rung's task
         # carries the verdict (the ladder process's, or its own decode's when it retried alone),
@@ -354,8 +368,11 @@ class _Run:
         if info.audio is not None and "audio" not in done:
             audio_encoded = self.encode_audio.submit(self.local, info, self.config, self.out_root / "audio",
                                                      self.limits, ladder if shared_audio else None)
-        poster = _retried(make_poster, self.settings).submit(self.local, info, poster_rung, poster_path, self.limits,
-                                                             ladder if shared_poster else None)
+        images = {POSTER: _retried(make_poster, self.settings).submit(self.local, info, poster_rung, poster_path,
+                                                                      self.limits, ladder if shared_poster else None)}
+        if self.storyboard is not None:
+            images[STORYBOARD_IMAGE] = _retried(make_storyboard, self.settings).submit(
+                self.local, info, self.storyboard, board_path, self.limits, ladder if shared_board else None)
         # The asset's record follows the encode (throttled) while the run waits on it.
         with report_progress(encode_percent(ladder, info.duration),
                              progress_recorder(self.settings.records_table, self.layout.asset_id)):
@@ -363,27 +380,34 @@ class _Run:
             # so that a run failed by one rung keeps its audio for a manual retry.
             if info.audio is not None and (not encodes or _any_completes(encodes)):
                 audio_upload = self.upload("audio", audio_encoded)
-            all_futures = (encodes + uploads + [poster] + ([audio_encoded] if audio_encoded else [])
+            all_futures = (encodes + uploads + list(images.values()) + ([audio_encoded] if audio_encoded else [])
                            + ([audio_upload] if audio_upload else []))
             wait(all_futures + ([decoded] if decoded is not None else []))
         _raise_first_failure(all_futures)
-        return [u.result() for u in uploads], audio_upload.result() if audio_upload else None, poster.result()
+        return ([u.result() for u in uploads], audio_upload.result() if audio_upload else None,
+                {name: image.result() for name, image in images.items()})
 
-    def publish(self, source: Upload, videos: list[RenditionOutput], audio: RenditionOutput | None, poster: Path,
-                flow_run_id: str) -> dict[str, Any]:
-        """Write the master playlist and poster, then the manifest once a listing shows every
-        object it names. Objects found missing then (deleted meanwhile) are encoded and uploaded
-        again, each rendition alone from the downloaded source, before publishing once more."""
+    def publish(self, source: Upload, videos: list[RenditionOutput], audio: RenditionOutput | None,
+                images: dict[str, Path], flow_run_id: str) -> dict[str, Any]:
+        """Write the master playlist, the poster and the storyboard, then the manifest once a
+        listing shows every object it names. Objects found missing then (deleted meanwhile) are
+        encoded and uploaded again, each rendition alone from the downloaded source, before
+        publishing once more."""
         settings, layout = self.settings, self.layout
+        files: dict[str, bytes | Path] = dict(images)
+        extra: dict[str, Any] = {"location": f"s3://{settings.output_bucket}/{layout.master_key}",
+                                 "key_prefix": layout.prefix}
+        if self.storyboard is not None:
+            files[STORYBOARD_VTT] = self.storyboard.vtt(self.info.duration).encode()
+            extra["storyboard"] = self.storyboard.to_dict()
         redone_once = False
         while True:
             master = master_playlist([variant_entry(v) for v in videos], audio_entry(audio) if audio else None)
             manifest = build_manifest(
                 layout.asset_id, source, self.info.summary(), videos, audio, self.config.fingerprint(), flow_run_id,
-                extra={"location": f"s3://{settings.output_bucket}/{layout.master_key}", "key_prefix": layout.prefix},
-            )
+                extra=extra)
             publishing = _retried(publish_asset, settings).submit(
-                {POSTER: poster, MASTER: master.encode()}, manifest, settings.output_bucket, layout.prefix)
+                {**files, MASTER: master.encode()}, manifest, settings.output_bucket, layout.prefix)
             publishing.wait()
             incomplete = _incomplete(publishing)
             if not incomplete or redone_once:

@@ -86,6 +86,11 @@ class PixelFlowSettings(BaseSettings):
     max_fps: float = Field(_LADDER.max_fps, description="Frame-rate cap of rungs above 480p.")
     low_rung_max_fps: float = Field(_LADDER.low_rung_max_fps, description="Frame-rate cap of rungs at 480p and below.")
     encoder_threads: int = Field(_LADDER.threads, description="libx264 threads per rendition (0: automatic).")
+    # Storyboard (seek-bar previews), made from the ladder process's smallest rung.
+    storyboard_interval: int = Field(5, ge=0, description="Seconds between storyboard tiles (raised for long sources "
+                                     "so the sheet holds at most storyboard_max_tiles); 0: no storyboard.")
+    storyboard_tile_width: int = Field(160, ge=16, le=640, description="Width of a storyboard tile, in pixels.")
+    storyboard_max_tiles: int = Field(200, ge=1, le=1000, description="Most tiles on an asset's storyboard sheet.")
     max_attempts: int = Field(4, description="Attempts of one transcode run (crash re-runs and retries) before it gives up.")
     task_retries: int = Field(2, description="Automatic retries of a failed transcode or transfer task (transient errors only).")
 

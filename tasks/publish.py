@@ -105,8 +105,8 @@ def withdraw_manifest(bucket: str, prefix: str, missing: list[str]) -> None:
 
 @task(name="publish-asset", task_run_name="publish-asset", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], bucket: str, prefix: str) -> dict[str, Any]:
-    """Upload the poster and master playlist, check that every object the manifest names is in
-    place, then write ``manifest.json`` last: an asset is visible (ready) only once it is whole.
+    """Upload the images, the master playlist and the storyboard's WebVTT, check that every
+    object the manifest names is in place, then write ``manifest.json`` last: an asset is visible (ready) only once it is whole.
 
     The check is one listing of the asset's prefix against the manifest's objects and sizes; an
     object missing there (removed meanwhile, or a rendition wrongly taken as published) fails

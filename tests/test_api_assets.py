@@ -118,6 +118,12 @@ def test_a_direct_s3_upload_is_an_asset_that_plays_and_deletes_for_good(api, cli
         assert poster.status_code == 200 and poster.content[:2] == b"\xff\xd8"
         ranged = anonymous.get(asset["playback"]["poster"], headers={"Range": "bytes=0-9"})
         assert ranged.status_code == 206 and len(ranged.content) == 10
+        # The storyboard: its WebVTT file names tiles of the sheet next to it (2 s: one tile).
+        storyboard = anonymous.get(asset["playback"]["storyboard"])
+        assert storyboard.status_code == 200 and storyboard.headers["content-type"].startswith("text/vtt")
+        assert storyboard.text.splitlines()[2:4] == ["00:00:00.000 --> 00:00:02.000", "storyboard.jpg#xywh=0,0,160,90"]
+        sheet = anonymous.get(asset["playback"]["storyboard"].rsplit("/", 1)[0] + "/storyboard.jpg")
+        assert sheet.status_code == 200 and sheet.content[:2] == b"\xff\xd8"
 
     prefix = api.settings.layout(upload.asset_id).prefix
     assert s3.list_objects_v2(Bucket=api.settings.output_bucket, Prefix=prefix)["KeyCount"] > 5

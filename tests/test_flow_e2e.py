@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -47,8 +48,21 @@ def keyframe_times(init: Path, segments: list[Path], tmp: Path) -> list[float]:
 
 @pytest.fixture(scope="module")
 def landscape_clip(media_dir) -> Path:
-    # 6 s of 1920x1080 30 fps with audio: three rungs below it plus 1080p itself
-    return make_clip(media_dir / "landscape-1080p.mp4", seconds=6, size="1920x1080")
+    # 6 s of 1920x1080 30 fps with audio: three rungs below it plus 1080p itself; its hue turns
+    # 60 degrees a second, so that pictures taken at different times tell apart
+    return make_clip(media_dir / "landscape-1080p.mp4", seconds=6, size="1920x1080", vf="hue=h=t*60")
+
+
+def tile_psnr(sheet: Path, tile: tuple[int, int, int, int], source: Path, at: float) -> float:
+    """PSNR (dB) of one storyboard tile against the source's frame at ``at`` seconds, scaled alike."""
+    x, y, w, h = tile
+    result = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-i", str(sheet), "-ss", f"{at:.3f}", "-i", str(source),
+         "-filter_complex", f"[0:v]crop={w}:{h}:{x}:{y},format=yuv420p[a];"
+                            f"[1:v]scale={w}:{h}:flags=bicubic,format=yuv420p[b];[a][b]psnr",
+         "-frames:v", "1", "-f", "null", "-"], capture_output=True, text=True, check=True)
+    average = result.stderr.rsplit("average:", 1)[1].split()[0]
+    return float("inf") if average == "inf" else float(average)
 
 
 def upload(path: Path, bucket: str, key: str) -> str:
@@ -118,6 +132,36 @@ def test_upload_becomes_playable_hls_ladder(prefect_server, buckets, landscape_c
     assert all(r["segments"] == 2 and r["size"] > 0 for r in stored["renditions"])
     assert stored["audio"]["codecs"] == "mp4a.40.2"
     assert stored["probe"]["video"]["display_width"] == 1920
+
+    # The storyboard: a tile every 5 s, from the 360p pictures, on one sheet mapped by its WebVTT.
+    board = stored["storyboard"]
+    assert (board["count"], board["interval"], board["columns"], board["tile_width"], board["tile_height"]) == (
+        2, 5, 2, 160, 90)
+    sheet = ffprobe_json(tmp_path / "storyboard.jpg", show_entries="stream=codec_name,width,height")["streams"][0]
+    assert (sheet["codec_name"], sheet["width"], sheet["height"]) == ("mjpeg", 320, 90)
+    vtt = (tmp_path / "storyboard.vtt").read_text()
+    assert vtt == ("WEBVTT\n\n00:00:00.000 --> 00:00:05.000\nstoryboard.jpg#xywh=0,0,160,90\n\n"
+                   "00:00:05.000 --> 00:00:06.000\nstoryboard.jpg#xywh=160,0,160,90\n")
+    assert s3.head_object(Bucket=out, Key=f"{prefix}storyboard.vtt")["ContentType"].startswith("text/vtt")
+    # One decode makes every output: the run started one FFmpeg process, which wrote the poster
+    # and the storyboard besides the rungs and the audio.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        for _ in range(100):  # logs reach the API in batches: wait for the run's last line
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[manifest["flow_run_id"]])), limit=200)
+            if any(log.message.startswith("Finished in state") and log.task_run_id is None for log in logs):
+                break
+            time.sleep(0.1)
+    started = [log.message for log in logs if log.message.startswith("ffmpeg: ")]
+    assert len(started) == 1 and "poster.jpg" in started[0] and "storyboard.jpg" in started[0], started
+    # each tile is the picture at the start of its cue, not another one
+    tiles = [(0, 0, 160, 90), (160, 0, 160, 90)]
+    for tile, start, other in zip(tiles, (0.0, 5.0), (5.0, 0.0)):
+        assert tile_psnr(tmp_path / "storyboard.jpg", tile, landscape_clip, start) > 25
+        assert tile_psnr(tmp_path / "storyboard.jpg", tile, landscape_clip, start) > tile_psnr(
+            tmp_path / "storyboard.jpg", tile, landscape_clip, other) + 5
 
 
 def test_rejected_source_fails_with_code_and_publishes_nothing(prefect_server, buckets, tmp_path):

@@ -120,6 +120,36 @@ def test_player_plays_asset_and_lists_renditions(page, player, library):
 
 
 @pytest.mark.browser
+def test_seek_bar_previews_come_from_the_storyboard_and_seek(page, player, library):
+    # The 8 s talk has a tile every 5 s: 0-5 s on the sheet's first tile, 5-8 s on its second.
+    asset = library["ready"]
+    page.goto(server_url(player, asset))
+    page.wait_for_selector("body[data-state=playing]")
+    bar = page.locator("#timeline")
+    bar.wait_for(state="visible")
+    box = bar.bounding_box()
+    middle = box["y"] + box["height"] / 2
+
+    with page.expect_response(lambda r: r.url.endswith(f"/assets/{asset}/storyboard.jpg")) as sheet:
+        page.mouse.move(box["x"] + box["width"] * 0.1, middle)
+    assert sheet.value.status == 200 and sheet.value.headers["content-type"] == "image/jpeg"
+    assert page.locator("#preview").is_visible()
+    assert page.get_attribute("#preview", "data-tile") == "0,0,160,90"
+    assert page.inner_text("#preview span") == "0:00"
+    page.mouse.move(box["x"] + box["width"] * 0.75, middle)
+    assert page.get_attribute("#preview", "data-tile") == "160,0,160,90"
+    assert page.inner_text("#preview span") == "0:06"
+    style = page.get_attribute("#preview", "style")
+    assert f"/assets/{asset}/storyboard.jpg" in style and "-160px 0px" in style.replace("-0px", "0px")
+
+    page.mouse.click(box["x"] + box["width"] * 0.75, middle)
+    page.wait_for_function("Math.abs(document.getElementById('video').currentTime - 6) < 0.6")
+    _save_screenshot(page, "player-storyboard.png")
+    page.mouse.move(0, 0)
+    assert page.locator("#preview").is_hidden()
+
+
+@pytest.mark.browser
 def test_forcing_each_rendition_plays_it(page, player, library):
     page.goto(server_url(player, library["ready"]))
     page.wait_for_selector("body[data-state=playing]")

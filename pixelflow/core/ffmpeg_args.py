@@ -32,6 +32,7 @@ from pathlib import PurePosixPath
 
 from pixelflow.core.ladder import LadderConfig, Rendition
 from pixelflow.core.probe import SourceInfo
+from pixelflow.core.storyboard import Storyboard
 
 FFMPEG = "ffmpeg"
 FFPROBE = "ffprobe"
@@ -184,14 +185,16 @@ def ladder_graph(info: SourceInfo, renditions: list[Rendition]) -> tuple[str, li
 
 def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition], config: LadderConfig,
                        out_dirs: list[str], audio_dir: str | None = None,
-                       poster: tuple[Rendition, str] | None = None) -> list[str]:
+                       poster: tuple[Rendition, str] | None = None,
+                       storyboard: tuple[Storyboard, str] | None = None) -> list[str]:
     """One FFmpeg process for the whole ladder: one decode, the :func:`ladder_graph` pictures,
     and one libx264 encoder and HLS output per rung, written to ``out_dirs`` (in the order of
     ``renditions``): the same outputs as one :func:`encode_args` per rung. Rotation metadata is
     applied by FFmpeg's autorotation before the filter graph. With ``audio_dir``, the audio
     rendition (:func:`audio_output_args`) comes from the same read of the source. With
     ``poster`` (one of ``renditions`` and a JPEG path), the poster frame (:func:`poster_frame`) is
-    taken from that rung's pictures: no second decode, no seek.
+    taken from that rung's pictures: no second decode, no seek. With ``storyboard`` (a layout and
+    a JPEG path), the storyboard sheet is made from the smallest rung's pictures.
 
     Example:
         >>> from fractions import Fraction
@@ -212,27 +215,41 @@ def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition
         ['[v1]split=2[v1e][poster]', "[poster]select='eq(n,6)',format=yuvj420p[jpeg]"]
         >>> [args[i + 1] for i, a in enumerate(args) if a == "-map"], args[-1]
         (['[v0]', '[v1e]', '[jpeg]'], 'file:/o/poster.jpg')
+        >>> from pixelflow.core.storyboard import Storyboard
+        >>> board = Storyboard.plan(2.0, 640, 360, interval=1)
+        >>> args = ladder_encode_args("/s/source", info, plan, LadderConfig(), ["/o/360p", "/o/720p"],
+        ...                           storyboard=(board, "/o/storyboard.jpg"))
+        >>> args[args.index("-filter_complex") + 1].split(";")[-2:]
+        ['[v0]split=2[v0e][board]', '[board]fps=1/1:round=up,scale=160:90:flags=bicubic,setsar=1,tile=2x1[sheet]']
+        >>> [args[i + 1] for i, a in enumerate(args) if a == "-map"], args[-1]
+        (['[v0e]', '[v1]', '[sheet]'], 'file:/o/storyboard.jpg')
     """
     if len(renditions) != len(out_dirs) or not renditions:
         raise ValueError("one output folder per rendition")
     graph, labels = ladder_graph(info, renditions)
-    args = base_args() + input_args(source, info.demuxer, max_pixels=config.decode_max_pixels) + ["-filter_complex", graph]
-    maps = [f"[{label}]" for label in labels]
+    # Taps on a rung's pictures: (rung index, tap label, filter chain, output label, output path).
+    taps: list[tuple[int, str, str, str, str]] = []
     if poster is not None:
-        rendition, poster_path = poster
-        i = [r.name for r in renditions].index(rendition.name)
-        graph = args.index("-filter_complex") + 1
-        args[graph] += (f";[{labels[i]}]split=2[{labels[i]}e][poster]"
-                        f";[poster]select='eq(n,{poster_frame(info, rendition)})',format=yuvj420p[jpeg]")
+        i = [r.name for r in renditions].index(poster[0].name)
+        taps.append((i, "poster", f"select='eq(n,{poster_frame(info, poster[0])})',format=yuvj420p", "jpeg", poster[1]))
+    if storyboard is not None:
+        i = min(range(len(renditions)), key=lambda n: renditions[n].width * renditions[n].height)
+        taps.append((i, "board", storyboard[0].filter(), "sheet", storyboard[1]))
+    maps = [f"[{label}]" for label in labels]
+    for i in sorted({tap[0] for tap in taps}):
+        mine = [tap for tap in taps if tap[0] == i]
+        graph += f";[{labels[i]}]split={len(mine) + 1}[{labels[i]}e]" + "".join(f"[{tap[1]}]" for tap in mine)
         maps[i] = f"[{labels[i]}e]"
+    graph += "".join(f";[{tap[1]}]{tap[2]}[{tap[3]}]" for tap in taps)
+    args = base_args() + input_args(source, info.demuxer, max_pixels=config.decode_max_pixels) + ["-filter_complex", graph]
     for label, rendition, out_dir in zip(maps, renditions, out_dirs):
         args += ["-map", label] + rung_output_args(rendition, config, out_dir)
     if audio_dir is not None:
         if info.audio is None:
             raise ValueError("the source has no audio stream")
         args += ["-map", f"0:{info.audio.index}"] + audio_output_args(config, audio_dir)
-    if poster is not None:
-        args += ["-map", "[jpeg]"] + poster_output_args(poster[1])
+    for tap in taps:
+        args += ["-map", f"[{tap[3]}]"] + poster_output_args(tap[4])
     return args
 
 
@@ -325,6 +342,16 @@ def poster_args(source: str, info: SourceInfo, rendition: Rendition, out_path: s
     args = (base_args(progress=False) + ["-ss", f"{poster_time(info):.3f}"]
             + input_args(source, info.demuxer, max_pixels=max_pixels))
     return args + ["-map", f"0:{info.video.index}", "-filter:v", chain] + poster_output_args(out_path)
+
+
+def storyboard_args(source: str, info: SourceInfo, board: Storyboard, out_path: str,
+                    max_pixels: int | None = LadderConfig.decode_max_pixels) -> list[str]:
+    """The storyboard sheet in a process of its own, straight from the source (a retry);
+    :func:`ladder_encode_args` makes it from the ladder's pictures instead."""
+    assert info.video is not None
+    chain = ",".join(prefilters(info) + [board.filter()])
+    return (base_args(progress=False) + input_args(source, info.demuxer, max_pixels=max_pixels)
+            + ["-map", f"0:{info.video.index}", "-filter:v", chain] + poster_output_args(out_path))
 
 
 #: The only fields ffprobe is asked for: what :mod:`pixelflow.core.probe` reads (and the duration

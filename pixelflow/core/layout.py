@@ -2,7 +2,7 @@
 
 An asset is the folder ``<asset_prefix><asset_id>/`` of the output bucket. Its ``manifest.json``
 names every object a client fetches (each rendition's init segment, segments and playlist, the
-master playlist, the poster) with its size in bytes. The manifest is written last, and only
+master playlist, the poster, the storyboard's sheet and WebVTT file) with its size in bytes. The manifest is written last, and only
 once every object it names is listed with that size; an asset whose listing disagrees with its
 manifest (objects removed by an operator, a lifecycle rule or a deletion) is *broken*, not
 ready.
@@ -108,13 +108,18 @@ def manifest_objects(manifest: Mapping[str, Any]) -> dict[str, int | None]:
     ...                   "audio": None, "master_playlist": "master.m3u8", "poster": "poster.jpg",
     ...                   "object_sizes": {"master.m3u8": 90, "poster.jpg": 1000}})
     {'360p/a.m4s': 5, 'master.m3u8': 90, 'poster.jpg': 1000}
+    >>> sorted(manifest_objects({"renditions": [], "storyboard": {"image": "storyboard.jpg", "vtt": "storyboard.vtt"}}))
+    ['master.m3u8', 'poster.jpg', 'storyboard.jpg', 'storyboard.vtt']
     """
     objects: dict[str, int | None] = {}
     for rendition in list(manifest.get("renditions") or []) + ([manifest["audio"]] if manifest.get("audio") else []):
         objects.update(rendition_objects(rendition))
     sizes = manifest.get("object_sizes") or {}
-    for name in (manifest.get("master_playlist") or MASTER, manifest.get("poster") or POSTER):
-        objects[name] = sizes.get(name)
+    storyboard = manifest.get("storyboard") or {}
+    for name in (manifest.get("master_playlist") or MASTER, manifest.get("poster") or POSTER,
+                 storyboard.get("image"), storyboard.get("vtt")):
+        if name:
+            objects[name] = sizes.get(name)
     return objects
 
 

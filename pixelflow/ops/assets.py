@@ -71,6 +71,7 @@ class AssetInfo:
         renditions: Video renditions from the manifest (``name``, ``width``, ``height``,
             ``bandwidth``...; without the per-file lists), empty unless ready.
         duration: Duration in seconds, when known.
+        storyboard: The manifest's ``storyboard`` entry (its files' names and layout), when it has one.
         created: When the asset was published, rejected or uploaded (UTC).
         error: ``{"code", "message"}`` of a rejected, failed or broken asset (a broken one also
             has ``missing``, the paths of its missing objects).
@@ -81,6 +82,7 @@ class AssetInfo:
     status: str
     renditions: list[dict[str, Any]] = field(default_factory=list)
     duration: float | None = None
+    storyboard: dict[str, Any] | None = None
     created: datetime | None = None
     error: dict[str, Any] | None = None
     source: dict[str, Any] | None = None
@@ -134,6 +136,7 @@ def _from_manifest(asset_id: str, manifest: dict[str, Any], modified: datetime) 
         status=READY,
         renditions=[{k: v for k, v in r.items() if k != "files"} for r in manifest.get("renditions") or []],
         duration=float(duration) if duration is not None else None,
+        storyboard=manifest.get("storyboard"),
         created=created or modified,
         source=manifest.get("source"),
     )

@@ -38,6 +38,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: The only static files served: URL name -> (path under STATIC_DIR, content type).
 STATIC_FILES = {
     "player.js": ("player.js", "text/javascript; charset=utf-8"),
+    "storyboard.js": ("storyboard.js", "text/javascript; charset=utf-8"),
     "player.css": ("player.css", "text/css; charset=utf-8"),
     "hls.min.js": ("vendor/hls.js/hls.min.js", "text/javascript; charset=utf-8"),
 }

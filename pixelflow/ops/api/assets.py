@@ -52,8 +52,11 @@ def asset_view(record: dict[str, Any], base: str) -> dict[str, Any]:
     data = {k: record.get(k) for k in ("id", "status", "progress", "duration", "aspect_ratio", "max_resolution",
                                        "passthrough", "upload_id", "created_at", "errors")}
     data["renditions"] = record.get("renditions") or []
-    data["playback"] = ({"hls": f"{base}{asset_id}/{MASTER}", "poster": f"{base}{asset_id}/{POSTER}"}
-                        if record.get("status") == READY else None)
+    data["playback"] = None
+    if record.get("status") == READY:
+        storyboard = record.get("storyboard") or {}
+        data["playback"] = {"hls": f"{base}{asset_id}/{MASTER}", "poster": f"{base}{asset_id}/{POSTER}",
+                            "storyboard": f"{base}{asset_id}/{storyboard['vtt']}" if storyboard.get("vtt") else None}
     return data
 
 

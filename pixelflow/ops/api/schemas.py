@@ -84,6 +84,8 @@ class UploadOut(BaseModel):
 class Playback(BaseModel):
     hls: str = Field(description="Master playlist URL.")
     poster: str
+    storyboard: str | None = Field(None, description="The storyboard's WebVTT file (seek-bar previews: each cue "
+                                   "points at a tile of the sprite sheet with #xywh=).")
 
 
 class AssetData(BaseModel):

@@ -105,6 +105,7 @@
 
   function play(info) {
     const base = `/assets/${state.assetId}/`;
+    state.base = base; // where the asset's files are (storyboard.js reads its storyboard there)
     const master = `${base}master.m3u8`;
     video.poster = `${base}poster.jpg`;
     setState("ready");
