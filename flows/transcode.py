@@ -34,6 +34,7 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pixelflow.aws import s3_endpoint
+from pixelflow.core.downloads import content_disposition, download_path, download_renditions
 from pixelflow.core.hls import master_playlist
 from pixelflow.core.ladder import plan_ladder, poster_rendition
 from pixelflow.core.layout import MASTER, POSTER, AssetLayout, manifest_objects, missing_objects, publish_fingerprint
@@ -46,9 +47,9 @@ from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow.pipeline.ffmpeg import ProcessLimits
 from pixelflow.pipeline.ladder_process import LadderProcess
 from pixelflow.settings import PixelFlowSettings
-from tasks.encode import encode_ladder, make_poster, make_storyboard, transcode_audio, transcode_rendition
-from tasks.publish import (find_published, list_asset, publish_asset, publish_rendition, rendition_cache_key,
-                           withdraw_manifest)
+from tasks.encode import encode_ladder, make_download, make_poster, make_storyboard, transcode_audio, transcode_rendition
+from tasks.publish import (fetch_rendition, find_published, list_asset, publish_asset, publish_download,
+                           publish_rendition, rendition_cache_key, withdraw_manifest)
 from tasks.records import (encode_percent, progress_recorder, record_asset, report_progress,
                            revive_if_uploaded_again, withdraw_deleted)
 from tasks.reject import clear_failure_record, error_record, quarantine_source
@@ -400,6 +401,7 @@ class _Run:
         if self.storyboard is not None:
             files[STORYBOARD_VTT] = self.storyboard.vtt(self.info.duration).encode()
             extra["storyboard"] = self.storyboard.to_dict()
+        extra["downloads"] = self.downloads(source, videos, audio)
         redone_once = False
         while True:
             master = master_playlist([variant_entry(v) for v in videos], audio_entry(audio) if audio else None)
@@ -425,6 +427,30 @@ class _Run:
             _raise_first_failure(list(redone.values()))
             videos = [redone[v.name].result() if v.name in redone else v for v in videos]
             audio = redone["audio"].result() if "audio" in redone else audio
+            if redone or "downloads" in incomplete:
+                extra["downloads"] = self.downloads(source, videos, audio)
+
+    def downloads(self, source: Upload, videos: list[RenditionOutput], audio: RenditionOutput | None) -> list[dict]:
+        """Make and upload the MP4 downloads (``PIXELFLOW_MP4``): each remuxed from its rendition's
+        segments and the audio's, fetched back from the bucket first when an earlier attempt
+        published them. Returns the manifest's ``downloads`` entries."""
+        settings, layout = self.settings, self.layout
+        by_name = {v.name: v for v in videos}
+        made = []
+        for rung in download_renditions(self.plan, settings.mp4, settings.mp4_max_rung):
+            outputs = [by_name[rung.name]] + ([audio] if audio is not None else [])
+            fetched = [_retried(fetch_rendition, settings).submit(o, self.out_root, settings.output_bucket, layout.prefix)
+                       for o in outputs if not all((self.out_root / f).exists() for f in o.files)]
+            mp4 = _retried(make_download, settings).submit(by_name[rung.name], audio, self.out_root,
+                                                          self.scratch / "downloads" / f"{rung.name}.mp4", self.limits,
+                                                          wait_for=fetched)
+            made.append((rung, _retried(publish_download, settings).submit(
+                rung.name, mp4, settings.output_bucket, layout.key(download_path(rung.name)),
+                content_disposition(source.key, rung.name))))
+        wait([future for _, future in made])
+        _raise_first_failure([future for _, future in made])
+        return [{"name": rung.name, "file": download_path(rung.name), "size": future.result(), "width": rung.width,
+                 "height": rung.height} for rung, future in made]
 
 
 def _incomplete(future) -> set[str]:

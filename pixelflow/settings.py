@@ -91,6 +91,11 @@ class PixelFlowSettings(BaseSettings):
                                      "so the sheet holds at most storyboard_max_tiles); 0: no storyboard.")
     storyboard_tile_width: int = Field(160, ge=16, le=640, description="Width of a storyboard tile, in pixels.")
     storyboard_max_tiles: int = Field(200, ge=1, le=1000, description="Most tiles on an asset's storyboard sheet.")
+    # MP4 downloads, remuxed from the renditions.
+    mp4: Literal["none", "highest", "all"] = Field(
+        "highest", description="Which rungs get a progressive MP4 download (remuxed from their segments, not "
+        "re-encoded): none, the highest at or below mp4_max_rung, or all of those.")
+    mp4_max_rung: int = Field(1080, ge=1, description="Tallest rung (its short side, e.g. 1080) with an MP4 download.")
     max_attempts: int = Field(4, description="Attempts of one transcode run (crash re-runs and retries) before it gives up.")
     task_retries: int = Field(2, description="Automatic retries of a failed transcode or transfer task (transient errors only).")
 

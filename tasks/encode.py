@@ -1,5 +1,6 @@
 """Tasks that run FFmpeg: the shared ladder process (one decode, every rung, the audio, the
-poster and the storyboard), one task per rung, the audio rendition, the poster, the storyboard."""
+poster and the storyboard), one task per rung, the audio rendition, the poster, the storyboard,
+and the MP4 downloads remuxed from finished renditions."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from pixelflow.pipeline import ffmpeg
 from pixelflow.core.ffmpeg_args import (PLAYLIST, audio_args, encode_args, ladder_encode_args, poster_args,
-                                        storyboard_args)
+                                        remux_args, storyboard_args)
 from pixelflow.core.hls import AAC_LC, avc1_from_init
 from pixelflow.core.ladder import LadderConfig, Rendition
 from pixelflow.core.manifest import RenditionOutput, summarize_rendition
@@ -209,4 +210,37 @@ def _image(ladder: LadderProcess | None, name: str, limits: ffmpeg.ProcessLimits
         limits.run(args(), log=get_run_logger(), output_dir=str(out_path.parent))
     if not out_path.exists() or out_path.stat().st_size == 0:
         raise PixelFlowError(ErrorCode.TRANSCODE_FAILED, f"FFmpeg wrote no {name} image.")
+    return out_path
+
+
+def _joined(output: RenditionOutput, local_root: Path, dest: Path) -> Path:
+    """A rendition's init segment and segments, in order, as one fragmented MP4 file."""
+    with open(dest, "wb") as joined:
+        for relative in output.files:
+            if not relative.endswith(PLAYLIST):
+                with open(local_root / relative, "rb") as part:
+                    shutil.copyfileobj(part, joined, 1024 * 1024)
+    return dest
+
+
+@task(name="mp4", task_run_name="mp4-{video.name}", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def make_download(video: RenditionOutput, audio: RenditionOutput | None, local_root: Path, out_path: Path,
+                  limits: ffmpeg.ProcessLimits) -> Path:
+    """A progressive MP4 download of rendition ``video`` with the ``audio`` rendition, remuxed
+    from their files under ``local_root`` (no decode, no re-encode; see
+    :func:`pixelflow.core.ffmpeg_args.remux_args`)."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    parts = [_joined(video, local_root, out_path.with_suffix(".video.mp4"))]
+    if audio is not None:
+        parts.append(_joined(audio, local_root, out_path.with_suffix(".audio.mp4")))
+    try:
+        limits.run(remux_args(str(parts[0]), str(parts[1]) if audio is not None else None, str(out_path)),
+                   log=get_run_logger(), output_dir=str(out_path.parent))
+    finally:
+        for part in parts:
+            part.unlink(missing_ok=True)
+    if not out_path.exists() or out_path.stat().st_size == 0:
+        raise PixelFlowError(ErrorCode.TRANSCODE_FAILED, f"FFmpeg wrote no MP4 of {video.name}.")
+    get_run_logger().info("%s: MP4 download of %d bytes", video.name, out_path.stat().st_size)
     return out_path

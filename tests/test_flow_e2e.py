@@ -65,6 +65,25 @@ def tile_psnr(sheet: Path, tile: tuple[int, int, int, int], source: Path, at: fl
     return float("inf") if average == "inf" else float(average)
 
 
+def top_level_boxes(path: Path) -> list[str]:
+    """The types of an MP4 file's top-level boxes, in order."""
+    boxes, data, offset = [], path.read_bytes(), 0
+    while offset + 8 <= len(data):
+        size, kind = int.from_bytes(data[offset:offset + 4], "big"), data[offset + 4:offset + 8].decode("latin-1")
+        if size == 1:
+            size = int.from_bytes(data[offset + 8:offset + 16], "big")
+        boxes.append(kind)
+        offset += size if size else len(data)
+    return boxes
+
+
+def packets_md5(path: Path, stream: str) -> str:
+    """MD5 of one stream's packets, copied: equal for the same encode, whatever the container."""
+    result = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", stream, "-c", "copy", "-f", "md5", "-"],
+                            capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
 def upload(path: Path, bucket: str, key: str) -> str:
     s3 = s3_client()
     s3.upload_file(str(path), bucket, key)
@@ -143,6 +162,23 @@ def test_upload_becomes_playable_hls_ladder(prefect_server, buckets, landscape_c
     assert vtt == ("WEBVTT\n\n00:00:00.000 --> 00:00:05.000\nstoryboard.jpg#xywh=0,0,160,90\n\n"
                    "00:00:05.000 --> 00:00:06.000\nstoryboard.jpg#xywh=160,0,160,90\n")
     assert s3.head_object(Bucket=out, Key=f"{prefix}storyboard.vtt")["ContentType"].startswith("text/vtt")
+    # The MP4 download: the highest rung up to 1080p and the audio, remuxed (the very packets of
+    # the HLS renditions), index first, saved under the source's name.
+    assert [(d["name"], d["file"]) for d in stored["downloads"]] == [("1080p", "downloads/1080p.mp4")]
+    mp4 = tmp_path / "downloads" / "1080p.mp4"
+    assert stored["downloads"][0]["size"] == mp4.stat().st_size
+    head = s3.head_object(Bucket=out, Key=f"{prefix}downloads/1080p.mp4")
+    assert head["ContentType"] == "video/mp4"
+    assert head["ContentDisposition"].startswith('attachment; filename="my holiday clip-1080p.mp4"')
+    boxes = top_level_boxes(mp4)
+    assert boxes.index("moov") < boxes.index("mdat") and "moof" not in boxes  # progressive, faststart
+    probe = ffprobe_json(mp4, show_entries="stream=codec_type,codec_name,width,height:format=duration")
+    assert [(s["codec_type"], s["codec_name"]) for s in probe["streams"]] == [("video", "h264"), ("audio", "aac")]
+    assert float(probe["format"]["duration"]) == pytest.approx(source_duration, abs=0.1)
+    assert packets_md5(mp4, "0:v:0") == packets_md5(tmp_path / "1080p-joined.mp4", "0:v:0")
+    decoded = subprocess.run(["ffmpeg", "-v", "error", "-i", str(mp4), "-f", "null", "-"], capture_output=True, text=True)
+    assert decoded.returncode == 0 and decoded.stderr.strip() == ""
+
     # One decode makes every output: the run started one FFmpeg process, which wrote the poster
     # and the storyboard besides the rungs and the audio.
     from prefect.client.orchestration import get_client
@@ -155,7 +191,9 @@ def test_upload_becomes_playable_hls_ladder(prefect_server, buckets, landscape_c
                 break
             time.sleep(0.1)
     started = [log.message for log in logs if log.message.startswith("ffmpeg: ")]
-    assert len(started) == 1 and "poster.jpg" in started[0] and "storyboard.jpg" in started[0], started
+    decodes = [line for line in started if "-c copy" not in line]  # remuxes read packets, decode nothing
+    assert len(decodes) == 1 and "poster.jpg" in decodes[0] and "storyboard.jpg" in decodes[0], started
+    assert len(started) == 2 and "downloads/1080p.mp4" in started[1]
     # each tile is the picture at the start of its cue, not another one
     tiles = [(0, 0, 160, 90), (160, 0, 160, 90)]
     for tile, start, other in zip(tiles, (0.0, 5.0), (5.0, 0.0)):

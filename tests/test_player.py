@@ -111,6 +111,12 @@ def test_player_plays_asset_and_lists_renditions(page, player, library):
     assert "1280×720" in labels[1] and "640×360" in labels[2]
     assert page.get_attribute("#renditions button[data-level='-1']", "aria-pressed") == "true"
     assert "Ready" in page.inner_text("#status") and "2 renditions" in page.inner_text("#status")
+    # The MP4 download of the highest rung is offered, served with the name it is saved under.
+    link = page.locator("#downloads a")
+    assert link.inner_text().startswith("Download 720p MP4")
+    status, headers, body = _get(link.evaluate("a => a.href"))
+    assert status == 200 and headers["Content-Type"] == "video/mp4" and body[4:8] == b"ftyp"
+    assert headers["Content-Disposition"].startswith('attachment; filename="talk-720p.mp4"')
     # Everything came from the local server: hls.js is vendored, no CDN, no direct S3.
     base = server_url(player)
     foreign = [url for url in requests if not url.startswith((base, "blob:", "data:"))]

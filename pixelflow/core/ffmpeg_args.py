@@ -354,6 +354,23 @@ def storyboard_args(source: str, info: SourceInfo, board: Storyboard, out_path: 
             + ["-map", f"0:{info.video.index}", "-filter:v", chain] + poster_output_args(out_path))
 
 
+def remux_args(video: str, audio: str | None, out_path: str) -> list[str]:
+    """A progressive MP4 download from a rendition's fMP4 (its init segment and segments joined,
+    ``video``) and the audio rendition's (``audio``): the streams copied, not re-encoded, the index
+    moved to the front (``+faststart``) so that a browser plays it while it downloads.
+
+    >>> remux_args("/o/1080p.video.mp4", "/o/audio.mp4", "/o/1080p.mp4")[-13:]
+    ['-map', '0:v:0', '-map', '1:a:0', '-map_metadata', '-1', '-f', 'mp4', '-c', 'copy', '-movflags', '+faststart', 'file:/o/1080p.mp4']
+    """
+    args = base_args(progress=False) + input_args(video, "mov")
+    maps = ["-map", "0:v:0"]
+    if audio is not None:
+        args += input_args(audio, "mov")
+        maps += ["-map", "1:a:0"]
+    return args + maps + ["-map_metadata", "-1", "-f", "mp4", "-c", "copy", "-movflags", "+faststart",
+                          file_url(out_path)]
+
+
 #: The only fields ffprobe is asked for: what :mod:`pixelflow.core.probe` reads (and the duration
 #: measurement of :mod:`pixelflow.pipeline.ffmpeg`). No free-form tag but ``rotate``, so a file
 #: with huge titles or comments gives a description of a few KiB.

@@ -2,7 +2,8 @@
 
 An asset is the folder ``<asset_prefix><asset_id>/`` of the output bucket. Its ``manifest.json``
 names every object a client fetches (each rendition's init segment, segments and playlist, the
-master playlist, the poster, the storyboard's sheet and WebVTT file) with its size in bytes. The manifest is written last, and only
+master playlist, the poster, the storyboard's sheet and WebVTT file, the MP4 downloads) with its
+size in bytes. The manifest is written last, and only
 once every object it names is listed with that size; an asset whose listing disagrees with its
 manifest (objects removed by an operator, a lifecycle rule or a deletion) is *broken*, not
 ready.
@@ -110,11 +111,15 @@ def manifest_objects(manifest: Mapping[str, Any]) -> dict[str, int | None]:
     {'360p/a.m4s': 5, 'master.m3u8': 90, 'poster.jpg': 1000}
     >>> sorted(manifest_objects({"renditions": [], "storyboard": {"image": "storyboard.jpg", "vtt": "storyboard.vtt"}}))
     ['master.m3u8', 'poster.jpg', 'storyboard.jpg', 'storyboard.vtt']
+    >>> manifest_objects({"renditions": [], "downloads": [{"file": "downloads/720p.mp4", "size": 9}]})["downloads/720p.mp4"]
+    9
     """
     objects: dict[str, int | None] = {}
     for rendition in list(manifest.get("renditions") or []) + ([manifest["audio"]] if manifest.get("audio") else []):
         objects.update(rendition_objects(rendition))
     sizes = manifest.get("object_sizes") or {}
+    for download in manifest.get("downloads") or []:
+        objects[download["file"]] = download.get("size")
     storyboard = manifest.get("storyboard") or {}
     for name in (manifest.get("master_playlist") or MASTER, manifest.get("poster") or POSTER,
                  storyboard.get("image"), storyboard.get("vtt")):

@@ -72,6 +72,7 @@ class AssetInfo:
             ``bandwidth``...; without the per-file lists), empty unless ready.
         duration: Duration in seconds, when known.
         storyboard: The manifest's ``storyboard`` entry (its files' names and layout), when it has one.
+        downloads: The MP4 downloads (``name``, ``file``, ``size``, ``width``, ``height``).
         created: When the asset was published, rejected or uploaded (UTC).
         error: ``{"code", "message"}`` of a rejected, failed or broken asset (a broken one also
             has ``missing``, the paths of its missing objects).
@@ -83,6 +84,7 @@ class AssetInfo:
     renditions: list[dict[str, Any]] = field(default_factory=list)
     duration: float | None = None
     storyboard: dict[str, Any] | None = None
+    downloads: list[dict[str, Any]] = field(default_factory=list)
     created: datetime | None = None
     error: dict[str, Any] | None = None
     source: dict[str, Any] | None = None
@@ -137,6 +139,7 @@ def _from_manifest(asset_id: str, manifest: dict[str, Any], modified: datetime) 
         renditions=[{k: v for k, v in r.items() if k != "files"} for r in manifest.get("renditions") or []],
         duration=float(duration) if duration is not None else None,
         storyboard=manifest.get("storyboard"),
+        downloads=list(manifest.get("downloads") or []),
         created=created or modified,
         source=manifest.get("source"),
     )

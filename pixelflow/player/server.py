@@ -185,6 +185,8 @@ class PlayerHandler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache" if suffix == ".m3u8" else "max-age=3600")
         if partial:
             self.send_header("Content-Range", obj["ContentRange"])
+        if obj.get("ContentDisposition"):  # downloads: saved under the source's name
+            self.send_header("Content-Disposition", obj["ContentDisposition"])
         self.end_headers()
         self._stream(obj["Body"].iter_chunks(_CHUNK))
 

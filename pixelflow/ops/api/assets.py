@@ -56,7 +56,10 @@ def asset_view(record: dict[str, Any], base: str) -> dict[str, Any]:
     if record.get("status") == READY:
         storyboard = record.get("storyboard") or {}
         data["playback"] = {"hls": f"{base}{asset_id}/{MASTER}", "poster": f"{base}{asset_id}/{POSTER}",
-                            "storyboard": f"{base}{asset_id}/{storyboard['vtt']}" if storyboard.get("vtt") else None}
+                            "storyboard": f"{base}{asset_id}/{storyboard['vtt']}" if storyboard.get("vtt") else None,
+                            "downloads": [{"name": d.get("name"), "url": f"{base}{asset_id}/{d['file']}",
+                                           "width": d.get("width"), "height": d.get("height"), "size": d.get("size")}
+                                          for d in record.get("downloads") or [] if d.get("file")]}
     return data
 
 
@@ -197,6 +200,8 @@ def asset_file(request: Request, asset_id: str, name: str) -> Response:
                "Access-Control-Allow-Origin": "*"}
     if "ContentRange" in obj:
         headers["Content-Range"] = obj["ContentRange"]
+    if obj.get("ContentDisposition"):  # downloads: saved under the source's name
+        headers["Content-Disposition"] = obj["ContentDisposition"]
     return StreamingResponse(obj["Body"].iter_chunks(256 * 1024), status_code=206 if "ContentRange" in obj else 200,
                              media_type=PLAYBACK_TYPES[suffix], headers=headers)
 

@@ -81,11 +81,20 @@ class UploadOut(BaseModel):
     data: UploadData
 
 
+class Download(BaseModel):
+    name: str = Field(description="The rung it is made from (`1080p`).")
+    url: str = Field(description="The MP4 (saved by browsers as `<source name>-<rung>.mp4`).")
+    width: int | None = None
+    height: int | None = None
+    size: int | None = Field(None, description="Bytes.")
+
+
 class Playback(BaseModel):
     hls: str = Field(description="Master playlist URL.")
     poster: str
     storyboard: str | None = Field(None, description="The storyboard's WebVTT file (seek-bar previews: each cue "
                                    "points at a tile of the sprite sheet with #xywh=).")
+    downloads: list[Download] = Field(default_factory=list, description="Progressive MP4 downloads (PIXELFLOW_MP4).")
 
 
 class AssetData(BaseModel):

@@ -113,6 +113,13 @@
     if (info.duration) parts.push(formatDuration(info.duration));
     if (info.renditions && info.renditions.length) parts.push(`${info.renditions.length} renditions`);
     statusLine.textContent = parts.join(" · ");
+    const links = (info.downloads || []).map((d) => {
+      const a = document.createElement("a");
+      a.href = `${base}${d.file}`;
+      a.textContent = `Download ${d.name} MP4 (${(d.size / 1e6).toFixed(1)} MB)`;
+      return a;
+    });
+    document.getElementById("downloads").replaceChildren(...links);
 
     if (window.Hls && window.Hls.isSupported()) {
       const hls = new window.Hls({ capLevelToPlayerSize: false, startLevel: -1 });
