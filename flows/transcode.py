@@ -58,7 +58,7 @@ from tasks.source import check_upload, download_source, inspect_source, validate
 FIX_HINTS = {
     ErrorCode.EMPTY_FILE: "Upload the file again; the object was empty.",
     ErrorCode.NOT_MEDIA: "Upload a video file (MP4, MOV, MKV, WebM...).",
-    ErrorCode.NO_VIDEO_STREAM: "Upload a file with a video track; audio-only files are not transcoded.",
+    ErrorCode.NO_VIDEO_STREAM: "Upload a file with a video or an audio track.",
     ErrorCode.UNSUPPORTED_CONTAINER: "Export the video as MP4 or MOV and upload that.",
     ErrorCode.UNSUPPORTED_CODEC: "Re-encode the video to H.264, HEVC, VP9 or AV1 and upload it again.",
     ErrorCode.TOO_LONG: "Split the video into shorter parts, or raise PIXELFLOW_MAX_DURATION_SECONDS.",
@@ -290,7 +290,8 @@ class _Run:
                  listed: dict[str, int], started: float):
         self.settings, self.layout, self.local, self.info = settings, layout, local, info
         self.config = settings.ladder_config()
-        self.plan = plan_ladder(*info.video.display_size, info.video.frame_rate, self.config)
+        # An audio-only source has no ladder: its asset is the audio rendition alone.
+        self.plan = plan_ladder(*info.video.display_size, info.video.frame_rate, self.config) if info.video else []
         self.limits = ProcessLimits.for_source(
             info.duration, base=settings.ffmpeg_timeout_base, factor=settings.ffmpeg_timeout_factor, started=started,
             max_run_seconds=settings.max_run_seconds, memory_bytes=settings.ffmpeg_memory_bytes,
@@ -300,14 +301,15 @@ class _Run:
         self.encode = _retried(transcode_rendition, settings)
         self.encode_audio = _retried(transcode_audio, settings)
         self.storyboard = None
-        if settings.storyboard_interval:
+        if settings.storyboard_interval and self.plan:
             smallest = min(self.plan, key=lambda r: r.width * r.height)
             self.storyboard = Storyboard.plan(info.duration, smallest.width, smallest.height,
                                               interval=settings.storyboard_interval,
                                               tile_width=settings.storyboard_tile_width,
                                               max_tiles=settings.storyboard_max_tiles)
         get_run_logger().info("asset %s: ladder %s", layout.asset_id,
-                              ", ".join(f"{r.name} {r.width}x{r.height}@{float(r.fps):.3g}" for r in self.plan))
+                              ", ".join(f"{r.name} {r.width}x{r.height}@{float(r.fps):.3g}" for r in self.plan)
+                              or "none (audio only)")
 
     def upload(self, name: str, encoded):
         """Upload a rendition encoded in this run (whatever a result store remembers of it), or
@@ -341,9 +343,9 @@ class _Run:
         # source, the bare command) and the poster, from its rung's pictures, when that rung is
         # encoded; and the storyboard, from the smallest pending rung's pictures.
         shared_audio = bool(pending) and info.audio is not None and "audio" not in done
-        poster_rung = poster_rendition(plan)
-        poster_path = self.scratch / "poster.jpg"
-        shared_poster = any(r.name == poster_rung.name for r in pending)
+        poster_rung = poster_rendition(plan) if plan else None
+        poster_path = self.scratch / POSTER
+        shared_poster = poster_rung is not None and any(r.name == poster_rung.name for r in pending)
         board_path = self.scratch / STORYBOARD_IMAGE
         shared_board = bool(pending) and self.storyboard is not None
         ladder = decoded = None
@@ -369,8 +371,10 @@ class _Run:
         if info.audio is not None and "audio" not in done:
             audio_encoded = self.encode_audio.submit(self.local, info, self.config, self.out_root / "audio",
                                                      self.limits, ladder if shared_audio else None)
-        images = {POSTER: _retried(make_poster, self.settings).submit(self.local, info, poster_rung, poster_path,
-                                                                      self.limits, ladder if shared_poster else None)}
+        images = {}
+        if poster_rung is not None:
+            images[POSTER] = _retried(make_poster, self.settings).submit(self.local, info, poster_rung, poster_path,
+                                                                         self.limits, ladder if shared_poster else None)
         if self.storyboard is not None:
             images[STORYBOARD_IMAGE] = _retried(make_storyboard, self.settings).submit(
                 self.local, info, self.storyboard, board_path, self.limits, ladder if shared_board else None)
@@ -401,6 +405,8 @@ class _Run:
         if self.storyboard is not None:
             files[STORYBOARD_VTT] = self.storyboard.vtt(self.info.duration).encode()
             extra["storyboard"] = self.storyboard.to_dict()
+        if POSTER not in images:
+            extra["poster"] = None  # an audio-only asset
         extra["downloads"] = self.downloads(source, videos, audio)
         redone_once = False
         while True:
@@ -436,21 +442,27 @@ class _Run:
         published them. Returns the manifest's ``downloads`` entries."""
         settings, layout = self.settings, self.layout
         by_name = {v.name: v for v in videos}
+        # (name, extension, video rendition, width, height): an MP4 per chosen rung, or the M4A
+        # of an audio-only asset
+        wanted = [(r.name, "mp4", by_name[r.name], r.width, r.height)
+                  for r in download_renditions(self.plan, settings.mp4, settings.mp4_max_rung)]
+        if not self.plan and audio is not None and settings.mp4 != "none":
+            wanted = [("audio", "m4a", None, None, None)]
         made = []
-        for rung in download_renditions(self.plan, settings.mp4, settings.mp4_max_rung):
-            outputs = [by_name[rung.name]] + ([audio] if audio is not None else [])
+        for name, ext, video, width, height in wanted:
+            outputs = [o for o in (video, audio) if o is not None]
             fetched = [_retried(fetch_rendition, settings).submit(o, self.out_root, settings.output_bucket, layout.prefix)
                        for o in outputs if not all((self.out_root / f).exists() for f in o.files)]
-            mp4 = _retried(make_download, settings).submit(by_name[rung.name], audio, self.out_root,
-                                                          self.scratch / "downloads" / f"{rung.name}.mp4", self.limits,
-                                                          wait_for=fetched)
-            made.append((rung, _retried(publish_download, settings).submit(
-                rung.name, mp4, settings.output_bucket, layout.key(download_path(rung.name)),
-                content_disposition(source.key, rung.name))))
+            local = _retried(make_download, settings).submit(name, video, audio, self.out_root,
+                                                            self.scratch / "downloads" / f"{name}.{ext}", self.limits,
+                                                            wait_for=fetched)
+            uploaded = _retried(publish_download, settings).submit(
+                name, local, settings.output_bucket, layout.key(download_path(name, ext)),
+                content_disposition(source.key, name, ext))
+            made.append(({"name": name, "file": download_path(name, ext), "width": width, "height": height}, uploaded))
         wait([future for _, future in made])
         _raise_first_failure([future for _, future in made])
-        return [{"name": rung.name, "file": download_path(rung.name), "size": future.result(), "width": rung.width,
-                 "height": rung.height} for rung, future in made]
+        return [{**entry, "size": future.result()} for entry, future in made]
 
 
 def _incomplete(future) -> set[str]:

@@ -110,6 +110,8 @@ def asset_fields_from_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
     duration = manifest.get("duration")
     fields: dict[str, Any] = {"renditions": renditions,
                               "duration": float(duration) if duration is not None else None}
+    if not renditions and manifest.get("audio"):
+        fields["audio_only"] = True
     if manifest.get("storyboard"):
         fields["storyboard"] = dict(manifest["storyboard"])
     if manifest.get("downloads"):

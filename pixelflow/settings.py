@@ -30,6 +30,8 @@ from pixelflow.core.layout import AssetLayout
 from pixelflow.core.validation import Limits
 
 DEFAULT_CONTAINERS = ["mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "mpeg", "flv", "mxf", "ogg"]
+DEFAULT_AUDIO_CONTAINERS = ["mp3", "wav", "flac", "aac"]
+DEFAULT_AUDIO_CODECS = ["aac", "mp3", "flac", "opus", "vorbis", "alac", "pcm_s16le", "pcm_s24le"]
 DEFAULT_VIDEO_CODECS = ["h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mpeg1video", "prores", "dnxhd", "mjpeg", "theora", "h263", "wmv3", "vc1"]
 #: The ladder defaults are :class:`LadderConfig`'s, written once there.
 _LADDER = LadderConfig()
@@ -114,6 +116,11 @@ class PixelFlowSettings(BaseSettings):
     allowed_video_codecs: Annotated[list[str], NoDecode] = Field(
         DEFAULT_VIDEO_CODECS, description="Video codecs accepted in sources."
     )
+    allowed_audio_containers: Annotated[list[str], NoDecode] = Field(
+        DEFAULT_AUDIO_CONTAINERS, description="ffprobe demuxer names accepted for audio-only uploads (besides "
+        "allowed_containers, which may hold audio alone too, like .m4a).")
+    allowed_audio_codecs: Annotated[list[str], NoDecode] = Field(
+        DEFAULT_AUDIO_CODECS, description="Audio codecs accepted in audio-only uploads.")
     max_streams: int = Field(32, description="Most streams (video, audio, subtitles, data) an accepted source has.")
     max_work_pixels: int = Field(
         3840 * 2160 * 60 * 6 * 3600,
@@ -176,7 +183,8 @@ class PixelFlowSettings(BaseSettings):
         value = _csv(value)
         return sorted({int(str(v).rstrip("p")) for v in value})
 
-    @field_validator("allowed_containers", "allowed_video_codecs", mode="before")
+    @field_validator("allowed_containers", "allowed_video_codecs", "allowed_audio_containers", "allowed_audio_codecs",
+                     mode="before")
     @classmethod
     def _parse_lists(cls, value):
         return _csv(value)
@@ -235,6 +243,8 @@ class PixelFlowSettings(BaseSettings):
             max_fps=self.max_source_fps,
             containers=frozenset(self.allowed_containers),
             video_codecs=frozenset(self.allowed_video_codecs),
+            audio_containers=frozenset(self.allowed_audio_containers),
+            audio_codecs=frozenset(self.allowed_audio_codecs),
             max_streams=self.max_streams,
             max_work_pixels=self.max_work_pixels,
             scratch_bytes=self.scratch_capacity(),

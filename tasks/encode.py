@@ -80,13 +80,13 @@ def _fresh_dir(path: Path) -> Path:
     return path
 
 
-def _check_source(result: ffmpeg.FFmpegResult, info: SourceInfo) -> None:
+def _check_source(result: ffmpeg.FFmpegResult, info: SourceInfo, stream: str = "video stream") -> None:
     """The verdict of a full decode on the source: decoder errors mean ``corrupt_stream``; a
-    stream that ends well before its stated duration, ``truncated``."""
+    ``stream`` that ends well before its stated duration, ``truncated``."""
     damage = ffmpeg.input_damage(result.errors, result.out_time, info.duration)
     if damage is not None:
         raise damage
-    ffmpeg.check_duration("video stream", result.out_time, info.duration)
+    ffmpeg.check_duration(stream, result.out_time, info.duration)
 
 
 @task(name="encode-ladder", task_run_name="encode-ladder", cache_policy=NO_CACHE)
@@ -173,13 +173,19 @@ def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path:
 def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, out_dir: Path, limits: ffmpeg.ProcessLimits,
                     ladder: LadderProcess | None = None) -> RenditionOutput:
     """The audio rendition: the default (else first) audio track as stereo AAC in fMP4 HLS. Taken
-    over from the shared ``ladder`` process when it carries the audio, else (a retry) encoded in
-    a process of its own."""
+    over from the shared ``ladder`` process when it carries the audio, else (a retry, or an
+    audio-only source) encoded in a process of its own. For an audio-only source that decode is
+    the one that vouches for the source (a damaged or truncated stream rejects it)."""
     if not _take_over(ladder, "audio", limits):
         _fresh_dir(out_dir)
-        limits.run(audio_args(str(source_path), info, config, str(out_dir)), log=get_run_logger(),
-                   output_dir=str(out_dir))
-    return _summarize(out_dir, "audio", "audio")
+        result = limits.run(audio_args(str(source_path), info, config, str(out_dir)), log=get_run_logger(),
+                            output_dir=str(out_dir))
+        if info.video is None:
+            _check_source(result, info, "audio stream")
+    output = _summarize(out_dir, "audio", "audio")
+    if info.video is None:
+        ffmpeg.check_duration("audio rendition", output.duration, info.duration)
+    return output
 
 
 @task(name="poster", task_run_name="poster", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
@@ -223,24 +229,24 @@ def _joined(output: RenditionOutput, local_root: Path, dest: Path) -> Path:
     return dest
 
 
-@task(name="mp4", task_run_name="mp4-{video.name}", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
+@task(name="mp4", task_run_name="mp4-{name}", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def make_download(video: RenditionOutput, audio: RenditionOutput | None, local_root: Path, out_path: Path,
-                  limits: ffmpeg.ProcessLimits) -> Path:
-    """A progressive MP4 download of rendition ``video`` with the ``audio`` rendition, remuxed
-    from their files under ``local_root`` (no decode, no re-encode; see
-    :func:`pixelflow.core.ffmpeg_args.remux_args`)."""
+def make_download(name: str, video: RenditionOutput | None, audio: RenditionOutput | None, local_root: Path,
+                  out_path: Path, limits: ffmpeg.ProcessLimits) -> Path:
+    """A progressive download of rendition ``video`` with the ``audio`` rendition (an MP4), or of
+    the audio alone (an M4A), remuxed from their files under ``local_root`` (no decode, no
+    re-encode; see :func:`pixelflow.core.ffmpeg_args.remux_args`)."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    parts = [_joined(video, local_root, out_path.with_suffix(".video.mp4"))]
-    if audio is not None:
-        parts.append(_joined(audio, local_root, out_path.with_suffix(".audio.mp4")))
+    video_part = _joined(video, local_root, out_path.with_suffix(".video.mp4")) if video is not None else None
+    audio_part = _joined(audio, local_root, out_path.with_suffix(".audio.mp4")) if audio is not None else None
     try:
-        limits.run(remux_args(str(parts[0]), str(parts[1]) if audio is not None else None, str(out_path)),
-                   log=get_run_logger(), output_dir=str(out_path.parent))
+        limits.run(remux_args(str(video_part) if video_part else None, str(audio_part) if audio_part else None,
+                              str(out_path)), log=get_run_logger(), output_dir=str(out_path.parent))
     finally:
-        for part in parts:
-            part.unlink(missing_ok=True)
+        for part in (video_part, audio_part):
+            if part is not None:
+                part.unlink(missing_ok=True)
     if not out_path.exists() or out_path.stat().st_size == 0:
-        raise PixelFlowError(ErrorCode.TRANSCODE_FAILED, f"FFmpeg wrote no MP4 of {video.name}.")
-    get_run_logger().info("%s: MP4 download of %d bytes", video.name, out_path.stat().st_size)
+        raise PixelFlowError(ErrorCode.TRANSCODE_FAILED, f"FFmpeg wrote no download of {name}.")
+    get_run_logger().info("%s: download of %d bytes", name, out_path.stat().st_size)
     return out_path

@@ -84,6 +84,20 @@ def packets_md5(path: Path, stream: str) -> str:
     return result.stdout.strip()
 
 
+def ffmpeg_commands(flow_run_id: str) -> list[str]:
+    """The FFmpeg commands a flow run started, as it logged them (``ffmpeg: <command>``)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        for _ in range(100):  # logs reach the API in batches: wait for the run's last line
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200)
+            if any(log.message.startswith("Finished in state") and log.task_run_id is None for log in logs):
+                break
+            time.sleep(0.1)
+    return [log.message for log in logs if log.message.startswith("ffmpeg: ")]
+
+
 def upload(path: Path, bucket: str, key: str) -> str:
     s3 = s3_client()
     s3.upload_file(str(path), bucket, key)
@@ -181,16 +195,7 @@ def test_upload_becomes_playable_hls_ladder(prefect_server, buckets, landscape_c
 
     # One decode makes every output: the run started one FFmpeg process, which wrote the poster
     # and the storyboard besides the rungs and the audio.
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
-    with get_client(sync_client=True) as client:
-        for _ in range(100):  # logs reach the API in batches: wait for the run's last line
-            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[manifest["flow_run_id"]])), limit=200)
-            if any(log.message.startswith("Finished in state") and log.task_run_id is None for log in logs):
-                break
-            time.sleep(0.1)
-    started = [log.message for log in logs if log.message.startswith("ffmpeg: ")]
+    started = ffmpeg_commands(manifest["flow_run_id"])
     decodes = [line for line in started if "-c copy" not in line]  # remuxes read packets, decode nothing
     assert len(decodes) == 1 and "poster.jpg" in decodes[0] and "storyboard.jpg" in decodes[0], started
     assert len(started) == 2 and "downloads/1080p.mp4" in started[1]
@@ -200,6 +205,43 @@ def test_upload_becomes_playable_hls_ladder(prefect_server, buckets, landscape_c
         assert tile_psnr(tmp_path / "storyboard.jpg", tile, landscape_clip, start) > 25
         assert tile_psnr(tmp_path / "storyboard.jpg", tile, landscape_clip, start) > tile_psnr(
             tmp_path / "storyboard.jpg", tile, landscape_clip, other) + 5
+
+
+@pytest.mark.parametrize("name,codec", [("voice memo.m4a", "aac"), ("podcast.mp3", "libmp3lame")])
+def test_an_audio_only_upload_becomes_an_audio_asset(prefect_server, buckets, media_dir, tmp_path, name, codec):
+    from flows.transcode import transcode
+
+    up, out = buckets
+    source = media_dir / f"audio-only-{codec}{Path(name).suffix}"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=330:duration=5", "-c:a", codec,
+                    str(source)], check=True)
+    key = f"audio/{name}"
+    manifest = transcode(bucket=up, key=key, etag=upload(source, up, key))
+    assert manifest["status"] == "ready" and manifest["renditions"] == [] and manifest["poster"] is None
+    assert "storyboard" not in manifest and manifest["probe"].get("video") is None
+    prefix = f"assets/{manifest['asset_id']}/"
+    keys = download_asset(out, prefix, tmp_path)
+    assert not [k for k in keys if k.endswith((".jpg", ".vtt"))]
+    # The master playlist's one variant is the audio rendition, which decodes and lasts the source.
+    (variant,) = parse_master_playlist((tmp_path / "master.m3u8").read_text())
+    assert (variant["URI"], variant["CODECS"]) == ("audio/index.m3u8", "mp4a.40.2") and "RESOLUTION" not in variant
+    playlist = parse_media_playlist((tmp_path / "audio" / "index.m3u8").read_text())
+    assert playlist.duration == pytest.approx(5.0, abs=0.1)
+    joined = tmp_path / "audio-joined.mp4"
+    joined.write_bytes(b"".join((tmp_path / "audio" / part).read_bytes()
+                                for part in [playlist.init] + [uri for uri, _ in playlist.segments]))
+    decoded = subprocess.run(["ffmpeg", "-v", "error", "-i", str(joined), "-f", "null", "-"], capture_output=True, text=True)
+    assert decoded.returncode == 0 and decoded.stderr.strip() == ""
+    # Its download is an M4A of the same packets, index first, saved under the source's name.
+    assert [(d["name"], d["file"]) for d in manifest["downloads"]] == [("audio", "downloads/audio.m4a")]
+    m4a = tmp_path / "downloads" / "audio.m4a"
+    head = s3_client().head_object(Bucket=out, Key=f"{prefix}downloads/audio.m4a")
+    assert head["ContentType"] == "audio/mp4" and f'filename="{Path(name).stem}-audio.m4a"' in head["ContentDisposition"]
+    assert top_level_boxes(m4a).index("moov") < top_level_boxes(m4a).index("mdat")
+    assert packets_md5(m4a, "0:a:0") == packets_md5(joined, "0:a:0")
+    # One decode of the source (the audio encode, which vouched for it), then the remux.
+    started = ffmpeg_commands(manifest["flow_run_id"])
+    assert len(started) == 2 and "-c copy" in started[1], started
 
 
 def test_rejected_source_fails_with_code_and_publishes_nothing(prefect_server, buckets, tmp_path):

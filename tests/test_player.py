@@ -214,6 +214,32 @@ def test_processing_asset_starts_playing_once_published(page, moto_server, prefe
             server.server_close()
 
 
+@pytest.mark.browser
+def test_an_audio_only_asset_plays(page, moto_server, prefect_server, media_dir):
+    """An MP3 upload is an audio-only asset: the page plays it (no poster, no renditions to pick)."""
+    import subprocess
+
+    source = media_dir / "memo.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=330:duration=6",
+                    "-c:a", "libmp3lame", str(source)], check=True)
+    with pytest.MonkeyPatch.context() as env:
+        settings = fresh_buckets(env)
+        asset, etag = upload(settings, source, "audio/memo.mp3")
+        assert isinstance(run_flow(settings, "audio/memo.mp3", etag), dict)
+        server = make_server(settings, port=0, asset_ids=[asset])
+        serve_in_thread(server)
+        try:
+            page.goto(server_url(server, asset))
+            page.wait_for_selector("body[data-state=playing]")
+            _wait_time_past(page, 1.0)
+            assert page.eval_on_selector("#video", "v => !v.paused && v.videoHeight === 0 && !v.poster")
+            assert "audio only" in page.inner_text("#status")
+            assert page.locator("#downloads a").inner_text().startswith("Download audio M4A")
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
 # --- the proxy without a browser -------------------------------------------------------------
 
 def _get(url: str, method: str = "GET", headers: dict | None = None):

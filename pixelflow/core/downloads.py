@@ -43,15 +43,15 @@ def download_renditions(plan: Sequence[Rendition], mode: Mp4Mode, max_rung: int)
     return allowed[-1:] if mode == "highest" else allowed
 
 
-def download_path(name: str) -> str:
-    """The path of rung ``name``'s MP4 inside the asset."""
-    return f"{DOWNLOADS}/{name}.mp4"
+def download_path(name: str, ext: str = "mp4") -> str:
+    """The path of rung ``name``'s MP4 inside the asset (``audio.m4a`` for an audio-only asset)."""
+    return f"{DOWNLOADS}/{name}.{ext}"
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ ()-]+")
 
 
-def download_filename(source_key: str, name: str) -> str:
+def download_filename(source_key: str, name: str, ext: str = "mp4") -> str:
     """The file name a download is saved under: the source's name (without its folders and
     extension), then the rung: ``talk-1080p.mp4``.
 
@@ -61,10 +61,10 @@ def download_filename(source_key: str, name: str) -> str:
     '_ evil_1_-360p.mp4'
     """
     stem = _UNSAFE.sub("_", PurePosixPath(source_key).stem[:100]).strip(" .") or "video"
-    return f"{stem}-{name}.mp4"
+    return f"{stem}-{name}.{ext}"
 
 
-def content_disposition(source_key: str, name: str) -> str:
+def content_disposition(source_key: str, name: str, ext: str = "mp4") -> str:
     """The ``Content-Disposition`` of a download: an attachment with an ASCII ``filename`` and
     the original name in UTF-8 as ``filename*`` (RFC 6266); nothing of the key can end the header
     or add a parameter.
@@ -73,5 +73,5 @@ def content_disposition(source_key: str, name: str) -> str:
     'attachment; filename="caf_-1080p.mp4"; filename*=UTF-8\\'\\'caf%C3%A9-1080p.mp4'
     """
     stem = PurePosixPath(source_key).stem[:100] or "video"
-    original = quote(f"{stem}-{name}.mp4", safe="")
-    return f"attachment; filename=\"{download_filename(source_key, name)}\"; filename*=UTF-8''{original}"
+    original = quote(f"{stem}-{name}.{ext}", safe="")
+    return f"attachment; filename=\"{download_filename(source_key, name, ext)}\"; filename*=UTF-8''{original}"

@@ -354,19 +354,24 @@ def storyboard_args(source: str, info: SourceInfo, board: Storyboard, out_path: 
             + ["-map", f"0:{info.video.index}", "-filter:v", chain] + poster_output_args(out_path))
 
 
-def remux_args(video: str, audio: str | None, out_path: str) -> list[str]:
-    """A progressive MP4 download from a rendition's fMP4 (its init segment and segments joined,
-    ``video``) and the audio rendition's (``audio``): the streams copied, not re-encoded, the index
-    moved to the front (``+faststart``) so that a browser plays it while it downloads.
+def remux_args(video: str | None, audio: str | None, out_path: str) -> list[str]:
+    """A progressive download from a rendition's fMP4 (its init segment and segments joined,
+    ``video``) and the audio rendition's (``audio``), either of them alone: the streams copied,
+    not re-encoded, the index moved to the front (``+faststart``) so that a browser plays it
+    while it downloads.
 
-    >>> remux_args("/o/1080p.video.mp4", "/o/audio.mp4", "/o/1080p.mp4")[-13:]
-    ['-map', '0:v:0', '-map', '1:a:0', '-map_metadata', '-1', '-f', 'mp4', '-c', 'copy', '-movflags', '+faststart', 'file:/o/1080p.mp4']
+    >>> remux_args("/o/1080p.video.mp4", "/o/audio.mp4", "/o/1080p.mp4")[-13:-7]
+    ['-map', '0:v:0', '-map', '1:a:0', '-map_metadata', '-1']
+    >>> remux_args(None, "/o/audio.mp4", "/o/audio.m4a")[-12:-7]
+    ['file:/o/audio.mp4', '-map', '0:a:0', '-map_metadata', '-1']
     """
-    args = base_args(progress=False) + input_args(video, "mov")
-    maps = ["-map", "0:v:0"]
-    if audio is not None:
-        args += input_args(audio, "mov")
-        maps += ["-map", "1:a:0"]
+    inputs = [(path, kind) for path, kind in ((video, "v"), (audio, "a")) if path is not None]
+    if not inputs:
+        raise ValueError("nothing to remux")
+    args, maps = base_args(progress=False), []
+    for n, (path, kind) in enumerate(inputs):
+        args += input_args(path, "mov")
+        maps += ["-map", f"{n}:{kind}:0"]
     return args + maps + ["-map_metadata", "-1", "-f", "mp4", "-c", "copy", "-movflags", "+faststart",
                           file_url(out_path)]
 

@@ -131,6 +131,8 @@ def master_playlist(variants: list[VariantEntry], audio: AudioEntry | None) -> s
     True
     """
     lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    if not variants:
+        return audio_only_master_playlist(audio, lines)
     if audio is not None:
         attrs = [f'TYPE=AUDIO', f'GROUP-ID="{audio.group_id}"', f'NAME="{audio.name}"']
         if audio.language:
@@ -153,6 +155,18 @@ def master_playlist(variants: list[VariantEntry], audio: AudioEntry | None) -> s
         lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
         lines.append(v.uri)
     return "\n".join(lines) + "\n"
+
+
+def audio_only_master_playlist(audio: AudioEntry | None, head: list[str]) -> str:
+    """The master playlist of an audio-only asset: the audio rendition as its one variant.
+
+    >>> print(master_playlist([], AudioEntry("audio/index.m3u8", 140000, 130000)).splitlines()[-2:])
+    ['#EXT-X-STREAM-INF:BANDWIDTH=140000,AVERAGE-BANDWIDTH=130000,CODECS="mp4a.40.2"', 'audio/index.m3u8']
+    """
+    if audio is None:
+        raise ValueError("an asset needs a video or an audio rendition")
+    return "\n".join(head + [f'#EXT-X-STREAM-INF:BANDWIDTH={audio.bandwidth},AVERAGE-BANDWIDTH={audio.average_bandwidth},'
+                              f'CODECS="{audio.codecs}"', audio.uri]) + "\n"
 
 
 def parse_master_playlist(text: str) -> list[dict[str, str]]:

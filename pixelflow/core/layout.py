@@ -121,7 +121,7 @@ def manifest_objects(manifest: Mapping[str, Any]) -> dict[str, int | None]:
     for download in manifest.get("downloads") or []:
         objects[download["file"]] = download.get("size")
     storyboard = manifest.get("storyboard") or {}
-    for name in (manifest.get("master_playlist") or MASTER, manifest.get("poster") or POSTER,
+    for name in (manifest.get("master_playlist") or MASTER, manifest.get("poster", POSTER),  # audio only: no poster
                  storyboard.get("image"), storyboard.get("vtt")):
         if name:
             objects[name] = sizes.get(name)

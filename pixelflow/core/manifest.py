@@ -133,6 +133,7 @@ PLAYBACK_TYPES = {
 
 CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
+    ".m4a": "audio/mp4",
     ".vtt": "text/vtt; charset=utf-8",
     ".m4s": "video/iso.segment",
     ".mp4": "video/mp4",

@@ -73,6 +73,7 @@ class AssetInfo:
         duration: Duration in seconds, when known.
         storyboard: The manifest's ``storyboard`` entry (its files' names and layout), when it has one.
         downloads: The MP4 downloads (``name``, ``file``, ``size``, ``width``, ``height``).
+        audio_only: Whether the asset is audio alone (no video renditions, no poster).
         created: When the asset was published, rejected or uploaded (UTC).
         error: ``{"code", "message"}`` of a rejected, failed or broken asset (a broken one also
             has ``missing``, the paths of its missing objects).
@@ -85,6 +86,7 @@ class AssetInfo:
     duration: float | None = None
     storyboard: dict[str, Any] | None = None
     downloads: list[dict[str, Any]] = field(default_factory=list)
+    audio_only: bool = False
     created: datetime | None = None
     error: dict[str, Any] | None = None
     source: dict[str, Any] | None = None
@@ -140,6 +142,7 @@ def _from_manifest(asset_id: str, manifest: dict[str, Any], modified: datetime) 
         duration=float(duration) if duration is not None else None,
         storyboard=manifest.get("storyboard"),
         downloads=list(manifest.get("downloads") or []),
+        audio_only=not manifest.get("renditions") and bool(manifest.get("audio")),
         created=created or modified,
         source=manifest.get("source"),
     )

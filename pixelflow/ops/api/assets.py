@@ -52,10 +52,12 @@ def asset_view(record: dict[str, Any], base: str) -> dict[str, Any]:
     data = {k: record.get(k) for k in ("id", "status", "progress", "duration", "aspect_ratio", "max_resolution",
                                        "passthrough", "upload_id", "created_at", "errors")}
     data["renditions"] = record.get("renditions") or []
+    data["audio_only"] = bool(record.get("audio_only"))
     data["playback"] = None
     if record.get("status") == READY:
         storyboard = record.get("storyboard") or {}
-        data["playback"] = {"hls": f"{base}{asset_id}/{MASTER}", "poster": f"{base}{asset_id}/{POSTER}",
+        data["playback"] = {"hls": f"{base}{asset_id}/{MASTER}",
+                            "poster": None if data["audio_only"] else f"{base}{asset_id}/{POSTER}",
                             "storyboard": f"{base}{asset_id}/{storyboard['vtt']}" if storyboard.get("vtt") else None,
                             "downloads": [{"name": d.get("name"), "url": f"{base}{asset_id}/{d['file']}",
                                            "width": d.get("width"), "height": d.get("height"), "size": d.get("size")}

@@ -91,7 +91,7 @@ class Download(BaseModel):
 
 class Playback(BaseModel):
     hls: str = Field(description="Master playlist URL.")
-    poster: str
+    poster: str | None = Field(None, description="The poster frame (none for an audio-only asset).")
     storyboard: str | None = Field(None, description="The storyboard's WebVTT file (seek-bar previews: each cue "
                                    "points at a tile of the sprite sheet with #xywh=).")
     downloads: list[Download] = Field(default_factory=list, description="Progressive MP4 downloads (PIXELFLOW_MP4).")
@@ -105,6 +105,7 @@ class AssetData(BaseModel):
     aspect_ratio: str | None = None
     max_resolution: str | None = None
     renditions: list[dict[str, Any]] = Field(default_factory=list)
+    audio_only: bool = Field(False, description="An upload with audio and no video: its one rendition is audio.")
     playback: Playback | None = None
     passthrough: str | None = None
     upload_id: str | None = None

@@ -107,16 +107,17 @@
     const base = `/assets/${state.assetId}/`;
     state.base = base; // where the asset's files are (storyboard.js reads its storyboard there)
     const master = `${base}master.m3u8`;
-    video.poster = `${base}poster.jpg`;
+    if (!info.audio_only) video.poster = `${base}poster.jpg`;
     setState("ready");
     const parts = ["Ready"];
     if (info.duration) parts.push(formatDuration(info.duration));
     if (info.renditions && info.renditions.length) parts.push(`${info.renditions.length} renditions`);
+    if (info.audio_only) parts.push("audio only");
     statusLine.textContent = parts.join(" · ");
     const links = (info.downloads || []).map((d) => {
       const a = document.createElement("a");
       a.href = `${base}${d.file}`;
-      a.textContent = `Download ${d.name} MP4 (${(d.size / 1e6).toFixed(1)} MB)`;
+      a.textContent = `Download ${d.name} ${d.file.endsWith(".m4a") ? "M4A" : "MP4"} (${(d.size / 1e6).toFixed(1)} MB)`;
       return a;
     });
     document.getElementById("downloads").replaceChildren(...links);
