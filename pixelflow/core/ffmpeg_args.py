@@ -219,8 +219,11 @@ def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition
         >>> board = Storyboard.plan(2.0, 640, 360, interval=1)
         >>> args = ladder_encode_args("/s/source", info, plan, LadderConfig(), ["/o/360p", "/o/720p"],
         ...                           storyboard=(board, "/o/storyboard.jpg"))
-        >>> args[args.index("-filter_complex") + 1].split(";")[-2:]
-        ['[v0]split=2[v0e][board]', '[board]fps=1/1:round=up,scale=160:90:flags=bicubic,setsar=1,tile=2x1[sheet]']
+        >>> chains = args[args.index("-filter_complex") + 1].split(";")
+        >>> chains[-2]
+        '[v0]split=2[v0e][board]'
+        >>> chains[-1].startswith("[board]setpts=PTS-STARTPTS,select=") and chains[-1].endswith(",setpts=0[sheet]")
+        True
         >>> [args[i + 1] for i, a in enumerate(args) if a == "-map"], args[-1]
         (['[v0e]', '[v1]', '[sheet]'], 'file:/o/storyboard.jpg')
     """

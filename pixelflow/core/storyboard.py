@@ -12,7 +12,7 @@ Example:
     >>> board.count, board.columns, board.rows, (board.tile_width, board.tile_height)
     (5, 5, 1, (160, 90))
     >>> board.filter()
-    'fps=1/5:round=up,scale=160:90:flags=bicubic,setsar=1,tile=5x1'
+    "setpts=PTS-STARTPTS,select='gte(t,selected_n*5)',scale=160:90:flags=bicubic,setsar=1,tile=5x1,setpts=0"
     >>> print(board.vtt(23.0).splitlines()[2:4])
     ['00:00:00.000 --> 00:00:05.000', 'storyboard.jpg#xywh=0,0,160,90']
 """
@@ -98,11 +98,14 @@ class Storyboard:
 
     def filter(self) -> str:
         """The filter chain making the sheet from a rung's pictures: one picture per interval, the
-        one at its start (``round=up`` moves every picture to the next tick, and a tick keeps the
-        last picture it gets: the one at its own time), scaled to a tile and laid out by
-        ``tile`` (a partly filled last row stays black)."""
-        return (f"fps=1/{self.interval}:round=up,scale={self.tile_width}:{self.tile_height}:flags=bicubic,setsar=1,"
-                f"tile={self.columns}x{self.rows}")
+        first at or after its start (times count from the first picture, so a stream starting
+        late or without its first frame still has a first tile), scaled to a tile and laid out by
+        ``tile`` (a partly filled last row stays black). The pictures keep their rate and the
+        sheet is stamped at time 0, so FFmpeg's reported progress (the end of the latest frame of
+        any output, which the decode's truncation check reads) never runs past the source."""
+        return (f"setpts=PTS-STARTPTS,select='gte(t,selected_n*{self.interval})',"
+                f"scale={self.tile_width}:{self.tile_height}:flags=bicubic,setsar=1,"
+                f"tile={self.columns}x{self.rows},setpts=0")
 
     def tile(self, index: int) -> tuple[int, int, int, int]:
         """``(x, y, w, h)`` of tile ``index`` on the sheet."""
