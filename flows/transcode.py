@@ -2,7 +2,8 @@
 rejection.
 
 Steps, each a Prefect task run visible in the UI: inspect the upload (HEAD), check its size,
-download it, validate it (ffprobe of the headers), decode it once (``encode-ladder``: one FFmpeg
+download it, validate it (ffprobe of the headers), read and validate its caption sidecars
+(``captions``: ``talk.en.vtt`` beside ``talk.mp4``; a bad one rejects the upload), decode it once (``encode-ladder``: one FFmpeg
 process encoding every rung, the audio, the poster and the storyboard), one ``transcode-<rung>``
 task per rung of the ladder (plus ``transcode-audio``, ``poster`` and ``storyboard``) taking its
 output over from that process,
