@@ -2,7 +2,8 @@
 rejection.
 
 Steps, each a Prefect task run visible in the UI: inspect the upload (HEAD), check its size,
-download it, validate it (ffprobe of the headers), decode it once (``encode-ladder``: one FFmpeg
+download it, validate it (ffprobe of the headers), read and validate its caption sidecars
+(``captions``: ``talk.en.vtt`` beside ``talk.mp4``; a bad one rejects the upload), decode it once (``encode-ladder``: one FFmpeg
 process encoding every rung, the audio, the poster and the storyboard), one ``transcode-<rung>``
 task per rung of the ladder (plus ``transcode-audio``, ``poster`` and ``storyboard``) taking its
 output over from that process,
@@ -34,6 +35,7 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pixelflow.aws import s3_endpoint
+from pixelflow.core.captions import Captions, is_caption_key, subtitle_entries
 from pixelflow.core.downloads import content_disposition, download_path, download_renditions
 from pixelflow.core.hls import master_playlist
 from pixelflow.core.ladder import plan_ladder, poster_rendition
@@ -47,6 +49,7 @@ from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow.pipeline.ffmpeg import ProcessLimits
 from pixelflow.pipeline.ladder_process import LadderProcess
 from pixelflow.settings import PixelFlowSettings
+from tasks.captions import read_captions
 from tasks.encode import encode_ladder, make_download, make_poster, make_storyboard, transcode_audio, transcode_rendition
 from tasks.publish import (fetch_rendition, find_published, list_asset, publish_asset, publish_download,
                            publish_rendition, rendition_cache_key, withdraw_manifest)
@@ -78,6 +81,8 @@ FIX_HINTS = {
     ErrorCode.TOO_MANY_STREAMS: "Keep only the video and the audio tracks needed, or raise PIXELFLOW_MAX_STREAMS.",
     ErrorCode.METADATA_TOO_LARGE: "Strip the file's metadata and extra tracks (e.g. ffmpeg -map_metadata -1) and "
                                   "upload it again.",
+    ErrorCode.INVALID_CAPTIONS: "Fix or remove the caption file named in the error (UTF-8 WebVTT or SRT, well-formed "
+                                "timestamps, a known language tag: talk.en.vtt), then upload the video again.",
 }
 
 
@@ -195,6 +200,9 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
     logger = get_run_logger()
     flow_run_id = str(get_run_context().flow_run.id)
     announced = Upload(bucket, key, etag, version_id)
+    if is_caption_key(key):  # a sidecar is read by its video's run (docs/api.md, Captions)
+        return Completed(message=f"{key} is a caption file, not a video: its video's run publishes it.",
+                         data={"status": "ignored", "bucket": bucket, "key": key})
 
     attempt = get_run_context().flow_run.run_count
     if attempt > settings.max_attempts:
@@ -246,9 +254,11 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         local = _retried(download_source, settings)(source, scratch / "source", settings.scratch_headroom,
                                                     settings.multipart_chunk_mb, settings.transfer_concurrency)
         info = validate(local, source.size, limits, settings.ffmpeg_memory_bytes, settings.ffmpeg_sandbox)
+        captions = _retried(read_captions, settings)(source, info.duration, settings.captions_max_bytes,
+                                                     settings.captions_max_cues, settings.captions_max_languages)
         run = _Run(settings, layout, local, info, scratch, listed, started)
         videos, audio, images = run.encode_and_upload()
-        published = run.publish(source, videos, audio, images, flow_run_id)
+        published = run.publish(source, videos, audio, images, flow_run_id, captions)
     except PixelFlowError as error:
         if error.code == ErrorCode.SOURCE_CHANGED:  # the newer upload is processed by its own run
             logger.info(error.message)
@@ -393,8 +403,9 @@ class _Run:
                 {name: image.result() for name, image in images.items()})
 
     def publish(self, source: Upload, videos: list[RenditionOutput], audio: RenditionOutput | None,
-                images: dict[str, Path], flow_run_id: str) -> dict[str, Any]:
-        """Write the master playlist, the poster and the storyboard, then the manifest once a
+                images: dict[str, Path], flow_run_id: str, captions: list[Captions] = ()) -> dict[str, Any]:
+        """Write the master playlist, the poster, the storyboard and the captions (one subtitles
+        rendition per language), then the manifest once a
         listing shows every object it names. Objects found missing then (deleted meanwhile) are
         encoded and uploaded again, each rendition alone from the downloaded source, before
         publishing once more."""
@@ -408,9 +419,14 @@ class _Run:
         if POSTER not in images:
             extra["poster"] = None  # an audio-only asset
         extra["downloads"] = self.downloads(source, videos, audio)
+        subtitles = subtitle_entries(list(captions))
+        for entry, caption in zip(subtitles, captions):
+            files.update(caption.files(self.info.duration))
+            extra.setdefault("subtitles", []).append(caption.entry(self.info.duration, entry.default))
         redone_once = False
         while True:
-            master = master_playlist([variant_entry(v) for v in videos], audio_entry(audio) if audio else None)
+            master = master_playlist([variant_entry(v) for v in videos], audio_entry(audio) if audio else None,
+                                     subtitles)
             manifest = build_manifest(
                 layout.asset_id, source, self.info.summary(), videos, audio, self.config.fingerprint(), flow_run_id,
                 extra=extra)

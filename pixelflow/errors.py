@@ -30,6 +30,8 @@ class ErrorCode(StrEnum):
     MEMORY_LIMIT_EXCEEDED = "memory_limit_exceeded"
     TOO_MANY_STREAMS = "too_many_streams"
     METADATA_TOO_LARGE = "metadata_too_large"
+    # A caption file beside the upload (or announced through the API) is unacceptable.
+    INVALID_CAPTIONS = "invalid_captions"
     # The service had a problem (retried where it may help).
     INSUFFICIENT_DISK = "insufficient_disk"
     TRANSCODE_FAILED = "transcode_failed"
@@ -86,6 +88,7 @@ REJECTION_CODES = frozenset(
         ErrorCode.MEMORY_LIMIT_EXCEEDED,
         ErrorCode.TOO_MANY_STREAMS,
         ErrorCode.METADATA_TOO_LARGE,
+        ErrorCode.INVALID_CAPTIONS,
     }
 )
 

@@ -98,6 +98,11 @@ class PixelFlowSettings(BaseSettings):
         "highest", description="Which rungs get a progressive MP4 download (remuxed from their segments, not "
         "re-encoded): none, the highest at or below mp4_max_rung, or all of those.")
     mp4_max_rung: int = Field(1080, ge=1, description="Tallest rung (its short side, e.g. 1080) with an MP4 download.")
+    # Captions: WebVTT or SRT sidecars of an upload (talk.mp4 + talk.en.vtt), published as subtitles.
+    captions_max_bytes: int = Field(2 * 1024**2, ge=1, description="Largest accepted caption file, in bytes.")
+    captions_max_cues: int = Field(20_000, ge=1, description="Most cues in one caption file.")
+    captions_max_languages: int = Field(20, ge=0, description="Most caption files (languages) of one upload; "
+                                        "0: sidecars are ignored.")
     max_attempts: int = Field(4, description="Attempts of one transcode run (crash re-runs and retries) before it gives up.")
     task_retries: int = Field(2, description="Automatic retries of a failed transcode or transfer task (transient errors only).")
 

@@ -155,6 +155,42 @@ def test_seek_bar_previews_come_from_the_storyboard_and_seek(page, player, libra
     assert page.locator("#preview").is_hidden()
 
 
+_SHOWN_CUE = """(() => {
+  const v = document.getElementById("video");
+  for (const track of v.textTracks) {
+    if (track.mode !== "showing" || !track.activeCues) continue;
+    for (const cue of track.activeCues) return {text: cue.text, lang: track.language, time: v.currentTime};
+  }
+  return null;
+})()"""
+
+
+@pytest.mark.browser
+def test_sidecar_captions_are_shown_in_time_and_can_be_turned_off(page, player, library):
+    # The library talk was uploaded with videos/talk.en.vtt: 0.5-3 s "Hello from PixelFlow",
+    # 5-7.5 s "Second caption". English is the default, shown from the start.
+    page.goto(server_url(player, library["ready"]))
+    page.wait_for_selector("body[data-state=playing]")
+    page.wait_for_selector("#captions button[data-lang='en']")
+    assert page.locator("#captions button").all_inner_texts() == ["Off", "English"]
+    assert page.get_attribute("#captions button[data-lang='en']", "aria-pressed") == "true"
+    first = page.wait_for_function(_SHOWN_CUE).json_value()
+    assert first["text"] == "Hello from PixelFlow" and first["lang"] == "en"
+    assert 0.5 - 0.1 <= first["time"] <= 3.0 + 0.1  # on the video's timeline (X-TIMESTAMP-MAP)
+
+    page.eval_on_selector("#video", "v => { v.currentTime = 5.5; }")
+    second = page.wait_for_function(f"(() => {{ const c = {_SHOWN_CUE}; return c && c.text === 'Second caption' && c; }})()")
+    assert 5.0 - 0.1 <= second.json_value()["time"] <= 7.5 + 0.1
+
+    page.click("#captions button[data-track='-1']")  # Off: no track shows anything
+    page.wait_for_function("[...document.getElementById('video').textTracks].every(t => t.mode !== 'showing')")
+    assert page.get_attribute("#captions button[data-track='-1']", "aria-pressed") == "true"
+    assert page.evaluate(_SHOWN_CUE) is None
+    page.click("#captions button[data-lang='en']")  # and back on
+    page.eval_on_selector("#video", "v => { v.currentTime = 5.5; v.play(); }")
+    assert page.wait_for_function(_SHOWN_CUE).json_value()["text"] == "Second caption"
+
+
 @pytest.mark.browser
 def test_forcing_each_rendition_plays_it(page, player, library):
     page.goto(server_url(player, library["ready"]))

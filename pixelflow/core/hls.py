@@ -121,9 +121,22 @@ class AudioEntry:
     language: str | None = None
 
 
-def master_playlist(variants: list[VariantEntry], audio: AudioEntry | None) -> str:
+@dataclass(frozen=True)
+class SubtitleEntry:
+    """One subtitles rendition of the master playlist (a WebVTT media playlist)."""
+
+    uri: str
+    language: str
+    name: str
+    default: bool = False
+    group_id: str = "subs"
+
+
+def master_playlist(variants: list[VariantEntry], audio: AudioEntry | None,
+                    subtitles: list[SubtitleEntry] | tuple = ()) -> str:
     """The master playlist: every rendition, lowest first, with the attributes players need to
-    pick one (bandwidth counts the audio rendition too).
+    pick one (bandwidth counts the audio rendition too), and the subtitles group, when there are
+    captions, named on every variant.
 
     >>> text = master_playlist([VariantEntry("360p/index.m3u8", 900000, 700000, 640, 360, "avc1.64001e", 30.0)],
     ...                        AudioEntry("audio/index.m3u8", 140000, 130000))
@@ -139,6 +152,9 @@ def master_playlist(variants: list[VariantEntry], audio: AudioEntry | None) -> s
             attrs.append(f'LANGUAGE="{audio.language}"')
         attrs += ["DEFAULT=YES", "AUTOSELECT=YES", 'CHANNELS="2"', f'URI="{audio.uri}"']
         lines.append("#EXT-X-MEDIA:" + ",".join(attrs))
+    for sub in subtitles:
+        lines.append(f'#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="{sub.group_id}",LANGUAGE="{sub.language}",'
+                     f'NAME="{sub.name}",DEFAULT={"YES" if sub.default else "NO"},AUTOSELECT=YES,URI="{sub.uri}"')
     for v in sorted(variants, key=lambda item: item.bandwidth):
         bandwidth = v.bandwidth + (audio.bandwidth if audio else 0)
         average = v.average_bandwidth + (audio.average_bandwidth if audio else 0)
@@ -152,6 +168,8 @@ def master_playlist(variants: list[VariantEntry], audio: AudioEntry | None) -> s
         ]
         if audio:
             attrs.append(f'AUDIO="{audio.group_id}"')
+        if subtitles:
+            attrs.append(f'SUBTITLES="{subtitles[0].group_id}"')
         lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
         lines.append(v.uri)
     return "\n".join(lines) + "\n"

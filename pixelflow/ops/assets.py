@@ -31,6 +31,7 @@ from typing import Any, Iterator
 from botocore.exceptions import ClientError
 
 from pixelflow.aws import is_missing, read_json_object
+from pixelflow.core.captions import is_caption_key
 from pixelflow.core.layout import manifest_objects, missing_objects
 from pixelflow.core.upload import Upload
 from pixelflow.errors import REJECTION_CODES, ErrorCode, PixelFlowError
@@ -225,8 +226,8 @@ def iter_uploads(settings: PixelFlowSettings, s3) -> Iterator[tuple[Upload, date
         objects = (o for page in pages for o in page.get("Contents", []))
     for obj in objects:
         key = obj["Key"]
-        if key.startswith(settings.quarantine_prefix) or key.endswith("/"):
-            continue
+        if key.startswith(settings.quarantine_prefix) or key.endswith("/") or is_caption_key(key):
+            continue  # a caption sidecar is part of its video's asset, not an upload of its own
         yield Upload.from_head(bucket, key, obj), obj["LastModified"]
 
 

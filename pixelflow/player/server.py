@@ -39,6 +39,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {
     "player.js": ("player.js", "text/javascript; charset=utf-8"),
     "storyboard.js": ("storyboard.js", "text/javascript; charset=utf-8"),
+    "captions.js": ("captions.js", "text/javascript; charset=utf-8"),
     "player.css": ("player.css", "text/css; charset=utf-8"),
     "hls.min.js": ("vendor/hls.js/hls.min.js", "text/javascript; charset=utf-8"),
 }
@@ -47,7 +48,7 @@ STATIC_FILES = {
 ASSET_TYPES = PLAYBACK_TYPES
 
 _ASSET_PATH = re.compile(
-    r"^/assets/(?P<asset_id>[0-9a-f]{24})/(?P<name>(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}/)?[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127})$"
+    r"^/assets/(?P<asset_id>[0-9a-f]{24})/(?P<name>(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}/){0,2}[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127})$"
 )
 _API_PATH = re.compile(r"^/api/assets/(?P<asset_id>[^/]{1,64})$")
 _CHUNK = 256 * 1024

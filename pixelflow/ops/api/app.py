@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 import pixelflow
-from pixelflow.ops.api import assets, errors, uploads
+from pixelflow.ops.api import assets, captions, errors, uploads
 from pixelflow.records import Records
 from pixelflow.settings import PixelFlowSettings
 
@@ -65,6 +65,7 @@ def create_app(settings: PixelFlowSettings, *, s3: Any = None, records: Records 
     app.state.tokens = list(tokens) if tokens is not None else load_tokens(settings)
     errors.install(app)
     app.include_router(uploads.router)
+    app.include_router(captions.router)
     app.include_router(assets.router)
     app.include_router(assets.playback)
     app.mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")

@@ -36,7 +36,7 @@ router = APIRouter(prefix="/v1/assets", tags=["assets"], dependencies=[Depends(r
                    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
 playback = APIRouter(tags=["playback"])
 
-_NAME = re.compile(r"^(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}/)?[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+_NAME = re.compile(r"^(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}/){0,2}[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
 
 
 def playback_base(settings: PixelFlowSettings, request: Request) -> str:
@@ -61,7 +61,11 @@ def asset_view(record: dict[str, Any], base: str) -> dict[str, Any]:
                             "storyboard": f"{base}{asset_id}/{storyboard['vtt']}" if storyboard.get("vtt") else None,
                             "downloads": [{"name": d.get("name"), "url": f"{base}{asset_id}/{d['file']}",
                                            "width": d.get("width"), "height": d.get("height"), "size": d.get("size")}
-                                          for d in record.get("downloads") or [] if d.get("file")]}
+                                          for d in record.get("downloads") or [] if d.get("file")],
+                            "subtitles": [{"language": s.get("language"), "name": s.get("name"),
+                                           "default": bool(s.get("default")), "url": f"{base}{asset_id}/{s['playlist']}",
+                                           "vtt": f"{base}{asset_id}/{s['file']}"}
+                                          for s in record.get("subtitles") or [] if s.get("playlist")]}
     return data
 
 

@@ -23,6 +23,7 @@ STATUS = {
     ErrorCode.UNKNOWN_FIELD: 400,
     ErrorCode.INVALID_FILENAME: 400,
     ErrorCode.PASSTHROUGH_TOO_LONG: 400,
+    ErrorCode.INVALID_CAPTIONS: 400,
     ErrorCode.PART_OUT_OF_RANGE: 400,
     ErrorCode.ETAG_MISMATCH: 400,
     ErrorCode.SIZE_MISMATCH: 400,

@@ -125,6 +125,7 @@
     if (window.Hls && window.Hls.isSupported()) {
       const hls = new window.Hls({ capLevelToPlayerSize: false, startLevel: -1 });
       state.hls = hls;
+      document.dispatchEvent(new CustomEvent("pixelflow:hls", { detail: hls })); // captions.js
       let recovered = false;
       hls.on(window.Hls.Events.MANIFEST_PARSED, (_event, data) => {
         state.levels = data.levels;
