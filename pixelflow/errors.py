@@ -63,6 +63,14 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     RECORDS_UNAVAILABLE = "records_unavailable"
+    # Thumbnails at time t (GET /assets/<asset_id>/thumbnail.jpg, docs/api.md).
+    INVALID_TIME = "invalid_time"
+    INVALID_SIZE = "invalid_size"
+    INVALID_FORMAT = "invalid_format"
+    THUMBNAIL_TOO_LARGE = "thumbnail_too_large"
+    THUMBNAILS_BUSY = "thumbnails_busy"
+    THUMBNAILS_UNAVAILABLE = "thumbnails_unavailable"
+    THUMBNAIL_FAILED = "thumbnail_failed"
 
 
 #: Codes that describe the uploaded bytes: retrying cannot help.

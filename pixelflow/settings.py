@@ -103,6 +103,17 @@ class PixelFlowSettings(BaseSettings):
     captions_max_cues: int = Field(20_000, ge=1, description="Most cues in one caption file.")
     captions_max_languages: int = Field(20, ge=0, description="Most caption files (languages) of one upload; "
                                         "0: sidecars are ignored.")
+    # Thumbnails at time t (GET /assets/<asset_id>/thumbnail.jpg), made from the renditions on request.
+    thumbnail_max_width: int = Field(1920, ge=16, le=8192, description="Widest (and tallest) thumbnail served, in "
+                                     "pixels (never above the asset's largest rendition).")
+    thumbnail_cache_bytes: int = Field(64 * 1024**2, ge=0, description="Bytes of recent thumbnails kept in memory "
+                                       "by each API or player server process (0: none).")
+    thumbnail_concurrency: int = Field(2, ge=1, description="FFmpeg thumbnail processes at once per process; "
+                                       "requests beyond them are 503 thumbnails_busy with Retry-After.")
+    thumbnail_timeout_seconds: float = Field(20.0, gt=0, description="Wall-clock limit of one thumbnail's FFmpeg "
+                                             "process, in seconds.")
+    thumbnail_memory_bytes: int = Field(2 * 1024**3, ge=0, description="Address space limit (RLIMIT_AS) of a "
+                                        "thumbnail's FFmpeg process, in bytes; 0 for none.")
     max_attempts: int = Field(4, description="Attempts of one transcode run (crash re-runs and retries) before it gives up.")
     task_retries: int = Field(2, description="Automatic retries of a failed transcode or transfer task (transient errors only).")
 

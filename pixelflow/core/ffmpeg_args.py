@@ -323,7 +323,16 @@ def audio_args(source: str, info: SourceInfo, config: LadderConfig, out_dir: str
 
 def poster_time(info: SourceInfo) -> float:
     """When the poster frame is taken: at 10% of the duration, at most 10 s in."""
-    return max(0.0, min(info.duration * 0.1, 10.0))
+    return poster_seconds(info.duration)
+
+
+def poster_seconds(duration: float) -> float:
+    """:func:`poster_time` of a source of ``duration`` seconds.
+
+    >>> poster_seconds(8.0), poster_seconds(600.0)
+    (0.8, 10.0)
+    """
+    return max(0.0, min(duration * 0.1, 10.0))
 
 
 def poster_frame(info: SourceInfo, rendition: Rendition) -> int:
@@ -377,6 +386,29 @@ def remux_args(video: str | None, audio: str | None, out_path: str) -> list[str]
         maps += ["-map", f"{n}:{kind}:0"]
     return args + maps + ["-map_metadata", "-1", "-f", "mp4", "-c", "copy", "-movflags", "+faststart",
                           file_url(out_path)]
+
+
+def thumbnail_args(joined: str, offset: float, width: int, height: int, fmt: str, out_path: str) -> list[str]:
+    """One picture of a published rendition, for ``GET .../thumbnail.<fmt>``: ``joined`` is the
+    rendition's init segment followed by the one segment covering the time (an fMP4 file, read with
+    the ``mov`` demuxer and nothing but the file protocol), ``offset`` seconds into that segment
+    (an accurate seek: decoded from the segment's keyframe, pictures before ``offset`` dropped),
+    scaled to ``width`` x ``height``; JPEG at the poster's quality, or WebP (libwebp).
+
+    >>> args = thumbnail_args("/t/joined.mp4", 1.25, 320, 180, "jpg", "/t/out.jpg")
+    >>> args[args.index("-i") + 1:args.index("-i") + 4]
+    ['file:/t/joined.mp4', '-ss', '1.250']
+    >>> args[-9:]
+    ['-frames:v', '1', '-q:v', '3', '-f', 'image2', '-update', '1', 'file:/t/out.jpg']
+    >>> thumbnail_args("/t/joined.mp4", 0, 320, 180, "webp", "/t/out.webp")[-7:]
+    ['-frames:v', '1', '-c:v', 'libwebp', '-f', 'webp', 'file:/t/out.webp']
+    """
+    pixels = "yuvj420p" if fmt == "jpg" else "yuv420p"
+    args = (base_args(progress=False) + input_args(joined, "mov") + ["-ss", f"{offset:.3f}", "-map", "0:v:0", "-an",
+            "-filter:v", f"scale={width}:{height}:flags=bicubic,setsar=1,format={pixels}"])
+    if fmt == "jpg":
+        return args + poster_output_args(out_path)
+    return args + ["-quality", "80", "-frames:v", "1", "-c:v", "libwebp", "-f", "webp", file_url(out_path)]
 
 
 #: The only fields ffprobe is asked for: what :mod:`pixelflow.core.probe` reads (and the duration

@@ -9,6 +9,9 @@ Routes (GET only; everything else is refused):
   from the output bucket. Asset ids must be hex and names playlist/segment/poster files at the
   asset root or one folder down, so no other key of either bucket can be reached (not even the
   manifest: ``/api/assets`` serves what the page needs). The objects stay private.
+* ``/assets/<asset_id>/thumbnail.jpg`` (or ``.webp``) ``?time=&width=&height=`` — a picture at a
+  time, made from a rendition (:mod:`pixelflow.ops.thumbnails`); errors are JSON ``{"code",
+  "message"}`` with the API's codes and statuses.
 
 Example:
     >>> server = make_server(PixelFlowSettings(), port=0)          # doctest: +SKIP
@@ -31,6 +34,9 @@ from botocore.exceptions import ClientError
 from pixelflow.ops import assets
 from pixelflow.aws import is_missing, s3_client
 from pixelflow.core.manifest import PLAYBACK_TYPES
+from pixelflow.errors import ErrorCode, PixelFlowError
+from pixelflow.ops import thumbnails
+from pixelflow.ops.api.errors import STATUS as API_STATUS
 from pixelflow.settings import PixelFlowSettings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -50,6 +56,7 @@ ASSET_TYPES = PLAYBACK_TYPES
 _ASSET_PATH = re.compile(
     r"^/assets/(?P<asset_id>[0-9a-f]{24})/(?P<name>(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}/){0,2}[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127})$"
 )
+_THUMBNAIL_PATH = re.compile(r"^/assets/(?P<asset_id>[^/]{1,64})/thumbnail\.(?P<fmt>[^/]{1,16})$")
 _API_PATH = re.compile(r"^/api/assets/(?P<asset_id>[^/]{1,64})$")
 _CHUNK = 256 * 1024
 
@@ -126,6 +133,9 @@ class PlayerHandler(BaseHTTPRequestHandler):
         match = _API_PATH.match(path)
         if match:
             return self._status(match["asset_id"])
+        match = _THUMBNAIL_PATH.match(path)
+        if match:
+            return self._thumbnail(match["asset_id"], match["fmt"], parse_qs(url.query))
         match = _ASSET_PATH.match(path)
         if match and ".." not in match["name"]:
             return self._asset_file(match["asset_id"], match["name"])
@@ -190,6 +200,25 @@ class PlayerHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Disposition", obj["ContentDisposition"])
         self.end_headers()
         self._stream(obj["Body"].iter_chunks(_CHUNK))
+
+    def _thumbnail(self, asset_id: str, fmt: str, query: dict[str, list[str]]) -> None:
+        """``thumbnail.<jpg|webp>?time=&width=&height=`` (see :mod:`pixelflow.ops.thumbnails`)."""
+        server = self.server
+        try:
+            if not self._permitted(asset_id):
+                raise PixelFlowError(ErrorCode.ASSET_NOT_FOUND, "Not an asset id served here.")
+            image = thumbnails.service_of(server, server.settings, server.s3).get(
+                asset_id, fmt, {name: values[0] for name, values in query.items()})
+        except PixelFlowError as error:
+            body = json.dumps({"code": error.code.value, "message": error.message, **(
+                {"details": error.details} if error.details else {})}).encode()
+            return self._send(API_STATUS.get(error.code, 500), body, "application/json",
+                              {"Cache-Control": "no-store", **thumbnails.error_headers(error)})
+        except ClientError as exc:
+            return self._error(HTTPStatus.BAD_GATEWAY, f"Storage error: {exc.response.get('Error', {}).get('Code')}")
+        headers = image.headers()
+        content_type = headers.pop("Content-Type")
+        self._send(HTTPStatus.OK, image.body, content_type, headers)
 
     def _stream(self, chunks: Iterable[bytes]) -> None:
         try:

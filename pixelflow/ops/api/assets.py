@@ -20,6 +20,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from pixelflow.ops import assets as s3_assets
+from pixelflow.ops import thumbnails
+from pixelflow.ops.api.errors import error_response
 from pixelflow.core.manifest import PLAYBACK_TYPES
 from pixelflow.ops.api.auth import require_token
 from pixelflow.ops.api.events import ASSET_DELETED, asset_event, emit
@@ -180,6 +182,22 @@ def delete_asset(asset_id: str = Path(), assets: AssetService = Depends(service)
         "bucket": source.get("bucket"), "key": source.get("key"),
         "source_deleted": bool(assets.settings.delete_source_on_asset_delete)}, key=source.get("key")))
     return Response(status_code=204)
+
+
+@playback.get("/assets/{asset_id}/thumbnail.{fmt}", summary="A thumbnail at a time (JPEG or WebP)",
+              responses={400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 501: {"model": ErrorOut},
+                         503: {"model": ErrorOut}})
+def asset_thumbnail(request: Request, asset_id: str, fmt: str) -> Response:
+    """``?time=<seconds>&width=<px>&height=<px>``: the picture at ``time`` (default the poster's),
+    made from the lowest rendition that covers the size (``public`` playback: no token)."""
+    state = request.app.state
+    try:
+        image = thumbnails.service_of(state, state.settings, state.s3).get(asset_id, fmt, request.query_params)
+    except PixelFlowError as error:
+        response = error_response(error)
+        response.headers.update(thumbnails.error_headers(error))
+        return response
+    return Response(image.body, media_type=image.content_type, headers=image.headers())
 
 
 @playback.get("/assets/{asset_id}/{name:path}", summary="A published file (playlist, segment, poster)",

@@ -41,6 +41,14 @@ STATUS = {
     ErrorCode.STORAGE_ERROR: 503,
     ErrorCode.RECORDS_UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
+    # Thumbnails at time t.
+    ErrorCode.INVALID_TIME: 400,
+    ErrorCode.INVALID_SIZE: 400,
+    ErrorCode.INVALID_FORMAT: 400,
+    ErrorCode.THUMBNAIL_TOO_LARGE: 400,
+    ErrorCode.THUMBNAILS_BUSY: 503,
+    ErrorCode.THUMBNAILS_UNAVAILABLE: 501,
+    ErrorCode.THUMBNAIL_FAILED: 500,
 }
 
 
