@@ -2,9 +2,11 @@
 rejection.
 
 Steps, each a Prefect task run visible in the UI: inspect the upload (HEAD), check its size,
-download it, validate it (ffprobe of the headers), decode it once (``encode-ladder``: one FFmpeg
-process encoding every rung, the audio and the poster), one ``transcode-<rung>`` task per rung of
-the ladder (plus ``transcode-audio`` and ``poster``) taking its output over from that process,
+download it, validate it (ffprobe of the headers), read and validate its caption sidecars
+(``captions``: ``talk.en.vtt`` beside ``talk.mp4``; a bad one rejects the upload), decode it once (``encode-ladder``: one FFmpeg
+process encoding every rung, the audio, the poster and the storyboard), one ``transcode-<rung>``
+task per rung of the ladder (plus ``transcode-audio``, ``poster`` and ``storyboard``) taking its
+output over from that process,
 ``upload-<rung>`` as each rendition finishes,
 then ``publish-asset`` writes the master playlist and, last, ``manifest.json``.
 
@@ -33,20 +35,24 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pixelflow.aws import s3_endpoint
+from pixelflow.core.captions import Captions, is_caption_key, subtitle_entries
+from pixelflow.core.downloads import content_disposition, download_path, download_renditions
 from pixelflow.core.hls import master_playlist
 from pixelflow.core.ladder import plan_ladder, poster_rendition
 from pixelflow.core.layout import MASTER, POSTER, AssetLayout, manifest_objects, missing_objects, publish_fingerprint
 from pixelflow.core.manifest import RenditionOutput, audio_entry, build_manifest, variant_entry
 from pixelflow.core.text import markdown_text
 from pixelflow.core.probe import SourceInfo
+from pixelflow.core.storyboard import STORYBOARD_IMAGE, STORYBOARD_VTT, Storyboard
 from pixelflow.core.upload import Upload
 from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow.pipeline.ffmpeg import ProcessLimits
 from pixelflow.pipeline.ladder_process import LadderProcess
 from pixelflow.settings import PixelFlowSettings
-from tasks.encode import encode_ladder, make_poster, transcode_audio, transcode_rendition
-from tasks.publish import (find_published, list_asset, publish_asset, publish_rendition, rendition_cache_key,
-                           withdraw_manifest)
+from tasks.captions import read_captions
+from tasks.encode import encode_ladder, make_download, make_poster, make_storyboard, transcode_audio, transcode_rendition
+from tasks.publish import (fetch_rendition, find_published, list_asset, publish_asset, publish_download,
+                           publish_rendition, rendition_cache_key, withdraw_manifest)
 from tasks.records import (encode_percent, progress_recorder, record_asset, report_progress,
                            revive_if_uploaded_again, withdraw_deleted)
 from tasks.reject import clear_failure_record, error_record, quarantine_source
@@ -55,7 +61,7 @@ from tasks.source import check_upload, download_source, inspect_source, validate
 FIX_HINTS = {
     ErrorCode.EMPTY_FILE: "Upload the file again; the object was empty.",
     ErrorCode.NOT_MEDIA: "Upload a video file (MP4, MOV, MKV, WebM...).",
-    ErrorCode.NO_VIDEO_STREAM: "Upload a file with a video track; audio-only files are not transcoded.",
+    ErrorCode.NO_VIDEO_STREAM: "Upload a file with a video or an audio track.",
     ErrorCode.UNSUPPORTED_CONTAINER: "Export the video as MP4 or MOV and upload that.",
     ErrorCode.UNSUPPORTED_CODEC: "Re-encode the video to H.264, HEVC, VP9 or AV1 and upload it again.",
     ErrorCode.TOO_LONG: "Split the video into shorter parts, or raise PIXELFLOW_MAX_DURATION_SECONDS.",
@@ -75,6 +81,8 @@ FIX_HINTS = {
     ErrorCode.TOO_MANY_STREAMS: "Keep only the video and the audio tracks needed, or raise PIXELFLOW_MAX_STREAMS.",
     ErrorCode.METADATA_TOO_LARGE: "Strip the file's metadata and extra tracks (e.g. ffmpeg -map_metadata -1) and "
                                   "upload it again.",
+    ErrorCode.INVALID_CAPTIONS: "Fix or remove the caption file named in the error (UTF-8 WebVTT or SRT, well-formed "
+                                "timestamps, a known language tag: talk.en.vtt), then upload the video again.",
 }
 
 
@@ -192,6 +200,9 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
     logger = get_run_logger()
     flow_run_id = str(get_run_context().flow_run.id)
     announced = Upload(bucket, key, etag, version_id)
+    if is_caption_key(key):  # a sidecar is read by its video's run (docs/api.md, Captions)
+        return Completed(message=f"{key} is a caption file, not a video: its video's run publishes it.",
+                         data={"status": "ignored", "bucket": bucket, "key": key})
 
     attempt = get_run_context().flow_run.run_count
     if attempt > settings.max_attempts:
@@ -243,9 +254,11 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         local = _retried(download_source, settings)(source, scratch / "source", settings.scratch_headroom,
                                                     settings.multipart_chunk_mb, settings.transfer_concurrency)
         info = validate(local, source.size, limits, settings.ffmpeg_memory_bytes, settings.ffmpeg_sandbox)
+        captions = _retried(read_captions, settings)(source, info.duration, settings.captions_max_bytes,
+                                                     settings.captions_max_cues, settings.captions_max_languages)
         run = _Run(settings, layout, local, info, scratch, listed, started)
-        videos, audio, poster = run.encode_and_upload()
-        published = run.publish(source, videos, audio, poster, flow_run_id)
+        videos, audio, images = run.encode_and_upload()
+        published = run.publish(source, videos, audio, images, flow_run_id, captions)
     except PixelFlowError as error:
         if error.code == ErrorCode.SOURCE_CHANGED:  # the newer upload is processed by its own run
             logger.info(error.message)
@@ -287,7 +300,8 @@ class _Run:
                  listed: dict[str, int], started: float):
         self.settings, self.layout, self.local, self.info = settings, layout, local, info
         self.config = settings.ladder_config()
-        self.plan = plan_ladder(*info.video.display_size, info.video.frame_rate, self.config)
+        # An audio-only source has no ladder: its asset is the audio rendition alone.
+        self.plan = plan_ladder(*info.video.display_size, info.video.frame_rate, self.config) if info.video else []
         self.limits = ProcessLimits.for_source(
             info.duration, base=settings.ffmpeg_timeout_base, factor=settings.ffmpeg_timeout_factor, started=started,
             max_run_seconds=settings.max_run_seconds, memory_bytes=settings.ffmpeg_memory_bytes,
@@ -296,8 +310,16 @@ class _Run:
         self.scratch, self.out_root, self.listed = scratch, scratch / "out", listed
         self.encode = _retried(transcode_rendition, settings)
         self.encode_audio = _retried(transcode_audio, settings)
+        self.storyboard = None
+        if settings.storyboard_interval and self.plan:
+            smallest = min(self.plan, key=lambda r: r.width * r.height)
+            self.storyboard = Storyboard.plan(info.duration, smallest.width, smallest.height,
+                                              interval=settings.storyboard_interval,
+                                              tile_width=settings.storyboard_tile_width,
+                                              max_tiles=settings.storyboard_max_tiles)
         get_run_logger().info("asset %s: ladder %s", layout.asset_id,
-                              ", ".join(f"{r.name} {r.width}x{r.height}@{float(r.fps):.3g}" for r in self.plan))
+                              ", ".join(f"{r.name} {r.width}x{r.height}@{float(r.fps):.3g}" for r in self.plan)
+                              or "none (audio only)")
 
     def upload(self, name: str, encoded):
         """Upload a rendition encoded in this run (whatever a result store remembers of it), or
@@ -309,11 +331,13 @@ class _Run:
                            self.layout.asset_id, self.fingerprint)
 
     def encode_and_upload(self):
-        """Encode what is not published yet in one FFmpeg process (each rung, the audio and the
-        poster taken over by its own task) and upload each rendition as it is done.
+        """Encode what is not published yet in one FFmpeg process (each rung, the audio, the
+        poster and the storyboard taken over by its own task) and upload each rendition as it is
+        done.
 
         Returns:
-            The video renditions, the audio rendition (or ``None``) and the poster's local path.
+            The video renditions, the audio rendition (or ``None``) and the images to publish
+            with the master playlist (``poster.jpg``, ``storyboard.jpg``), by name, as local paths.
         """
         logger = get_run_logger()
         info, plan = self.info, self.plan
@@ -327,17 +351,20 @@ class _Run:
                            ", ".join(sorted(stale)))
         # One process encodes every pending rung; it also encodes the audio (one read of the
         # source, the bare command) and the poster, from its rung's pictures, when that rung is
-        # encoded.
+        # encoded; and the storyboard, from the smallest pending rung's pictures.
         shared_audio = bool(pending) and info.audio is not None and "audio" not in done
-        poster_rung = poster_rendition(plan)
-        poster_path = self.scratch / "poster.jpg"
-        shared_poster = any(r.name == poster_rung.name for r in pending)
+        poster_rung = poster_rendition(plan) if plan else None
+        poster_path = self.scratch / POSTER
+        shared_poster = poster_rung is not None and any(r.name == poster_rung.name for r in pending)
+        board_path = self.scratch / STORYBOARD_IMAGE
+        shared_board = bool(pending) and self.storyboard is not None
         ladder = decoded = None
         if pending:
             ladder = LadderProcess([r.name for r in pending] + (["audio"] if shared_audio else [])
-                                   + (["poster"] if shared_poster else []))
+                                   + (["poster"] if shared_poster else []) + (["storyboard"] if shared_board else []))
             decoded = encode_ladder.submit(self.local, info, pending, self.config, self.out_root, ladder, self.limits,
-                                           audio=shared_audio, poster=(poster_rung, poster_path) if shared_poster else None)
+                                           audio=shared_audio, poster=(poster_rung, poster_path) if shared_poster else None,
+                                           storyboard=(self.storyboard, board_path) if shared_board else None)
         # Nothing is uploaded before one full decode has vouched for the source: a file found
         # damaged half-way must leave nothing behind in the production bucket. Each rung's task
         # carries the verdict (the ladder process's, or its own decode's when it retried alone),
@@ -354,8 +381,13 @@ class _Run:
         if info.audio is not None and "audio" not in done:
             audio_encoded = self.encode_audio.submit(self.local, info, self.config, self.out_root / "audio",
                                                      self.limits, ladder if shared_audio else None)
-        poster = _retried(make_poster, self.settings).submit(self.local, info, poster_rung, poster_path, self.limits,
-                                                             ladder if shared_poster else None)
+        images = {}
+        if poster_rung is not None:
+            images[POSTER] = _retried(make_poster, self.settings).submit(self.local, info, poster_rung, poster_path,
+                                                                         self.limits, ladder if shared_poster else None)
+        if self.storyboard is not None:
+            images[STORYBOARD_IMAGE] = _retried(make_storyboard, self.settings).submit(
+                self.local, info, self.storyboard, board_path, self.limits, ladder if shared_board else None)
         # The asset's record follows the encode (throttled) while the run waits on it.
         with report_progress(encode_percent(ladder, info.duration),
                              progress_recorder(self.settings.records_table, self.layout.asset_id)):
@@ -363,27 +395,43 @@ class _Run:
             # so that a run failed by one rung keeps its audio for a manual retry.
             if info.audio is not None and (not encodes or _any_completes(encodes)):
                 audio_upload = self.upload("audio", audio_encoded)
-            all_futures = (encodes + uploads + [poster] + ([audio_encoded] if audio_encoded else [])
+            all_futures = (encodes + uploads + list(images.values()) + ([audio_encoded] if audio_encoded else [])
                            + ([audio_upload] if audio_upload else []))
             wait(all_futures + ([decoded] if decoded is not None else []))
         _raise_first_failure(all_futures)
-        return [u.result() for u in uploads], audio_upload.result() if audio_upload else None, poster.result()
+        return ([u.result() for u in uploads], audio_upload.result() if audio_upload else None,
+                {name: image.result() for name, image in images.items()})
 
-    def publish(self, source: Upload, videos: list[RenditionOutput], audio: RenditionOutput | None, poster: Path,
-                flow_run_id: str) -> dict[str, Any]:
-        """Write the master playlist and poster, then the manifest once a listing shows every
-        object it names. Objects found missing then (deleted meanwhile) are encoded and uploaded
-        again, each rendition alone from the downloaded source, before publishing once more."""
+    def publish(self, source: Upload, videos: list[RenditionOutput], audio: RenditionOutput | None,
+                images: dict[str, Path], flow_run_id: str, captions: list[Captions] = ()) -> dict[str, Any]:
+        """Write the master playlist, the poster, the storyboard and the captions (one subtitles
+        rendition per language), then the manifest once a
+        listing shows every object it names. Objects found missing then (deleted meanwhile) are
+        encoded and uploaded again, each rendition alone from the downloaded source, before
+        publishing once more."""
         settings, layout = self.settings, self.layout
+        files: dict[str, bytes | Path] = dict(images)
+        extra: dict[str, Any] = {"location": f"s3://{settings.output_bucket}/{layout.master_key}",
+                                 "key_prefix": layout.prefix}
+        if self.storyboard is not None:
+            files[STORYBOARD_VTT] = self.storyboard.vtt(self.info.duration).encode()
+            extra["storyboard"] = self.storyboard.to_dict()
+        if POSTER not in images:
+            extra["poster"] = None  # an audio-only asset
+        extra["downloads"] = self.downloads(source, videos, audio)
+        subtitles = subtitle_entries(list(captions))
+        for entry, caption in zip(subtitles, captions):
+            files.update(caption.files(self.info.duration))
+            extra.setdefault("subtitles", []).append(caption.entry(self.info.duration, entry.default))
         redone_once = False
         while True:
-            master = master_playlist([variant_entry(v) for v in videos], audio_entry(audio) if audio else None)
+            master = master_playlist([variant_entry(v) for v in videos], audio_entry(audio) if audio else None,
+                                     subtitles)
             manifest = build_manifest(
                 layout.asset_id, source, self.info.summary(), videos, audio, self.config.fingerprint(), flow_run_id,
-                extra={"location": f"s3://{settings.output_bucket}/{layout.master_key}", "key_prefix": layout.prefix},
-            )
+                extra=extra)
             publishing = _retried(publish_asset, settings).submit(
-                {POSTER: poster, MASTER: master.encode()}, manifest, settings.output_bucket, layout.prefix)
+                {**files, MASTER: master.encode()}, manifest, settings.output_bucket, layout.prefix)
             publishing.wait()
             incomplete = _incomplete(publishing)
             if not incomplete or redone_once:
@@ -401,6 +449,36 @@ class _Run:
             _raise_first_failure(list(redone.values()))
             videos = [redone[v.name].result() if v.name in redone else v for v in videos]
             audio = redone["audio"].result() if "audio" in redone else audio
+            if redone or "downloads" in incomplete:
+                extra["downloads"] = self.downloads(source, videos, audio)
+
+    def downloads(self, source: Upload, videos: list[RenditionOutput], audio: RenditionOutput | None) -> list[dict]:
+        """Make and upload the MP4 downloads (``PIXELFLOW_MP4``): each remuxed from its rendition's
+        segments and the audio's, fetched back from the bucket first when an earlier attempt
+        published them. Returns the manifest's ``downloads`` entries."""
+        settings, layout = self.settings, self.layout
+        by_name = {v.name: v for v in videos}
+        # (name, extension, video rendition, width, height): an MP4 per chosen rung, or the M4A
+        # of an audio-only asset
+        wanted = [(r.name, "mp4", by_name[r.name], r.width, r.height)
+                  for r in download_renditions(self.plan, settings.mp4, settings.mp4_max_rung)]
+        if not self.plan and audio is not None and settings.mp4 != "none":
+            wanted = [("audio", "m4a", None, None, None)]
+        made = []
+        for name, ext, video, width, height in wanted:
+            outputs = [o for o in (video, audio) if o is not None]
+            fetched = [_retried(fetch_rendition, settings).submit(o, self.out_root, settings.output_bucket, layout.prefix)
+                       for o in outputs if not all((self.out_root / f).exists() for f in o.files)]
+            local = _retried(make_download, settings).submit(name, video, audio, self.out_root,
+                                                            self.scratch / "downloads" / f"{name}.{ext}", self.limits,
+                                                            wait_for=fetched)
+            uploaded = _retried(publish_download, settings).submit(
+                name, local, settings.output_bucket, layout.key(download_path(name, ext)),
+                content_disposition(source.key, name, ext))
+            made.append(({"name": name, "file": download_path(name, ext), "width": width, "height": height}, uploaded))
+        wait([future for _, future in made])
+        _raise_first_failure([future for _, future in made])
+        return [{**entry, "size": future.result()} for entry, future in made]
 
 
 def _incomplete(future) -> set[str]:

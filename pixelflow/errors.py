@@ -30,6 +30,8 @@ class ErrorCode(StrEnum):
     MEMORY_LIMIT_EXCEEDED = "memory_limit_exceeded"
     TOO_MANY_STREAMS = "too_many_streams"
     METADATA_TOO_LARGE = "metadata_too_large"
+    # A caption file beside the upload (or announced through the API) is unacceptable.
+    INVALID_CAPTIONS = "invalid_captions"
     # The service had a problem (retried where it may help).
     INSUFFICIENT_DISK = "insufficient_disk"
     TRANSCODE_FAILED = "transcode_failed"
@@ -75,6 +77,14 @@ class ErrorCode(StrEnum):
     WEBHOOK_NOT_FOUND = "webhook_not_found"
     DELIVERY_NOT_FOUND = "delivery_not_found"
     DELIVERY_PENDING = "delivery_pending"
+    # Thumbnails at time t (GET /assets/<asset_id>/thumbnail.jpg, docs/api.md).
+    INVALID_TIME = "invalid_time"
+    INVALID_SIZE = "invalid_size"
+    INVALID_FORMAT = "invalid_format"
+    THUMBNAIL_TOO_LARGE = "thumbnail_too_large"
+    THUMBNAILS_BUSY = "thumbnails_busy"
+    THUMBNAILS_UNAVAILABLE = "thumbnails_unavailable"
+    THUMBNAIL_FAILED = "thumbnail_failed"
 
 
 #: Codes that describe the uploaded bytes: retrying cannot help.
@@ -100,6 +110,7 @@ REJECTION_CODES = frozenset(
         ErrorCode.MEMORY_LIMIT_EXCEEDED,
         ErrorCode.TOO_MANY_STREAMS,
         ErrorCode.METADATA_TOO_LARGE,
+        ErrorCode.INVALID_CAPTIONS,
     }
 )
 

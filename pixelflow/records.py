@@ -105,7 +105,7 @@ def aspect_ratio(width: int, height: int) -> str | None:
 
 def asset_fields_from_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """What an asset's record keeps of its ``manifest.json``: duration, aspect ratio, the largest
-    rendition, the renditions (without their file lists)."""
+    rendition, the renditions (without their file lists), the storyboard's layout, the downloads, the subtitles."""
     renditions = [{k: r.get(k) for k in ("name", "width", "height", "bandwidth", "average_bandwidth", "frame_rate",
                                          "codecs") if r.get(k) is not None}
                   for r in manifest.get("renditions") or []]
@@ -113,6 +113,15 @@ def asset_fields_from_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
     duration = manifest.get("duration")
     fields: dict[str, Any] = {"renditions": renditions,
                               "duration": float(duration) if duration is not None else None}
+    if not renditions and manifest.get("audio"):
+        fields["audio_only"] = True
+    if manifest.get("storyboard"):
+        fields["storyboard"] = dict(manifest["storyboard"])
+    if manifest.get("downloads"):
+        fields["downloads"] = [dict(d) for d in manifest["downloads"]]
+    if manifest.get("subtitles"):
+        fields["subtitles"] = [{k: s.get(k) for k in ("language", "name", "default", "playlist", "file")}
+                               for s in manifest["subtitles"]]
     if largest:
         fields["max_resolution"] = f"{largest.get('width')}x{largest.get('height')}"
         fields["aspect_ratio"] = aspect_ratio(int(largest.get("width") or 0), int(largest.get("height") or 0))

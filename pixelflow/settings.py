@@ -30,6 +30,8 @@ from pixelflow.core.layout import AssetLayout
 from pixelflow.core.validation import Limits
 
 DEFAULT_CONTAINERS = ["mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "mpeg", "flv", "mxf", "ogg"]
+DEFAULT_AUDIO_CONTAINERS = ["mp3", "wav", "flac", "aac"]
+DEFAULT_AUDIO_CODECS = ["aac", "mp3", "flac", "opus", "vorbis", "alac", "pcm_s16le", "pcm_s24le"]
 DEFAULT_VIDEO_CODECS = ["h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mpeg1video", "prores", "dnxhd", "mjpeg", "theora", "h263", "wmv3", "vc1"]
 #: The ladder defaults are :class:`LadderConfig`'s, written once there.
 _LADDER = LadderConfig()
@@ -86,6 +88,32 @@ class PixelFlowSettings(BaseSettings):
     max_fps: float = Field(_LADDER.max_fps, description="Frame-rate cap of rungs above 480p.")
     low_rung_max_fps: float = Field(_LADDER.low_rung_max_fps, description="Frame-rate cap of rungs at 480p and below.")
     encoder_threads: int = Field(_LADDER.threads, description="libx264 threads per rendition (0: automatic).")
+    # Storyboard (seek-bar previews), made from the ladder process's smallest rung.
+    storyboard_interval: int = Field(5, ge=0, description="Seconds between storyboard tiles (raised for long sources "
+                                     "so the sheet holds at most storyboard_max_tiles); 0: no storyboard.")
+    storyboard_tile_width: int = Field(160, ge=16, le=640, description="Width of a storyboard tile, in pixels.")
+    storyboard_max_tiles: int = Field(200, ge=1, le=1000, description="Most tiles on an asset's storyboard sheet.")
+    # MP4 downloads, remuxed from the renditions.
+    mp4: Literal["none", "highest", "all"] = Field(
+        "highest", description="Which rungs get a progressive MP4 download (remuxed from their segments, not "
+        "re-encoded): none, the highest at or below mp4_max_rung, or all of those.")
+    mp4_max_rung: int = Field(1080, ge=1, description="Tallest rung (its short side, e.g. 1080) with an MP4 download.")
+    # Captions: WebVTT or SRT sidecars of an upload (talk.mp4 + talk.en.vtt), published as subtitles.
+    captions_max_bytes: int = Field(2 * 1024**2, ge=1, description="Largest accepted caption file, in bytes.")
+    captions_max_cues: int = Field(20_000, ge=1, description="Most cues in one caption file.")
+    captions_max_languages: int = Field(20, ge=0, description="Most caption files (languages) of one upload; "
+                                        "0: sidecars are ignored.")
+    # Thumbnails at time t (GET /assets/<asset_id>/thumbnail.jpg), made from the renditions on request.
+    thumbnail_max_width: int = Field(1920, ge=16, le=8192, description="Widest (and tallest) thumbnail served, in "
+                                     "pixels (never above the asset's largest rendition).")
+    thumbnail_cache_bytes: int = Field(64 * 1024**2, ge=0, description="Bytes of recent thumbnails kept in memory "
+                                       "by each API or player server process (0: none).")
+    thumbnail_concurrency: int = Field(2, ge=1, description="FFmpeg thumbnail processes at once per process; "
+                                       "requests beyond them are 503 thumbnails_busy with Retry-After.")
+    thumbnail_timeout_seconds: float = Field(20.0, gt=0, description="Wall-clock limit of one thumbnail's FFmpeg "
+                                             "process, in seconds.")
+    thumbnail_memory_bytes: int = Field(2 * 1024**3, ge=0, description="Address space limit (RLIMIT_AS) of a "
+                                        "thumbnail's FFmpeg process, in bytes; 0 for none.")
     max_attempts: int = Field(4, description="Attempts of one transcode run (crash re-runs and retries) before it gives up.")
     task_retries: int = Field(2, description="Automatic retries of a failed transcode or transfer task (transient errors only).")
 
@@ -104,6 +132,11 @@ class PixelFlowSettings(BaseSettings):
     allowed_video_codecs: Annotated[list[str], NoDecode] = Field(
         DEFAULT_VIDEO_CODECS, description="Video codecs accepted in sources."
     )
+    allowed_audio_containers: Annotated[list[str], NoDecode] = Field(
+        DEFAULT_AUDIO_CONTAINERS, description="ffprobe demuxer names accepted for audio-only uploads (besides "
+        "allowed_containers, which may hold audio alone too, like .m4a).")
+    allowed_audio_codecs: Annotated[list[str], NoDecode] = Field(
+        DEFAULT_AUDIO_CODECS, description="Audio codecs accepted in audio-only uploads.")
     max_streams: int = Field(32, description="Most streams (video, audio, subtitles, data) an accepted source has.")
     max_work_pixels: int = Field(
         3840 * 2160 * 60 * 6 * 3600,
@@ -214,7 +247,8 @@ class PixelFlowSettings(BaseSettings):
         value = _csv(value)
         return sorted({int(str(v).rstrip("p")) for v in value})
 
-    @field_validator("allowed_containers", "allowed_video_codecs", mode="before")
+    @field_validator("allowed_containers", "allowed_video_codecs", "allowed_audio_containers", "allowed_audio_codecs",
+                     mode="before")
     @classmethod
     def _parse_lists(cls, value):
         return _csv(value)
@@ -273,6 +307,8 @@ class PixelFlowSettings(BaseSettings):
             max_fps=self.max_source_fps,
             containers=frozenset(self.allowed_containers),
             video_codecs=frozenset(self.allowed_video_codecs),
+            audio_containers=frozenset(self.allowed_audio_containers),
+            audio_codecs=frozenset(self.allowed_audio_codecs),
             max_streams=self.max_streams,
             max_work_pixels=self.max_work_pixels,
             scratch_bytes=self.scratch_capacity(),

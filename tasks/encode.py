@@ -1,5 +1,6 @@
-"""Tasks that run FFmpeg: the shared ladder process (one decode, every rung, the audio and the
-poster), one task per rung, the audio rendition, the poster."""
+"""Tasks that run FFmpeg: the shared ladder process (one decode, every rung, the audio, the
+poster and the storyboard), one task per rung, the audio rendition, the poster, the storyboard,
+and the MP4 downloads remuxed from finished renditions."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from pixelflow.pipeline import ffmpeg
-from pixelflow.core.ffmpeg_args import PLAYLIST, audio_args, encode_args, ladder_encode_args, poster_args
+from pixelflow.core.ffmpeg_args import (PLAYLIST, audio_args, encode_args, ladder_encode_args, poster_args,
+                                        remux_args, storyboard_args)
 from pixelflow.core.hls import AAC_LC, avc1_from_init
 from pixelflow.core.ladder import LadderConfig, Rendition
 from pixelflow.core.manifest import RenditionOutput, summarize_rendition
 from pixelflow.core.probe import SourceInfo
+from pixelflow.core.storyboard import Storyboard
 from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow.pipeline.ladder_process import LadderProcess
 from tasks._policy import RETRIES, RETRY_DELAYS, retry_transient
@@ -77,21 +80,23 @@ def _fresh_dir(path: Path) -> Path:
     return path
 
 
-def _check_source(result: ffmpeg.FFmpegResult, info: SourceInfo) -> None:
+def _check_source(result: ffmpeg.FFmpegResult, info: SourceInfo, stream: str = "video stream") -> None:
     """The verdict of a full decode on the source: decoder errors mean ``corrupt_stream``; a
-    stream that ends well before its stated duration, ``truncated``."""
+    ``stream`` that ends well before its stated duration, ``truncated``."""
     damage = ffmpeg.input_damage(result.errors, result.out_time, info.duration)
     if damage is not None:
         raise damage
-    ffmpeg.check_duration("video stream", result.out_time, info.duration)
+    ffmpeg.check_duration(stream, result.out_time, info.duration)
 
 
 @task(name="encode-ladder", task_run_name="encode-ladder", cache_policy=NO_CACHE)
 def encode_ladder(source_path: Path, info: SourceInfo, renditions: list[Rendition], config: LadderConfig,
                   out_root: Path, ladder: LadderProcess, limits: ffmpeg.ProcessLimits, audio: bool = False,
-                  poster: tuple[Rendition, Path] | None = None) -> float:
+                  poster: tuple[Rendition, Path] | None = None,
+                  storyboard: tuple[Storyboard, Path] | None = None) -> float:
     """Decode the source once and encode every pending rung (and, with ``audio``, the audio
-    rendition; with ``poster``, the poster frame from that rung's pictures) in one FFmpeg process,
+    rendition; with ``poster``, the poster frame from that rung's pictures; with ``storyboard``,
+    the storyboard sheet from the smallest rung's pictures) in one FFmpeg process,
     the shared ``ladder`` process; each rendition's task, and the poster's, then takes over its
     output.
 
@@ -106,15 +111,17 @@ def encode_ladder(source_path: Path, info: SourceInfo, renditions: list[Renditio
     with ladder.producing():
         out_dirs = [str(_fresh_dir(out_root / r.name)) for r in renditions]
         audio_dir = str(_fresh_dir(out_root / "audio")) if audio else None
-        if poster is not None:
-            poster[1].parent.mkdir(parents=True, exist_ok=True)
-            poster[1].unlink(missing_ok=True)
+        for image in [extra[1] for extra in (poster, storyboard) if extra is not None]:
+            image.parent.mkdir(parents=True, exist_ok=True)
+            image.unlink(missing_ok=True)
         args = ladder_encode_args(str(source_path), info, renditions, config, out_dirs, audio_dir,
-                                  (poster[0], str(poster[1])) if poster is not None else None)
+                                  (poster[0], str(poster[1])) if poster is not None else None,
+                                  (storyboard[0], str(storyboard[1])) if storyboard is not None else None)
         result = limits.run(args, on_progress=progress, log=logger, output_dir=str(out_root))
         _check_source(result, info)
     logger.info("encoded %.2f s of video for %s in one process in %.1f s", result.out_time,
-                ", ".join([r.name for r in renditions] + (["audio"] if audio else []) + (["poster"] if poster else [])),
+                ", ".join([r.name for r in renditions] + (["audio"] if audio else []) + (["poster"] if poster else [])
+                          + (["storyboard"] if storyboard else [])),
                 result.elapsed)
     return result.out_time
 
@@ -166,13 +173,19 @@ def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path:
 def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, out_dir: Path, limits: ffmpeg.ProcessLimits,
                     ladder: LadderProcess | None = None) -> RenditionOutput:
     """The audio rendition: the default (else first) audio track as stereo AAC in fMP4 HLS. Taken
-    over from the shared ``ladder`` process when it carries the audio, else (a retry) encoded in
-    a process of its own."""
+    over from the shared ``ladder`` process when it carries the audio, else (a retry, or an
+    audio-only source) encoded in a process of its own. For an audio-only source that decode is
+    the one that vouches for the source (a damaged or truncated stream rejects it)."""
     if not _take_over(ladder, "audio", limits):
         _fresh_dir(out_dir)
-        limits.run(audio_args(str(source_path), info, config, str(out_dir)), log=get_run_logger(),
-                   output_dir=str(out_dir))
-    return _summarize(out_dir, "audio", "audio")
+        result = limits.run(audio_args(str(source_path), info, config, str(out_dir)), log=get_run_logger(),
+                            output_dir=str(out_dir))
+        if info.video is None:
+            _check_source(result, info, "audio stream")
+    output = _summarize(out_dir, "audio", "audio")
+    if info.video is None:
+        ffmpeg.check_duration("audio rendition", output.duration, info.duration)
+    return output
 
 
 @task(name="poster", task_run_name="poster", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
@@ -181,10 +194,59 @@ def make_poster(source_path: Path, info: SourceInfo, rendition: Rendition, out_p
                 ladder: LadderProcess | None = None) -> Path:
     """A JPEG poster frame the size of ``rendition``: taken over from the shared ``ladder``
     process when it makes the poster, else (a retry) made in a process of its own."""
-    if not _take_over(ladder, "poster", limits):
+    return _image(ladder, "poster", limits, out_path,
+                  lambda: poster_args(str(source_path), info, rendition, str(out_path), limits.max_pixels))
+
+
+@task(name="storyboard", task_run_name="storyboard", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def make_storyboard(source_path: Path, info: SourceInfo, board: Storyboard, out_path: Path,
+                    limits: ffmpeg.ProcessLimits, ladder: LadderProcess | None = None) -> Path:
+    """The storyboard sheet (JPEG): taken over from the shared ``ladder`` process when it makes
+    it, else (a retry) made in a process of its own."""
+    return _image(ladder, "storyboard", limits, out_path,
+                  lambda: storyboard_args(str(source_path), info, board, str(out_path), limits.max_pixels))
+
+
+def _image(ladder: LadderProcess | None, name: str, limits: ffmpeg.ProcessLimits, out_path: Path, args) -> Path:
+    """A JPEG output (``poster``, ``storyboard``) of the shared ``ladder`` process, or made alone
+    with the command ``args()`` when the process does not make it for this task."""
+    if not _take_over(ladder, name, limits):
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        limits.run(poster_args(str(source_path), info, rendition, str(out_path), limits.max_pixels), log=get_run_logger(),
-                   output_dir=str(out_path.parent))
+        limits.run(args(), log=get_run_logger(), output_dir=str(out_path.parent))
     if not out_path.exists() or out_path.stat().st_size == 0:
-        raise PixelFlowError(ErrorCode.TRANSCODE_FAILED, "FFmpeg wrote no poster frame.")
+        raise PixelFlowError(ErrorCode.TRANSCODE_FAILED, f"FFmpeg wrote no {name} image.")
+    return out_path
+
+
+def _joined(output: RenditionOutput, local_root: Path, dest: Path) -> Path:
+    """A rendition's init segment and segments, in order, as one fragmented MP4 file."""
+    with open(dest, "wb") as joined:
+        for relative in output.files:
+            if not relative.endswith(PLAYLIST):
+                with open(local_root / relative, "rb") as part:
+                    shutil.copyfileobj(part, joined, 1024 * 1024)
+    return dest
+
+
+@task(name="mp4", task_run_name="mp4-{name}", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def make_download(name: str, video: RenditionOutput | None, audio: RenditionOutput | None, local_root: Path,
+                  out_path: Path, limits: ffmpeg.ProcessLimits) -> Path:
+    """A progressive download of rendition ``video`` with the ``audio`` rendition (an MP4), or of
+    the audio alone (an M4A), remuxed from their files under ``local_root`` (no decode, no
+    re-encode; see :func:`pixelflow.core.ffmpeg_args.remux_args`)."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    video_part = _joined(video, local_root, out_path.with_suffix(".video.mp4")) if video is not None else None
+    audio_part = _joined(audio, local_root, out_path.with_suffix(".audio.mp4")) if audio is not None else None
+    try:
+        limits.run(remux_args(str(video_part) if video_part else None, str(audio_part) if audio_part else None,
+                              str(out_path)), log=get_run_logger(), output_dir=str(out_path.parent))
+    finally:
+        for part in (video_part, audio_part):
+            if part is not None:
+                part.unlink(missing_ok=True)
+    if not out_path.exists() or out_path.stat().st_size == 0:
+        raise PixelFlowError(ErrorCode.TRANSCODE_FAILED, f"FFmpeg wrote no download of {name}.")
+    get_run_logger().info("%s: download of %d bytes", name, out_path.stat().st_size)
     return out_path

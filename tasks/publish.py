@@ -37,6 +37,35 @@ def _transfer_config() -> TransferConfig:
     return TransferConfig(multipart_threshold=64 * 1024**2, multipart_chunksize=16 * 1024**2, max_concurrency=8)
 
 
+@task(name="fetch-rendition", task_run_name="fetch-{output.name}", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient)
+def fetch_rendition(output: RenditionOutput, local_root: Path, bucket: str, prefix: str) -> RenditionOutput:
+    """Download a rendition an earlier attempt published into ``local_root`` (for an MP4
+    download remuxed from it)."""
+    s3 = s3_client()
+    config = _transfer_config()
+    try:
+        for relative in output.files:
+            (local_root / relative).parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, f"{prefix}{relative}", str(local_root / relative), Config=config)
+    except ClientError as exc:
+        raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Downloading the published {output.name} failed: {exc}") from None
+    return output
+
+
+@task(name="upload-mp4", task_run_name="upload-mp4-{name}", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient)
+def publish_download(name: str, local: Path, bucket: str, key: str, disposition: str) -> int:
+    """Upload one MP4 download, saved by browsers under the name ``disposition`` gives. Returns
+    its size."""
+    try:
+        s3_client().upload_file(str(local), bucket, key, Config=_transfer_config(),
+                                ExtraArgs={**object_headers(key), "ContentDisposition": disposition})
+    except ClientError as exc:
+        raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Uploading the {name} MP4 failed: {exc}") from None
+    return local.stat().st_size
+
+
 @task(name="upload-rendition", task_run_name="upload-{name}", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_transient, cache_key_fn=rendition_cache_key, persist_result=True)
 def publish_rendition(name: str, output: RenditionOutput | None, local_root: Path, bucket: str, prefix: str,
@@ -105,8 +134,8 @@ def withdraw_manifest(bucket: str, prefix: str, missing: list[str]) -> None:
 
 @task(name="publish-asset", task_run_name="publish-asset", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], bucket: str, prefix: str) -> dict[str, Any]:
-    """Upload the poster and master playlist, check that every object the manifest names is in
-    place, then write ``manifest.json`` last: an asset is visible (ready) only once it is whole.
+    """Upload the images, the master playlist and the storyboard's WebVTT, check that every
+    object the manifest names is in place, then write ``manifest.json`` last: an asset is visible (ready) only once it is whole.
 
     The check is one listing of the asset's prefix against the manifest's objects and sizes; an
     object missing there (removed meanwhile, or a rendition wrongly taken as published) fails

@@ -124,9 +124,10 @@ def _download_pinned(s3, source: Upload, path: Path, chunk: int, concurrency: in
 def validate(path: Path, size: int, limits: Limits, memory_bytes: int | None = None, sandbox: str = "auto") -> SourceInfo:
     """Probe the local copy's headers with ffprobe (demuxers limited to the allow-list, file
     protocol only, ``memory_bytes`` of address space, no network as ``sandbox`` says) and check
-    it is a video PixelFlow can transcode, within the work budget, before any frame is decoded."""
-    data = ffmpeg.probe(str(path), formats=sorted(limits.containers), memory_bytes=memory_bytes or None,
-                        sandbox=sandbox)
+    it is a video (or an audio-only recording) PixelFlow can transcode, within the work budget,
+    before any frame is decoded."""
+    data = ffmpeg.probe(str(path), formats=sorted(limits.containers | limits.audio_containers),
+                        memory_bytes=memory_bytes or None, sandbox=sandbox)
     info = interpret_probe(data, size=size)
     validate_source(info, limits)
     get_run_logger().info("source: %s", info.summary())

@@ -269,6 +269,48 @@ def make_m4a(path: Path) -> Path:
     return path
 
 
+def make_subtitles_only(path: Path) -> Path:
+    """A Matroska file holding a subtitle track and nothing else: neither video nor audio."""
+    srt = path.with_suffix(".srt")
+    srt.write_text("1\n00:00:00,000 --> 00:00:01,000\nhello\n")
+    ffmpeg("-i", srt, "-c:s", "srt", "-f", "matroska", path)
+    srt.unlink()
+    return path
+
+
+def make_wma_only(path: Path) -> Path:
+    """Audio alone in a codec audio-only uploads do not accept (WMA in Matroska)."""
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=2", "-c:a", "wmav2", "-f", "matroska", path)
+    return path
+
+
+def _m4a_with_mdat(path: Path, damage: str) -> Path:
+    full = path.with_suffix(".full")
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=4", "-c:a", "aac", "-movflags", "+faststart", "-f", "mp4", full)
+    data = bytearray(full.read_bytes())
+    start, end = mdat_range(data)
+    middle = start + (end - start) // 2
+    if damage == "truncated":
+        data = data[:middle]
+    else:
+        noise = random.Random(7)
+        for i in range(middle, middle + 2048):
+            data[i] = noise.randrange(256)
+    path.write_bytes(bytes(data))
+    full.unlink()
+    return path
+
+
+def make_truncated_m4a(path: Path) -> Path:
+    """An M4A (AAC, index first) cut in the middle of its audio data."""
+    return _m4a_with_mdat(path, "truncated")
+
+
+def make_corrupt_m4a(path: Path) -> Path:
+    """An M4A whose AAC frames are overwritten with noise in the middle."""
+    return _m4a_with_mdat(path, "corrupt")
+
+
 def make_ffv1(path: Path) -> Path:
     return lavfi_clip(path, size="64x48", audio=False, vcodec="ffv1", fmt="matroska", seconds=1)
 

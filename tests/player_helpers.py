@@ -52,6 +52,10 @@ def run_flow(settings: PixelFlowSettings, key: str, etag: str) -> dict[str, Any]
 
 _LIBRARY: dict[str, Any] = {}
 
+#: The library talk's sidecar captions (``videos/talk.en.vtt``, uploaded before the video).
+TALK_CAPTIONS = (b"WEBVTT\n\n00:00:00.500 --> 00:00:03.000\nHello from PixelFlow\n\n"
+                 b"00:00:05.000 --> 00:00:07.500\nSecond caption\n")
+
 
 def short_clip(work: Path) -> Path:
     """A 2 s 640x360 clip with audio: one 360p rendition, transcoded in a few seconds."""
@@ -63,7 +67,8 @@ def short_clip(work: Path) -> Path:
 
 def shared_library(work: Path) -> dict[str, Any]:
     """Buckets with one asset published and one upload rejected by the real transcode flow:
-    an 8 s 1280x720 clip (360p and 720p renditions, audio group) and a text file named like a
+    an 8 s 1280x720 clip with English captions uploaded beside it (360p and 720p renditions,
+    audio group, subtitles group) and a text file named like a
     video (``not_media``). Built once per test session; call :func:`use_library` to point the
     ``PIXELFLOW_*`` settings at its buckets."""
     if not _LIBRARY:
@@ -74,6 +79,7 @@ def shared_library(work: Path) -> dict[str, Any]:
         junk.write_bytes(b"this is not a video\n" * 100)
         with pytest.MonkeyPatch.context() as env:
             settings = fresh_buckets(env)
+            s3_client().put_object(Bucket=settings.upload_bucket, Key="videos/talk.en.vtt", Body=TALK_CAPTIONS)
             ready_id, etag = upload(settings, clip, "videos/talk.mp4")
             manifest = run_flow(settings, "videos/talk.mp4", etag)
             assert isinstance(manifest, dict) and manifest["asset_id"] == ready_id, manifest

@@ -118,6 +118,19 @@ def test_a_direct_s3_upload_is_an_asset_that_plays_and_deletes_for_good(api, cli
         assert poster.status_code == 200 and poster.content[:2] == b"\xff\xd8"
         ranged = anonymous.get(asset["playback"]["poster"], headers={"Range": "bytes=0-9"})
         assert ranged.status_code == 206 and len(ranged.content) == 10
+        # The storyboard: its WebVTT file names tiles of the sheet next to it (2 s: one tile).
+        storyboard = anonymous.get(asset["playback"]["storyboard"])
+        assert storyboard.status_code == 200 and storyboard.headers["content-type"].startswith("text/vtt")
+        assert storyboard.text.splitlines()[2:4] == ["00:00:00.000 --> 00:00:02.000", "storyboard.jpg#xywh=0,0,160,90"]
+        sheet = anonymous.get(asset["playback"]["storyboard"].rsplit("/", 1)[0] + "/storyboard.jpg")
+        assert sheet.status_code == 200 and sheet.content[:2] == b"\xff\xd8"
+        # The MP4 download of the highest rung, saved under the source's name.
+        (download,) = asset["playback"]["downloads"]
+        assert (download["name"], download["width"], download["height"]) == ("360p", 640, 360)
+        mp4 = anonymous.get(download["url"])
+        assert mp4.status_code == 200 and mp4.headers["content-type"] == "video/mp4"
+        assert len(mp4.content) == download["size"] and mp4.content[4:8] == b"ftyp"
+        assert mp4.headers["content-disposition"].startswith('attachment; filename="direct upload-360p.mp4"')
 
     prefix = api.settings.layout(upload.asset_id).prefix
     assert s3.list_objects_v2(Bucket=api.settings.output_bucket, Prefix=prefix)["KeyCount"] > 5

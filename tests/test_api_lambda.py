@@ -50,11 +50,12 @@ def test_the_bridge_handler_forwards_real_sqs_event_payloads(moto_server, prefec
     for key in keys:
         s3.put_object(Bucket=settings.upload_bucket, Key=key, Body=uuid.uuid4().bytes)
     s3.put_object(Bucket=settings.upload_bucket, Key=f"{settings.quarantine_prefix}x/source", Body=b"ours")
+    s3.put_object(Bucket=settings.upload_bucket, Key="incoming/a clip.en.vtt", Body=b"WEBVTT\n")  # a sidecar: no run
     sqs.send_message(QueueUrl=chain.queue_url, MessageBody="definitely not an S3 notification")
     sqs.send_message(QueueUrl=chain.queue_url, MessageBody=json.dumps(
         {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": settings.upload_bucket}))
     messages = _receive_all(sqs, chain.queue_url, 5)
-    assert len(messages) == 5
+    assert len(messages) == 6
     malformed = [m["MessageId"] for m in messages if m["Body"].startswith("definitely")]
 
     result = lambda_handlers.bridge_handler(_lambda_event(messages, chain.queue_arn), None, settings=settings,
@@ -68,6 +69,8 @@ def test_the_bridge_handler_forwards_real_sqs_event_payloads(moto_server, prefec
     stored = wait_for(lambda: (found := upload_events(prefect_server, event_ids=sorted(ours))) and len(found) == 2
                       and found, timeout=30, what="the forwarded events")
     assert sorted(e["payload"]["key"] for e in stored) == sorted(keys)
+    caption = [str(event_id(r)) for r in records if r.key == "incoming/a clip.en.vtt"]
+    assert len(caption) == 1 and upload_events(prefect_server, event_ids=caption) == []
 
     # With Prefect unreachable, every message that carries an upload is reported failed (retried).
     down = lambda_handlers.bridge_handler(_lambda_event(messages, chain.queue_arn), None, settings=settings,

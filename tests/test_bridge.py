@@ -131,6 +131,29 @@ def test_redelivered_and_multi_record_messages(chain, prefect_server):
     assert queue_counts(sqs, provisioned.dlq_url) == (0, 0)
 
 
+def test_a_caption_sidecar_starts_no_run_of_its_own(chain, prefect_server):
+    """``talk.en.vtt`` and ``talk.SRT`` uploaded beside ``talk.mp4``: only the video becomes an
+    event (its run reads the captions); the caption files' notifications are ignored and deleted."""
+    settings, provisioned, s3, sqs = chain
+    keys = ["talks/talk.en.vtt", "talks/talk.fr.SRT", "talks/talk.mp4"]
+    for key in keys:
+        s3.put_object(Bucket=settings.upload_bucket, Key=key, Body=b"WEBVTT\n" if key.endswith("vtt") else b"x" * 99)
+
+    running = _Running(Bridge(settings, queue_url=provisioned.queue_url))
+    try:
+        rids = [resource_id(settings.upload_bucket, k) for k in keys]
+        wait_for(lambda: _drained(sqs, provisioned.queue_url) and running.bridge.stats.deleted >= 4,
+                 what="an empty queue")
+        events = wait_for(lambda: upload_events(prefect_server, resource_ids=rids), what="the video's event")
+    finally:
+        running.stop()
+
+    assert [e["payload"]["key"] for e in events] == ["talks/talk.mp4"]
+    # every message is handled (deleted) and only the video's was forwarded: no other event comes
+    assert running.bridge.stats.forwarded_events == 1 and running.bridge.stats.ignored_records == 2
+    assert queue_counts(sqs, provisioned.dlq_url) == (0, 0)
+
+
 def test_one_bad_record_does_not_send_its_message_to_the_dead_letter_queue(chain, prefect_server):
     """A message with a valid upload record, an invalid record and a record for another bucket:
     the upload becomes its event, the invalid record alone moves to the dead-letter queue, the

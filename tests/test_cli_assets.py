@@ -140,6 +140,30 @@ def test_upload_without_key_uses_file_name(moto_server, capsys, tmp_path):
     assert code == 2 and "is not a file" in err
 
 
+def test_upload_puts_caption_files_first_as_the_videos_sidecars(moto_server, capsys, tmp_path):
+    with pytest.MonkeyPatch.context() as env:
+        settings = fresh_buckets(env)
+        video = tmp_path / "clip.mp4"
+        video.write_bytes(b"x" * 1000)
+        (tmp_path / "talk.EN.vtt").write_bytes(b"WEBVTT\n")
+        (tmp_path / "talk.pt-br.srt").write_bytes(b"1\n")
+        code, _, _ = cli(capsys, "upload", str(video), "--key", "in/talk.mp4", "--captions",
+                         str(tmp_path / "talk.EN.vtt"), "--captions", str(tmp_path / "talk.pt-br.srt"))
+        assert code == 0
+        s3 = s3_client()
+        keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=settings.upload_bucket)["Contents"])
+        assert keys == ["in/talk.en.vtt", "in/talk.mp4", "in/talk.pt-BR.srt"]
+        # the captions were stored before the video
+        heads = {k: s3.head_object(Bucket=settings.upload_bucket, Key=k)["LastModified"] for k in keys}
+        assert heads["in/talk.en.vtt"] <= heads["in/talk.mp4"]
+        for bad in ("notes.txt", "talk.vtt", "talk.xx.vtt", "missing.en.vtt"):
+            if bad != "missing.en.vtt":
+                (tmp_path / bad).write_bytes(b"WEBVTT\n")
+            code, _, err = cli(capsys, "upload", str(video), "--key", "in/other.mp4", "--captions", str(tmp_path / bad))
+            assert code == 2 and "invalid_captions" in err, (bad, err)
+        assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=settings.upload_bucket)["Contents"]) == keys
+
+
 def _upload_and_wait(settings, path: Path, key: str, timeout: float = 120) -> subprocess.Popen:
     """``pixelflow upload --wait`` as a real process, and run the flow once the object is there
     (what the bridge and a worker do in the stack)."""

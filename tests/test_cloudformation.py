@@ -233,7 +233,7 @@ def test_buckets_and_queue_are_locked_down():
     (read,) = [st for st in _statements(resources["OutputBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"])
                if st.get("Effect") == "Allow"]
     assert read["Principal"] == {"Service": "cloudfront.amazonaws.com"} and read["Action"] == "s3:GetObject"
-    assert render(read["Resource"]) == [f"{OUTPUT}/assets/*.{ext}" for ext in ("m3u8", "m4s", "mp4", "jpg")]
+    assert render(read["Resource"]) == [f"{OUTPUT}/assets/*.{ext}" for ext in ("m3u8", "m4s", "mp4", "jpg", "vtt", "m4a")]
     assert render(read["Condition"]["StringEquals"]["AWS:SourceArn"]).endswith(":distribution/<AssetsDistribution>")
     # Tasks reach out over HTTPS only, and nothing reaches in.
     group = resources["TaskSecurityGroup"]["Properties"]

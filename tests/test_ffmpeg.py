@@ -12,9 +12,10 @@ import pytest
 from pixelflow.core.probe import interpret_probe
 from pixelflow.core.validation import Limits, validate_source
 from pixelflow.errors import ErrorCode, PixelFlowError
+from pixelflow.settings import DEFAULT_AUDIO_CONTAINERS, DEFAULT_CONTAINERS
 from tests import bad_media as bm
 
-ALLOWED = ["mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "mpeg", "flv", "mxf", "ogg"]
+ALLOWED = DEFAULT_CONTAINERS + DEFAULT_AUDIO_CONTAINERS  # what the flow's probe admits
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +40,9 @@ def probe_code(path: Path) -> str:
     (bm.make_jpeg, "not_media"),
     (bm.make_gif, "unsupported_container"),
     (bm.make_y4m, "unsupported_container"),
-    (bm.make_mp3, "no_video_stream"),
-    (bm.make_m4a, "no_video_stream"),
+    (bm.make_mp3, "ok"),  # audio-only uploads
+    (bm.make_m4a, "ok"),
+    (bm.make_subtitles_only, "no_video_stream"),
     (bm.make_truncated_no_moov, "truncated"),
     (bm.make_huge_dimensions_h264, "dimensions_too_large"),
     (bm.make_fps_zero, "frame_rate_out_of_range"),

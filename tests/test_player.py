@@ -111,12 +111,84 @@ def test_player_plays_asset_and_lists_renditions(page, player, library):
     assert "1280×720" in labels[1] and "640×360" in labels[2]
     assert page.get_attribute("#renditions button[data-level='-1']", "aria-pressed") == "true"
     assert "Ready" in page.inner_text("#status") and "2 renditions" in page.inner_text("#status")
+    # The MP4 download of the highest rung is offered, served with the name it is saved under.
+    link = page.locator("#downloads a")
+    assert link.inner_text().startswith("Download 720p MP4")
+    status, headers, body = _get(link.evaluate("a => a.href"))
+    assert status == 200 and headers["Content-Type"] == "video/mp4" and body[4:8] == b"ftyp"
+    assert headers["Content-Disposition"].startswith('attachment; filename="talk-720p.mp4"')
     # Everything came from the local server: hls.js is vendored, no CDN, no direct S3.
     base = server_url(player)
     foreign = [url for url in requests if not url.startswith((base, "blob:", "data:"))]
     assert requests and not foreign, foreign
     assert any(url.endswith("/audio/index.m3u8") for url in requests)
     _save_screenshot(page, "player.png")
+
+
+@pytest.mark.browser
+def test_seek_bar_previews_come_from_the_storyboard_and_seek(page, player, library):
+    # The 8 s talk has a tile every 5 s: 0-5 s on the sheet's first tile, 5-8 s on its second.
+    asset = library["ready"]
+    page.goto(server_url(player, asset))
+    page.wait_for_selector("body[data-state=playing]")
+    bar = page.locator("#timeline")
+    bar.wait_for(state="visible")
+    box = bar.bounding_box()
+    middle = box["y"] + box["height"] / 2
+
+    with page.expect_response(lambda r: r.url.endswith(f"/assets/{asset}/storyboard.jpg")) as sheet:
+        page.mouse.move(box["x"] + box["width"] * 0.1, middle)
+    assert sheet.value.status == 200 and sheet.value.headers["content-type"] == "image/jpeg"
+    assert page.locator("#preview").is_visible()
+    assert page.get_attribute("#preview", "data-tile") == "0,0,160,90"
+    assert page.inner_text("#preview span") == "0:00"
+    page.mouse.move(box["x"] + box["width"] * 0.75, middle)
+    assert page.get_attribute("#preview", "data-tile") == "160,0,160,90"
+    assert page.inner_text("#preview span") == "0:06"
+    style = page.get_attribute("#preview", "style")
+    assert f"/assets/{asset}/storyboard.jpg" in style and "-160px 0px" in style.replace("-0px", "0px")
+
+    page.mouse.click(box["x"] + box["width"] * 0.75, middle)
+    page.wait_for_function("Math.abs(document.getElementById('video').currentTime - 6) < 0.6")
+    _save_screenshot(page, "player-storyboard.png")
+    page.mouse.move(0, 0)
+    assert page.locator("#preview").is_hidden()
+
+
+_SHOWN_CUE = """(() => {
+  const v = document.getElementById("video");
+  for (const track of v.textTracks) {
+    if (track.mode !== "showing" || !track.activeCues) continue;
+    for (const cue of track.activeCues) return {text: cue.text, lang: track.language, time: v.currentTime};
+  }
+  return null;
+})()"""
+
+
+@pytest.mark.browser
+def test_sidecar_captions_are_shown_in_time_and_can_be_turned_off(page, player, library):
+    # The library talk was uploaded with videos/talk.en.vtt: 0.5-3 s "Hello from PixelFlow",
+    # 5-7.5 s "Second caption". English is the default, shown from the start.
+    page.goto(server_url(player, library["ready"]))
+    page.wait_for_selector("body[data-state=playing]")
+    page.wait_for_selector("#captions button[data-lang='en']")
+    assert page.locator("#captions button").all_inner_texts() == ["Off", "English"]
+    assert page.get_attribute("#captions button[data-lang='en']", "aria-pressed") == "true"
+    first = page.wait_for_function(_SHOWN_CUE).json_value()
+    assert first["text"] == "Hello from PixelFlow" and first["lang"] == "en"
+    assert 0.5 - 0.1 <= first["time"] <= 3.0 + 0.1  # on the video's timeline (X-TIMESTAMP-MAP)
+
+    page.eval_on_selector("#video", "v => { v.currentTime = 5.5; }")
+    second = page.wait_for_function(f"(() => {{ const c = {_SHOWN_CUE}; return c && c.text === 'Second caption' && c; }})()")
+    assert 5.0 - 0.1 <= second.json_value()["time"] <= 7.5 + 0.1
+
+    page.click("#captions button[data-track='-1']")  # Off: no track shows anything
+    page.wait_for_function("[...document.getElementById('video').textTracks].every(t => t.mode !== 'showing')")
+    assert page.get_attribute("#captions button[data-track='-1']", "aria-pressed") == "true"
+    assert page.evaluate(_SHOWN_CUE) is None
+    page.click("#captions button[data-lang='en']")  # and back on
+    page.eval_on_selector("#video", "v => { v.currentTime = 5.5; v.play(); }")
+    assert page.wait_for_function(_SHOWN_CUE).json_value()["text"] == "Second caption"
 
 
 @pytest.mark.browser
@@ -173,6 +245,32 @@ def test_processing_asset_starts_playing_once_published(page, moto_server, prefe
             page.wait_for_selector("body[data-state=playing]")
             page.wait_for_function("document.getElementById('video').videoHeight === 360")
             assert page.locator("#renditions button .name").all_inner_texts() == ["Auto", "360p"]
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.mark.browser
+def test_an_audio_only_asset_plays(page, moto_server, prefect_server, media_dir):
+    """An MP3 upload is an audio-only asset: the page plays it (no poster, no renditions to pick)."""
+    import subprocess
+
+    source = media_dir / "memo.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=330:duration=6",
+                    "-c:a", "libmp3lame", str(source)], check=True)
+    with pytest.MonkeyPatch.context() as env:
+        settings = fresh_buckets(env)
+        asset, etag = upload(settings, source, "audio/memo.mp3")
+        assert isinstance(run_flow(settings, "audio/memo.mp3", etag), dict)
+        server = make_server(settings, port=0, asset_ids=[asset])
+        serve_in_thread(server)
+        try:
+            page.goto(server_url(server, asset))
+            page.wait_for_selector("body[data-state=playing]")
+            _wait_time_past(page, 1.0)
+            assert page.eval_on_selector("#video", "v => !v.paused && v.videoHeight === 0 && !v.poster")
+            assert "audio only" in page.inner_text("#status")
+            assert page.locator("#downloads a").inner_text().startswith("Download audio M4A")
         finally:
             server.shutdown()
             server.server_close()

@@ -90,12 +90,17 @@ def test_killed_ladder_process_is_retried_rung_by_rung_and_the_asset_completes(p
     state, runs, playlist = _transcode_killing(buckets, media_dir, tmp_path, monkeypatch, "retry-single.mp4",
                                                LADDER_PROCESS)
     by_name = {run.name: run for run in runs}
-    # the ladder process (every rung, the audio and the poster) failed once and is not retried;
-    # every rendition, and the poster, then encoded alone, once
+    # the ladder process (every rung, the audio, the poster and the storyboard) failed once and
+    # is not retried; every rendition, the poster and the storyboard then made alone, once
     assert by_name["encode-ladder"].state.is_failed() and by_name["encode-ladder"].run_count == 1
     assert all(by_name[f"transcode-{r}"].run_count == 2 and by_name[f"transcode-{r}"].state.is_completed()
                for r in ("360p", "480p", "720p", "audio"))
     assert by_name["poster"].run_count == 2 and by_name["poster"].state.is_completed()
+    assert by_name["storyboard"].run_count == 2 and by_name["storyboard"].state.is_completed()
+    board = state.result()["storyboard"]  # made alone from the source: the same sheet (6 s: 2 tiles)
+    assert (board["count"], board["columns"], board["rows"]) == (2, 2, 1)
+    vtt = s3_client().get_object(Bucket=buckets[1], Key=f"assets/{state.result()['asset_id']}/storyboard.vtt")
+    assert vtt["Body"].read().decode().count("storyboard.jpg#xywh=") == 2
     for rung in ("360p", "480p", "720p", "audio"):
         text = playlist(rung)
         assert text.count("#EXTINF") == 2 and "#EXT-X-ENDLIST" in text

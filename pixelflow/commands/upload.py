@@ -1,5 +1,8 @@
-"""``pixelflow upload FILE [--key KEY] [--wait] [--timeout S]``: put a video into the upload
-bucket (multipart, with a progress bar) and print the asset it becomes.
+"""``pixelflow upload FILE [--key KEY] [--captions CAPTIONS]... [--wait] [--timeout S]``: put a
+video into the upload bucket (multipart, with a progress bar) and print the asset it becomes.
+
+``--captions talk.en.vtt`` (WebVTT or SRT, the language in the file's name) is put first, as the
+video's sidecar (``<key without extension>.en.vtt``), so that the video's run publishes it.
 
 The asset id comes from the uploaded object's ETag/VersionId (read back with ``head_object``).
 With ``--wait`` the command polls until the asset is published (``manifest.json``) or rejected
@@ -25,6 +28,7 @@ from pixelflow.ops import assets
 from pixelflow.aws import s3_client
 from pixelflow.commands._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_json_flag, fail
 from pixelflow.commands.status import describe
+from pixelflow.core.captions import FORMATS, caption_language, sidecar_key
 from pixelflow.core.upload import Upload
 from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow.settings import PixelFlowSettings
@@ -40,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("file", type=Path, metavar="FILE", help="the video file to upload")
     parser.add_argument("--key", help="object key in the upload bucket (default: the file name)")
+    parser.add_argument("--captions", type=Path, action="append", default=[], metavar="CAPTIONS",
+                        help="a caption file to upload first, as the video's sidecar: NAME.<language>.vtt or "
+                             ".srt (e.g. talk.en.vtt); repeat for more languages")
     parser.add_argument("--wait", action="store_true", help="wait until the asset is ready or rejected")
     parser.add_argument("--timeout", type=float, default=1800.0, metavar="S",
                         help="give up waiting after S seconds (default: 1800)")
@@ -114,6 +121,21 @@ def upload_file(path: Path, key: str, settings: PixelFlowSettings, s3, progress:
     return {"asset_id": upload.asset_id, **upload.to_dict()}
 
 
+def caption_sidecar(caption: Path, key: str) -> str:
+    """The sidecar key of caption file ``caption`` (``talk.en.vtt``) for the video ``key``.
+
+    Raises:
+        PixelFlowError: ``invalid_captions`` when it is no file, or its name has no known
+            language and format.
+    """
+    stem, _, fmt = caption.name.rpartition(".")
+    language = stem.rpartition(".")[2] if "." in stem else ""
+    if not caption.is_file() or fmt.lower() not in FORMATS or not language:
+        raise PixelFlowError(ErrorCode.INVALID_CAPTIONS, f"{caption} must be a caption file named "
+                             "NAME.<language>.vtt or .srt (e.g. talk.en.vtt).", {"file": caption.name})
+    return sidecar_key(key, caption_language(language, caption.name), fmt.lower())
+
+
 def wait_for(asset_id: str, settings: PixelFlowSettings, s3, timeout: float,
              interval: float = POLL_SECONDS) -> assets.AssetInfo | None:
     """Poll until the asset is ready, rejected or failed; ``None`` after ``timeout`` seconds."""
@@ -134,9 +156,16 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     settings = PixelFlowSettings()
     key = args.key or path.name
+    try:
+        sidecars = [(caption, caption_sidecar(caption, key)) for caption in args.captions]
+    except PixelFlowError as error:
+        print(f"error [{error.code.value}]: {error.message}", file=sys.stderr)
+        return EXIT_USAGE
     s3 = s3_client()
     progress = ProgressBar(path.stat().st_size, sys.stderr)
     try:
+        for caption, caption_key in sidecars:  # before the video: its run reads them when it starts
+            s3.upload_file(str(caption), settings.upload_bucket, caption_key)
         uploaded = upload_file(path, key, settings, s3, progress)
     except (ClientError, BotoCoreError, OSError) as exc:
         return fail(args, PixelFlowError(ErrorCode.STORAGE_ERROR, f"Uploading {path.name} failed: {exc}"))

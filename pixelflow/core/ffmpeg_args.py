@@ -32,6 +32,7 @@ from pathlib import PurePosixPath
 
 from pixelflow.core.ladder import LadderConfig, Rendition
 from pixelflow.core.probe import SourceInfo
+from pixelflow.core.storyboard import Storyboard
 
 FFMPEG = "ffmpeg"
 FFPROBE = "ffprobe"
@@ -184,14 +185,16 @@ def ladder_graph(info: SourceInfo, renditions: list[Rendition]) -> tuple[str, li
 
 def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition], config: LadderConfig,
                        out_dirs: list[str], audio_dir: str | None = None,
-                       poster: tuple[Rendition, str] | None = None) -> list[str]:
+                       poster: tuple[Rendition, str] | None = None,
+                       storyboard: tuple[Storyboard, str] | None = None) -> list[str]:
     """One FFmpeg process for the whole ladder: one decode, the :func:`ladder_graph` pictures,
     and one libx264 encoder and HLS output per rung, written to ``out_dirs`` (in the order of
     ``renditions``): the same outputs as one :func:`encode_args` per rung. Rotation metadata is
     applied by FFmpeg's autorotation before the filter graph. With ``audio_dir``, the audio
     rendition (:func:`audio_output_args`) comes from the same read of the source. With
     ``poster`` (one of ``renditions`` and a JPEG path), the poster frame (:func:`poster_frame`) is
-    taken from that rung's pictures: no second decode, no seek.
+    taken from that rung's pictures: no second decode, no seek. With ``storyboard`` (a layout and
+    a JPEG path), the storyboard sheet is made from the smallest rung's pictures.
 
     Example:
         >>> from fractions import Fraction
@@ -212,27 +215,44 @@ def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition
         ['[v1]split=2[v1e][poster]', "[poster]select='eq(n,6)',format=yuvj420p[jpeg]"]
         >>> [args[i + 1] for i, a in enumerate(args) if a == "-map"], args[-1]
         (['[v0]', '[v1e]', '[jpeg]'], 'file:/o/poster.jpg')
+        >>> from pixelflow.core.storyboard import Storyboard
+        >>> board = Storyboard.plan(2.0, 640, 360, interval=1)
+        >>> args = ladder_encode_args("/s/source", info, plan, LadderConfig(), ["/o/360p", "/o/720p"],
+        ...                           storyboard=(board, "/o/storyboard.jpg"))
+        >>> chains = args[args.index("-filter_complex") + 1].split(";")
+        >>> chains[-2]
+        '[v0]split=2[v0e][board]'
+        >>> chains[-1].startswith("[board]setpts=PTS-STARTPTS,select=") and chains[-1].endswith(",setpts=0[sheet]")
+        True
+        >>> [args[i + 1] for i, a in enumerate(args) if a == "-map"], args[-1]
+        (['[v0e]', '[v1]', '[sheet]'], 'file:/o/storyboard.jpg')
     """
     if len(renditions) != len(out_dirs) or not renditions:
         raise ValueError("one output folder per rendition")
     graph, labels = ladder_graph(info, renditions)
-    args = base_args() + input_args(source, info.demuxer, max_pixels=config.decode_max_pixels) + ["-filter_complex", graph]
-    maps = [f"[{label}]" for label in labels]
+    # Taps on a rung's pictures: (rung index, tap label, filter chain, output label, output path).
+    taps: list[tuple[int, str, str, str, str]] = []
     if poster is not None:
-        rendition, poster_path = poster
-        i = [r.name for r in renditions].index(rendition.name)
-        graph = args.index("-filter_complex") + 1
-        args[graph] += (f";[{labels[i]}]split=2[{labels[i]}e][poster]"
-                        f";[poster]select='eq(n,{poster_frame(info, rendition)})',format=yuvj420p[jpeg]")
+        i = [r.name for r in renditions].index(poster[0].name)
+        taps.append((i, "poster", f"select='eq(n,{poster_frame(info, poster[0])})',format=yuvj420p", "jpeg", poster[1]))
+    if storyboard is not None:
+        i = min(range(len(renditions)), key=lambda n: renditions[n].width * renditions[n].height)
+        taps.append((i, "board", storyboard[0].filter(), "sheet", storyboard[1]))
+    maps = [f"[{label}]" for label in labels]
+    for i in sorted({tap[0] for tap in taps}):
+        mine = [tap for tap in taps if tap[0] == i]
+        graph += f";[{labels[i]}]split={len(mine) + 1}[{labels[i]}e]" + "".join(f"[{tap[1]}]" for tap in mine)
         maps[i] = f"[{labels[i]}e]"
+    graph += "".join(f";[{tap[1]}]{tap[2]}[{tap[3]}]" for tap in taps)
+    args = base_args() + input_args(source, info.demuxer, max_pixels=config.decode_max_pixels) + ["-filter_complex", graph]
     for label, rendition, out_dir in zip(maps, renditions, out_dirs):
         args += ["-map", label] + rung_output_args(rendition, config, out_dir)
     if audio_dir is not None:
         if info.audio is None:
             raise ValueError("the source has no audio stream")
         args += ["-map", f"0:{info.audio.index}"] + audio_output_args(config, audio_dir)
-    if poster is not None:
-        args += ["-map", "[jpeg]"] + poster_output_args(poster[1])
+    for tap in taps:
+        args += ["-map", f"[{tap[3]}]"] + poster_output_args(tap[4])
     return args
 
 
@@ -303,7 +323,16 @@ def audio_args(source: str, info: SourceInfo, config: LadderConfig, out_dir: str
 
 def poster_time(info: SourceInfo) -> float:
     """When the poster frame is taken: at 10% of the duration, at most 10 s in."""
-    return max(0.0, min(info.duration * 0.1, 10.0))
+    return poster_seconds(info.duration)
+
+
+def poster_seconds(duration: float) -> float:
+    """:func:`poster_time` of a source of ``duration`` seconds.
+
+    >>> poster_seconds(8.0), poster_seconds(600.0)
+    (0.8, 10.0)
+    """
+    return max(0.0, min(duration * 0.1, 10.0))
 
 
 def poster_frame(info: SourceInfo, rendition: Rendition) -> int:
@@ -325,6 +354,61 @@ def poster_args(source: str, info: SourceInfo, rendition: Rendition, out_path: s
     args = (base_args(progress=False) + ["-ss", f"{poster_time(info):.3f}"]
             + input_args(source, info.demuxer, max_pixels=max_pixels))
     return args + ["-map", f"0:{info.video.index}", "-filter:v", chain] + poster_output_args(out_path)
+
+
+def storyboard_args(source: str, info: SourceInfo, board: Storyboard, out_path: str,
+                    max_pixels: int | None = LadderConfig.decode_max_pixels) -> list[str]:
+    """The storyboard sheet in a process of its own, straight from the source (a retry);
+    :func:`ladder_encode_args` makes it from the ladder's pictures instead."""
+    assert info.video is not None
+    chain = ",".join(prefilters(info) + [board.filter()])
+    return (base_args(progress=False) + input_args(source, info.demuxer, max_pixels=max_pixels)
+            + ["-map", f"0:{info.video.index}", "-filter:v", chain] + poster_output_args(out_path))
+
+
+def remux_args(video: str | None, audio: str | None, out_path: str) -> list[str]:
+    """A progressive download from a rendition's fMP4 (its init segment and segments joined,
+    ``video``) and the audio rendition's (``audio``), either of them alone: the streams copied,
+    not re-encoded, the index moved to the front (``+faststart``) so that a browser plays it
+    while it downloads.
+
+    >>> remux_args("/o/1080p.video.mp4", "/o/audio.mp4", "/o/1080p.mp4")[-13:-7]
+    ['-map', '0:v:0', '-map', '1:a:0', '-map_metadata', '-1']
+    >>> remux_args(None, "/o/audio.mp4", "/o/audio.m4a")[-12:-7]
+    ['file:/o/audio.mp4', '-map', '0:a:0', '-map_metadata', '-1']
+    """
+    inputs = [(path, kind) for path, kind in ((video, "v"), (audio, "a")) if path is not None]
+    if not inputs:
+        raise ValueError("nothing to remux")
+    args, maps = base_args(progress=False), []
+    for n, (path, kind) in enumerate(inputs):
+        args += input_args(path, "mov")
+        maps += ["-map", f"{n}:{kind}:0"]
+    return args + maps + ["-map_metadata", "-1", "-f", "mp4", "-c", "copy", "-movflags", "+faststart",
+                          file_url(out_path)]
+
+
+def thumbnail_args(joined: str, offset: float, width: int, height: int, fmt: str, out_path: str) -> list[str]:
+    """One picture of a published rendition, for ``GET .../thumbnail.<fmt>``: ``joined`` is the
+    rendition's init segment followed by the one segment covering the time (an fMP4 file, read with
+    the ``mov`` demuxer and nothing but the file protocol), ``offset`` seconds into that segment
+    (an accurate seek: decoded from the segment's keyframe, pictures before ``offset`` dropped),
+    scaled to ``width`` x ``height``; JPEG at the poster's quality, or WebP (libwebp).
+
+    >>> args = thumbnail_args("/t/joined.mp4", 1.25, 320, 180, "jpg", "/t/out.jpg")
+    >>> args[args.index("-i") + 1:args.index("-i") + 4]
+    ['file:/t/joined.mp4', '-ss', '1.250']
+    >>> args[-9:]
+    ['-frames:v', '1', '-q:v', '3', '-f', 'image2', '-update', '1', 'file:/t/out.jpg']
+    >>> thumbnail_args("/t/joined.mp4", 0, 320, 180, "webp", "/t/out.webp")[-7:]
+    ['-frames:v', '1', '-c:v', 'libwebp', '-f', 'webp', 'file:/t/out.webp']
+    """
+    pixels = "yuvj420p" if fmt == "jpg" else "yuv420p"
+    args = (base_args(progress=False) + input_args(joined, "mov") + ["-ss", f"{offset:.3f}", "-map", "0:v:0", "-an",
+            "-filter:v", f"scale={width}:{height}:flags=bicubic,setsar=1,format={pixels}"])
+    if fmt == "jpg":
+        return args + poster_output_args(out_path)
+    return args + ["-quality", "80", "-frames:v", "1", "-c:v", "libwebp", "-f", "webp", file_url(out_path)]
 
 
 #: The only fields ffprobe is asked for: what :mod:`pixelflow.core.probe` reads (and the duration

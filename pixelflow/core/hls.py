@@ -121,9 +121,22 @@ class AudioEntry:
     language: str | None = None
 
 
-def master_playlist(variants: list[VariantEntry], audio: AudioEntry | None) -> str:
+@dataclass(frozen=True)
+class SubtitleEntry:
+    """One subtitles rendition of the master playlist (a WebVTT media playlist)."""
+
+    uri: str
+    language: str
+    name: str
+    default: bool = False
+    group_id: str = "subs"
+
+
+def master_playlist(variants: list[VariantEntry], audio: AudioEntry | None,
+                    subtitles: list[SubtitleEntry] | tuple = ()) -> str:
     """The master playlist: every rendition, lowest first, with the attributes players need to
-    pick one (bandwidth counts the audio rendition too).
+    pick one (bandwidth counts the audio rendition too), and the subtitles group, when there are
+    captions, named on every variant.
 
     >>> text = master_playlist([VariantEntry("360p/index.m3u8", 900000, 700000, 640, 360, "avc1.64001e", 30.0)],
     ...                        AudioEntry("audio/index.m3u8", 140000, 130000))
@@ -131,12 +144,17 @@ def master_playlist(variants: list[VariantEntry], audio: AudioEntry | None) -> s
     True
     """
     lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    if not variants:
+        return audio_only_master_playlist(audio, lines)
     if audio is not None:
         attrs = [f'TYPE=AUDIO', f'GROUP-ID="{audio.group_id}"', f'NAME="{audio.name}"']
         if audio.language:
             attrs.append(f'LANGUAGE="{audio.language}"')
         attrs += ["DEFAULT=YES", "AUTOSELECT=YES", 'CHANNELS="2"', f'URI="{audio.uri}"']
         lines.append("#EXT-X-MEDIA:" + ",".join(attrs))
+    for sub in subtitles:
+        lines.append(f'#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="{sub.group_id}",LANGUAGE="{sub.language}",'
+                     f'NAME="{sub.name}",DEFAULT={"YES" if sub.default else "NO"},AUTOSELECT=YES,URI="{sub.uri}"')
     for v in sorted(variants, key=lambda item: item.bandwidth):
         bandwidth = v.bandwidth + (audio.bandwidth if audio else 0)
         average = v.average_bandwidth + (audio.average_bandwidth if audio else 0)
@@ -150,9 +168,23 @@ def master_playlist(variants: list[VariantEntry], audio: AudioEntry | None) -> s
         ]
         if audio:
             attrs.append(f'AUDIO="{audio.group_id}"')
+        if subtitles:
+            attrs.append(f'SUBTITLES="{subtitles[0].group_id}"')
         lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
         lines.append(v.uri)
     return "\n".join(lines) + "\n"
+
+
+def audio_only_master_playlist(audio: AudioEntry | None, head: list[str]) -> str:
+    """The master playlist of an audio-only asset: the audio rendition as its one variant.
+
+    >>> print(master_playlist([], AudioEntry("audio/index.m3u8", 140000, 130000)).splitlines()[-2:])
+    ['#EXT-X-STREAM-INF:BANDWIDTH=140000,AVERAGE-BANDWIDTH=130000,CODECS="mp4a.40.2"', 'audio/index.m3u8']
+    """
+    if audio is None:
+        raise ValueError("an asset needs a video or an audio rendition")
+    return "\n".join(head + [f'#EXT-X-STREAM-INF:BANDWIDTH={audio.bandwidth},AVERAGE-BANDWIDTH={audio.average_bandwidth},'
+                              f'CODECS="{audio.codecs}"', audio.uri]) + "\n"
 
 
 def parse_master_playlist(text: str) -> list[dict[str, str]]:

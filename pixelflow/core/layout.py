@@ -2,7 +2,9 @@
 
 An asset is the folder ``<asset_prefix><asset_id>/`` of the output bucket. Its ``manifest.json``
 names every object a client fetches (each rendition's init segment, segments and playlist, the
-master playlist, the poster) with its size in bytes. The manifest is written last, and only
+master playlist, the poster, the storyboard's sheet and WebVTT file, the MP4 downloads, each
+subtitles rendition's playlist and WebVTT file) with its
+size in bytes. The manifest is written last, and only
 once every object it names is listed with that size; an asset whose listing disagrees with its
 manifest (objects removed by an operator, a lifecycle rule or a deletion) is *broken*, not
 ready.
@@ -108,13 +110,28 @@ def manifest_objects(manifest: Mapping[str, Any]) -> dict[str, int | None]:
     ...                   "audio": None, "master_playlist": "master.m3u8", "poster": "poster.jpg",
     ...                   "object_sizes": {"master.m3u8": 90, "poster.jpg": 1000}})
     {'360p/a.m4s': 5, 'master.m3u8': 90, 'poster.jpg': 1000}
+    >>> sorted(manifest_objects({"renditions": [], "storyboard": {"image": "storyboard.jpg", "vtt": "storyboard.vtt"}}))
+    ['master.m3u8', 'poster.jpg', 'storyboard.jpg', 'storyboard.vtt']
+    >>> manifest_objects({"renditions": [], "downloads": [{"file": "downloads/720p.mp4", "size": 9}]})["downloads/720p.mp4"]
+    9
+    >>> manifest_objects({"renditions": [], "subtitles": [{"file": "subtitles/en/captions.vtt", "size": 40,
+    ...                   "playlist": "subtitles/en/index.m3u8", "playlist_size": 120}]})["subtitles/en/index.m3u8"]
+    120
     """
     objects: dict[str, int | None] = {}
     for rendition in list(manifest.get("renditions") or []) + ([manifest["audio"]] if manifest.get("audio") else []):
         objects.update(rendition_objects(rendition))
     sizes = manifest.get("object_sizes") or {}
-    for name in (manifest.get("master_playlist") or MASTER, manifest.get("poster") or POSTER):
-        objects[name] = sizes.get(name)
+    for download in manifest.get("downloads") or []:
+        objects[download["file"]] = download.get("size")
+    for subtitles in manifest.get("subtitles") or []:
+        objects[subtitles["file"]] = subtitles.get("size")
+        objects[subtitles["playlist"]] = subtitles.get("playlist_size")
+    storyboard = manifest.get("storyboard") or {}
+    for name in (manifest.get("master_playlist") or MASTER, manifest.get("poster", POSTER),  # audio only: no poster
+                 storyboard.get("image"), storyboard.get("vtt")):
+        if name:
+            objects[name] = sizes.get(name)
     return objects
 
 

@@ -133,13 +133,16 @@ PLAYBACK_TYPES = {
 
 CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
+    ".m4a": "audio/mp4",
+    ".vtt": "text/vtt; charset=utf-8",
     ".m4s": "video/iso.segment",
     ".mp4": "video/mp4",
     ".jpg": "image/jpeg",
     ".json": "application/json",
 }
-#: Segments, init segments and posters never change once published (an asset is immutable);
-#: playlists and the manifest are cached briefly so a re-published asset is picked up.
+#: Segments, init segments and images never change once published (an asset is immutable);
+#: playlists, the storyboard's WebVTT and the manifest are cached briefly so a re-published
+#: asset is picked up.
 IMMUTABLE = "public, max-age=31536000, immutable"
 SHORT = "public, max-age=60"
 
@@ -154,5 +157,5 @@ def object_headers(name: str) -> dict[str, str]:
     """
     suffix = name[name.rfind("."):] if "." in name else ""
     content_type = CONTENT_TYPES.get(suffix, "application/octet-stream")
-    cache = SHORT if suffix in (".m3u8", ".json") else IMMUTABLE
+    cache = SHORT if suffix in (".m3u8", ".json", ".vtt") else IMMUTABLE
     return {"ContentType": content_type, "CacheControl": cache}

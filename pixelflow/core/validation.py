@@ -34,6 +34,10 @@ class Limits:
     headroom: float = 2.5
     containers: frozenset[str] = field(default_factory=lambda: frozenset({"mov", "matroska", "webm", "avi", "mpegts", "flv", "mxf", "mpeg", "ogg"}))
     video_codecs: frozenset[str] = field(default_factory=lambda: frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "prores"}))
+    #: Audio-only uploads: the containers accepted besides ``containers`` (which may hold audio
+    #: alone too, like ``.m4a`` in ``mov``) and the audio codecs accepted in them.
+    audio_containers: frozenset[str] = field(default_factory=lambda: frozenset({"mp3", "wav", "flac", "aac"}))
+    audio_codecs: frozenset[str] = field(default_factory=lambda: frozenset({"aac", "mp3", "flac", "opus", "vorbis", "alac", "pcm_s16le", "pcm_s24le"}))
 
 
 def check_size(size: int, limits: Limits) -> None:
@@ -79,19 +83,23 @@ def validate_source(info: SourceInfo, limits: Limits) -> None:
     Checks, in order: container (allow-list; playlists never), the number of streams, hidden
     payloads, a video stream, its codec, usable and bounded dimensions (coded and as displayed),
     frame rate, duration, and the work budget (:func:`decode_work`), all from headers before any
-    frame is decoded.
+    frame is decoded. A file without video is an audio-only upload
+    (:func:`_validate_audio_only`), which may also come in the ``audio_containers``.
 
     Example:
         >>> from pixelflow.core.probe import interpret_probe
         >>> info = interpret_probe({"format": {"format_name": "mp3", "duration": "3.0"},
         ...                         "streams": [{"index": 0, "codec_type": "audio", "codec_name": "mp3"}]})
         >>> validate_source(info, Limits())
+        >>> info = interpret_probe({"format": {"format_name": "mp3", "duration": "3.0"},
+        ...                         "streams": [{"index": 0, "codec_type": "audio", "codec_name": "wmav2"}]})
+        >>> validate_source(info, Limits())
         Traceback (most recent call last):
         ...
-        pixelflow.errors.PixelFlowError: unsupported_container: The container 'mp3' is not accepted; upload MP4, MOV, MKV, WebM or another common video file.
+        pixelflow.errors.PixelFlowError: unsupported_codec: The audio codec 'wmav2' is not accepted for an audio-only upload.
     """
     demuxers = set(info.format_name.split(","))
-    if demuxers & PLAYLIST_DEMUXERS or not (demuxers & limits.containers):
+    if demuxers & PLAYLIST_DEMUXERS or not (demuxers & (limits.containers | limits.audio_containers)):
         raise PixelFlowError(
             ErrorCode.UNSUPPORTED_CONTAINER,
             f"The container '{info.format_name}' is not accepted; upload MP4, MOV, MKV, WebM or another common video file.",
@@ -112,10 +120,12 @@ def validate_source(info: SourceInfo, limits: Limits) -> None:
         )
     video = info.video
     if video is None:
+        return _validate_audio_only(info, limits)
+    if demuxers <= limits.audio_containers - limits.containers:
         raise PixelFlowError(
-            ErrorCode.NO_VIDEO_STREAM,
-            "The file has no video stream; PixelFlow transcodes video (audio-only files are rejected).",
-            {"audio_streams": info.audio_stream_count},
+            ErrorCode.UNSUPPORTED_CONTAINER,
+            f"The container '{info.format_name}' is accepted for audio only; upload the video as MP4 or MOV.",
+            {"container": info.format_name},
         )
     if video.codec not in limits.video_codecs:
         raise PixelFlowError(
@@ -171,6 +181,36 @@ def validate_source(info: SourceInfo, limits: Limits) -> None:
             f"Decoding the video means {work:.3g} pixels ({video.width}x{video.height} at {float(rate):g} fps for "
             f"{info.duration:.0f} s); the work budget is {limits.max_work_pixels:.3g}.",
             {"work_pixels": work, "max_work_pixels": limits.max_work_pixels},
+        )
+
+
+def _validate_audio_only(info: SourceInfo, limits: Limits) -> None:
+    """An upload without video becomes an audio-only asset when it has an accepted audio stream
+    and a sane duration; with neither video nor audio it is rejected (``no_video_stream``)."""
+    audio = info.audio
+    if audio is None:
+        raise PixelFlowError(
+            ErrorCode.NO_VIDEO_STREAM,
+            "The file has neither a video nor an audio stream PixelFlow can use.",
+            {"audio_streams": info.audio_stream_count},
+        )
+    if audio.codec not in limits.audio_codecs:
+        raise PixelFlowError(
+            ErrorCode.UNSUPPORTED_CODEC,
+            f"The audio codec '{audio.codec}' is not accepted for an audio-only upload.",
+            {"codec": audio.codec},
+        )
+    if info.duration <= 0:
+        raise PixelFlowError(
+            ErrorCode.INVALID_DURATION,
+            "The file reports no positive duration; it is probably truncated or not a finished recording.",
+            {"duration": info.duration},
+        )
+    if info.duration > limits.max_duration:
+        raise PixelFlowError(
+            ErrorCode.TOO_LONG,
+            f"The recording lasts {info.duration:.0f} s; the limit is {limits.max_duration:.0f} s.",
+            {"duration": info.duration, "max_duration": limits.max_duration},
         )
 
 

@@ -31,6 +31,7 @@ from typing import Any, Iterator
 from botocore.exceptions import ClientError
 
 from pixelflow.aws import is_missing, read_json_object
+from pixelflow.core.captions import is_caption_key
 from pixelflow.core.layout import manifest_objects, missing_objects
 from pixelflow.core.upload import Upload
 from pixelflow.errors import REJECTION_CODES, ErrorCode, PixelFlowError
@@ -71,6 +72,9 @@ class AssetInfo:
         renditions: Video renditions from the manifest (``name``, ``width``, ``height``,
             ``bandwidth``...; without the per-file lists), empty unless ready.
         duration: Duration in seconds, when known.
+        storyboard: The manifest's ``storyboard`` entry (its files' names and layout), when it has one.
+        downloads: The MP4 downloads (``name``, ``file``, ``size``, ``width``, ``height``).
+        audio_only: Whether the asset is audio alone (no video renditions, no poster).
         created: When the asset was published, rejected or uploaded (UTC).
         error: ``{"code", "message"}`` of a rejected, failed or broken asset (a broken one also
             has ``missing``, the paths of its missing objects).
@@ -81,6 +85,9 @@ class AssetInfo:
     status: str
     renditions: list[dict[str, Any]] = field(default_factory=list)
     duration: float | None = None
+    storyboard: dict[str, Any] | None = None
+    downloads: list[dict[str, Any]] = field(default_factory=list)
+    audio_only: bool = False
     created: datetime | None = None
     error: dict[str, Any] | None = None
     source: dict[str, Any] | None = None
@@ -134,6 +141,9 @@ def _from_manifest(asset_id: str, manifest: dict[str, Any], modified: datetime) 
         status=READY,
         renditions=[{k: v for k, v in r.items() if k != "files"} for r in manifest.get("renditions") or []],
         duration=float(duration) if duration is not None else None,
+        storyboard=manifest.get("storyboard"),
+        downloads=list(manifest.get("downloads") or []),
+        audio_only=not manifest.get("renditions") and bool(manifest.get("audio")),
         created=created or modified,
         source=manifest.get("source"),
     )
@@ -216,8 +226,8 @@ def iter_uploads(settings: PixelFlowSettings, s3) -> Iterator[tuple[Upload, date
         objects = (o for page in pages for o in page.get("Contents", []))
     for obj in objects:
         key = obj["Key"]
-        if key.startswith(settings.quarantine_prefix) or key.endswith("/"):
-            continue
+        if key.startswith(settings.quarantine_prefix) or key.endswith("/") or is_caption_key(key):
+            continue  # a caption sidecar is part of its video's asset, not an upload of its own
         yield Upload.from_head(bucket, key, obj), obj["LastModified"]
 
 

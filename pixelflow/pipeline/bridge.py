@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 import httpx
 
+from pixelflow.core.captions import is_caption_key
 from pixelflow.core.s3events import (
     UPLOAD_CREATED,
     Malformed,
@@ -169,6 +170,8 @@ def skip_reason(record: S3Record, settings: PixelFlowSettings) -> str | None:
         return f"not the upload bucket {settings.upload_bucket}"
     if written_by_pixelflow(record, settings):
         return "written by PixelFlow itself"
+    if is_caption_key(record.key):
+        return "a caption file (its video's run reads it)"
     return None
 
 

@@ -504,8 +504,8 @@ def _unreadable(demuxer: str) -> PixelFlowError:
         return PixelFlowError(ErrorCode.NOT_MEDIA, f"The file is a still image ({demuxer}), not a video.",
                               {**detail, "kind": "image"})
     if demuxer in AUDIO_DEMUXERS:
-        return PixelFlowError(ErrorCode.NO_VIDEO_STREAM,
-                              f"The file is audio only ({demuxer}); PixelFlow transcodes video (audio-only files are rejected).",
+        return PixelFlowError(ErrorCode.UNSUPPORTED_CONTAINER,
+                              f"The file is audio in a format not accepted ({demuxer}); upload MP3, WAV, FLAC, AAC or M4A.",
                               {**detail, "kind": "audio"})
     if demuxer in TEXT_DEMUXERS:
         return PixelFlowError(ErrorCode.NOT_MEDIA, f"The file is text ({demuxer} subtitles or similar), not a video.",

@@ -14,6 +14,9 @@ Routes (GET only; everything else is refused):
   with the reason's code (``playback_token_required``, ``_invalid``, ``_expired``,
   ``_wrong_asset``) without a valid token of it. ``/api/assets/<asset_id>?token=<token>`` gives
   the state of a signed asset.
+* ``/assets/<asset_id>/thumbnail.jpg`` (or ``.webp``) ``?time=&width=&height=`` — a picture at a
+  time, made from a rendition (:mod:`pixelflow.ops.thumbnails`); errors are JSON ``{"code",
+  "message"}`` with the API's codes and statuses.
 
 Example:
     >>> server = make_server(PixelFlowSettings(), port=0)          # doctest: +SKIP
@@ -38,6 +41,8 @@ from pixelflow.aws import is_missing, s3_client
 from pixelflow.core.manifest import PLAYBACK_TYPES
 from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow.ops.playback import PlaybackGate, split_token_path
+from pixelflow.ops import thumbnails
+from pixelflow.ops.api.errors import STATUS as API_STATUS
 from pixelflow.settings import PixelFlowSettings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -45,6 +50,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: The only static files served: URL name -> (path under STATIC_DIR, content type).
 STATIC_FILES = {
     "player.js": ("player.js", "text/javascript; charset=utf-8"),
+    "storyboard.js": ("storyboard.js", "text/javascript; charset=utf-8"),
+    "captions.js": ("captions.js", "text/javascript; charset=utf-8"),
     "player.css": ("player.css", "text/css; charset=utf-8"),
     "hls.min.js": ("vendor/hls.js/hls.min.js", "text/javascript; charset=utf-8"),
 }
@@ -53,8 +60,9 @@ STATIC_FILES = {
 ASSET_TYPES = PLAYBACK_TYPES
 
 _ASSET_PATH = re.compile(
-    r"^/assets/(?P<asset_id>[0-9a-f]{24})/(?P<name>(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}/)?[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127})$"
+    r"^/assets/(?P<asset_id>[0-9a-f]{24})/(?P<name>(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}/){0,2}[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127})$"
 )
+_THUMBNAIL_PATH = re.compile(r"^/assets/(?P<asset_id>[^/]{1,64})/thumbnail\.(?P<fmt>[^/]{1,16})$")
 _API_PATH = re.compile(r"^/api/assets/(?P<asset_id>[^/]{1,64})$")
 _CHUNK = 256 * 1024
 
@@ -134,6 +142,9 @@ class PlayerHandler(BaseHTTPRequestHandler):
             token = parse_qs(url.query).get("token", [None])[0]
             return self._status(match["asset_id"], token)
         token, path = split_token_path(path)
+        match = _THUMBNAIL_PATH.match(path)
+        if match:
+            return self._thumbnail(match["asset_id"], match["fmt"], parse_qs(url.query), token)
         match = _ASSET_PATH.match(path)
         if match and ".." not in match["name"]:
             return self._asset_file(match["asset_id"], match["name"], token)
@@ -213,8 +224,32 @@ class PlayerHandler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache" if suffix == ".m3u8" else "max-age=3600")
         if partial:
             self.send_header("Content-Range", obj["ContentRange"])
+        if obj.get("ContentDisposition"):  # downloads: saved under the source's name
+            self.send_header("Content-Disposition", obj["ContentDisposition"])
         self.end_headers()
         self._stream(obj["Body"].iter_chunks(_CHUNK))
+
+    def _thumbnail(self, asset_id: str, fmt: str, query: dict[str, list[str]], token: str | None = None) -> None:
+        """``thumbnail.<jpg|webp>?time=&width=&height=`` (see :mod:`pixelflow.ops.thumbnails`); a
+        signed asset's only with its token, like its files."""
+        server = self.server
+        try:
+            if not self._permitted(asset_id):
+                raise PixelFlowError(ErrorCode.ASSET_NOT_FOUND, "Not an asset id served here.")
+            if self._gate(asset_id, token) is None:
+                return None
+            image = thumbnails.service_of(server, server.settings, server.s3).get(
+                asset_id, fmt, {name: values[0] for name, values in query.items()})
+        except PixelFlowError as error:
+            body = json.dumps({"code": error.code.value, "message": error.message, **(
+                {"details": error.details} if error.details else {})}).encode()
+            return self._send(API_STATUS.get(error.code, 500), body, "application/json",
+                              {"Cache-Control": "no-store", **thumbnails.error_headers(error)})
+        except ClientError as exc:
+            return self._error(HTTPStatus.BAD_GATEWAY, f"Storage error: {exc.response.get('Error', {}).get('Code')}")
+        headers = image.headers()
+        content_type = headers.pop("Content-Type")
+        self._send(HTTPStatus.OK, image.body, content_type, headers)
 
     def _stream(self, chunks: Iterable[bytes]) -> None:
         try:

@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 import pixelflow
-from pixelflow.ops.api import assets, errors, uploads, webhooks
+from pixelflow.ops.api import assets, captions, errors, uploads, webhooks
 from pixelflow.ops.playback import PlaybackGate
 from pixelflow.ops.playback_cdn import CdnPlaybackStore
 from pixelflow.records import Records
@@ -71,6 +71,7 @@ def create_app(settings: PixelFlowSettings, *, s3: Any = None, records: Records 
     app.state.playback_cdn = CdnPlaybackStore.from_settings(settings, app.state.playback.key, kvs)
     errors.install(app)
     app.include_router(uploads.router)
+    app.include_router(captions.router)
     app.include_router(assets.router)
     app.include_router(assets.playback)
     webhooks.install(app)

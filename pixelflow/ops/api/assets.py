@@ -20,6 +20,8 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from pixelflow.ops import assets as s3_assets
+from pixelflow.ops import thumbnails
+from pixelflow.ops.api.errors import error_response
 from pixelflow.core.manifest import PLAYBACK_TYPES
 from pixelflow.ops.api.auth import require_token
 from pixelflow.ops.api.events import ASSET_DELETED, asset_event, emit
@@ -39,7 +41,7 @@ router = APIRouter(prefix="/v1/assets", tags=["assets"], dependencies=[Depends(r
                    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
 playback = APIRouter(tags=["playback"])
 
-_NAME = re.compile(r"^(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}/)?[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+_NAME = re.compile(r"^(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}/){0,2}[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
 
 
 def playback_base(settings: PixelFlowSettings, request: Request) -> str:
@@ -49,9 +51,20 @@ def playback_base(settings: PixelFlowSettings, request: Request) -> str:
     return (settings.api_public_url or str(request.base_url)).rstrip("/") + "/assets/"
 
 
-def playback_urls(base: str, asset_id: str) -> dict[str, str]:
-    """The master playlist and poster of ``asset_id`` under the playback base ``base``."""
-    return {"hls": f"{base}{asset_id}/{MASTER}", "poster": f"{base}{asset_id}/{POSTER}"}
+def playback_urls(base: str, asset_id: str, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The master playlist, poster, storyboard, downloads and subtitles of ``asset_id`` (as its
+    ``record`` names them) under the playback base ``base``."""
+    record = record or {}
+    storyboard = record.get("storyboard") or {}
+    return {"hls": f"{base}{asset_id}/{MASTER}",
+            "poster": None if record.get("audio_only") else f"{base}{asset_id}/{POSTER}",
+            "storyboard": f"{base}{asset_id}/{storyboard['vtt']}" if storyboard.get("vtt") else None,
+            "downloads": [{"name": d.get("name"), "url": f"{base}{asset_id}/{d['file']}",
+                           "width": d.get("width"), "height": d.get("height"), "size": d.get("size")}
+                          for d in record.get("downloads") or [] if d.get("file")],
+            "subtitles": [{"language": t.get("language"), "name": t.get("name"), "default": bool(t.get("default")),
+                           "url": f"{base}{asset_id}/{t['playlist']}", "vtt": f"{base}{asset_id}/{t['file']}"}
+                          for t in record.get("subtitles") or [] if t.get("playlist")]}
 
 
 def asset_view(record: dict[str, Any], base: str, default_policy: str = PUBLIC) -> dict[str, Any]:
@@ -62,7 +75,8 @@ def asset_view(record: dict[str, Any], base: str, default_policy: str = PUBLIC) 
     data["renditions"] = record.get("renditions") or []
     policy = record.get("playback_policy")
     data["playback_policy"] = policy if policy in PLAYBACK_POLICIES else default_policy
-    data["playback"] = (playback_urls(base, asset_id)
+    data["audio_only"] = bool(record.get("audio_only"))
+    data["playback"] = (playback_urls(base, asset_id, record)
                         if record.get("status") == READY and data["playback_policy"] == PUBLIC else None)
     return data
 
@@ -205,7 +219,7 @@ def create_playback_token(request: Request, asset_id: str = Path(), body: Create
     body = body or CreatePlaybackToken()
     issued = gate.issue(asset_id, body.expires_in, body.viewer_id)
     base = signed_playback_base(playback_base(assets.settings, request), issued["token"])
-    return {"data": {"asset_id": asset_id, **issued, "playback": playback_urls(base, asset_id)}}
+    return {"data": {"asset_id": asset_id, **issued, "playback": playback_urls(base, asset_id, record)}}
 
 
 @router.delete("/{asset_id}", status_code=204, summary="Delete an asset")
@@ -221,6 +235,34 @@ def delete_asset(asset_id: str = Path(), assets: AssetService = Depends(service)
     outbox.emit_safely(assets.settings, webhooks.ASSET_DELETED, "asset", record, record.get("created_at", ""),
                        assets.records)
     return Response(status_code=204)
+
+
+@playback.get("/assets/{asset_id}/thumbnail.{fmt}", summary="A thumbnail at a time (JPEG or WebP)",
+              responses={400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 501: {"model": ErrorOut},
+                         503: {"model": ErrorOut}})
+def asset_thumbnail(request: Request, asset_id: str, fmt: str) -> Response:
+    """``?time=<seconds>&width=<px>&height=<px>``: the picture at ``time`` (default the poster's),
+    made from the lowest rendition that covers the size (a ``signed`` asset's: with a token, below)."""
+    return _thumbnail(request, asset_id, fmt, None)
+
+
+@playback.get("/t/{token}/assets/{asset_id}/thumbnail.{fmt}", summary="A thumbnail of a signed asset, with a token",
+              responses={400: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}})
+def signed_asset_thumbnail(request: Request, token: str, asset_id: str, fmt: str) -> Response:
+    """As ``/assets/.../thumbnail.jpg``, with a playback token of the asset in the path."""
+    return _thumbnail(request, asset_id, fmt, token)
+
+
+def _thumbnail(request: Request, asset_id: str, fmt: str, token: str | None) -> Response:
+    state = request.app.state
+    try:
+        state.playback.check(asset_id, token)  # a signed asset's pictures need its token, like its files
+        image = thumbnails.service_of(state, state.settings, state.s3).get(asset_id, fmt, request.query_params)
+    except PixelFlowError as error:
+        response = error_response(error)
+        response.headers.update(thumbnails.error_headers(error))
+        return response
+    return Response(image.body, media_type=image.content_type, headers=image.headers())
 
 
 @playback.get("/t/{token}/assets/{asset_id}/{name:path}", summary="A file of a signed asset, with a playback token",
@@ -262,6 +304,8 @@ def _serve_file(request: Request, asset_id: str, name: str, token: str | None) -
                "Access-Control-Allow-Origin": "*"}
     if "ContentRange" in obj:
         headers["Content-Range"] = obj["ContentRange"]
+    if obj.get("ContentDisposition"):  # downloads: saved under the source's name
+        headers["Content-Disposition"] = obj["ContentDisposition"]
     return StreamingResponse(obj["Body"].iter_chunks(256 * 1024), status_code=206 if "ContentRange" in obj else 200,
                              media_type=PLAYBACK_TYPES[suffix], headers=headers)
 

@@ -23,6 +23,7 @@ STATUS = {
     ErrorCode.UNKNOWN_FIELD: 400,
     ErrorCode.INVALID_FILENAME: 400,
     ErrorCode.PASSTHROUGH_TOO_LONG: 400,
+    ErrorCode.INVALID_CAPTIONS: 400,
     ErrorCode.PART_OUT_OF_RANGE: 400,
     ErrorCode.ETAG_MISMATCH: 400,
     ErrorCode.SIZE_MISMATCH: 400,
@@ -53,6 +54,14 @@ STATUS = {
     ErrorCode.ASSET_NOT_SIGNED: 409,
     ErrorCode.EXPIRY_OUT_OF_RANGE: 400,
     ErrorCode.PLAYBACK_NOT_CONFIGURED: 503,
+    # Thumbnails at time t.
+    ErrorCode.INVALID_TIME: 400,
+    ErrorCode.INVALID_SIZE: 400,
+    ErrorCode.INVALID_FORMAT: 400,
+    ErrorCode.THUMBNAIL_TOO_LARGE: 400,
+    ErrorCode.THUMBNAILS_BUSY: 503,
+    ErrorCode.THUMBNAILS_UNAVAILABLE: 501,
+    ErrorCode.THUMBNAIL_FAILED: 500,
 }
 
 

@@ -85,9 +85,22 @@ class UploadOut(BaseModel):
     data: UploadData
 
 
+class Download(BaseModel):
+    name: str = Field(description="The rung it is made from (`1080p`).")
+    url: str = Field(description="The MP4 (saved by browsers as `<source name>-<rung>.mp4`).")
+    width: int | None = None
+    height: int | None = None
+    size: int | None = Field(None, description="Bytes.")
+
+
 class Playback(BaseModel):
     hls: str = Field(description="Master playlist URL.")
-    poster: str
+    poster: str | None = Field(None, description="The poster frame (none for an audio-only asset).")
+    storyboard: str | None = Field(None, description="The storyboard's WebVTT file (seek-bar previews: each cue "
+                                   "points at a tile of the sprite sheet with #xywh=).")
+    downloads: list[Download] = Field(default_factory=list, description="Progressive MP4 downloads (PIXELFLOW_MP4).")
+    subtitles: list["Subtitles"] = Field(default_factory=list, description="Captions, one per language (also the "
+                                         "master playlist's SUBTITLES group).")
 
 
 # --- private playback --------------------------------------------------------------------------
@@ -134,6 +147,7 @@ class AssetData(BaseModel):
     aspect_ratio: str | None = None
     max_resolution: str | None = None
     renditions: list[dict[str, Any]] = Field(default_factory=list)
+    audio_only: bool = Field(False, description="An upload with audio and no video: its one rendition is audio.")
     playback: Playback | None = Field(None, description="Once ready, for public assets (signed ones: playback "
                                       "tokens give the URLs).")
     playback_policy: PlaybackPolicy = "public"
@@ -160,3 +174,37 @@ class ErrorDetail(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorDetail
+
+
+# --- captions (POST /v1/uploads/{id}/captions) ----------------------------------------------------
+
+class CreateCaptions(BaseModel):
+    """``POST /v1/uploads/{upload_id}/captions``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: StrictStr = Field(max_length=16, description="The captions' language: an ISO 639-1 tag, with an "
+                                "optional script and region (`en`, `pt-BR`, `zh-Hant`).", examples=["en"])
+    format: Literal["vtt", "srt"] = Field("vtt", description="The file's format: WebVTT or SRT.")
+
+
+class CaptionsData(BaseModel):
+    upload_id: str
+    language: str = Field(description="The language tag, canonical (`pt-BR`).")
+    name: str = Field(description="What players show (`Portuguese (BR)`).")
+    format: Literal["vtt", "srt"]
+    url: str = Field(description="Presigned PUT URL of the caption file: send it before the video.")
+    expires_at: str
+    max_bytes: int = Field(description="Largest accepted caption file (PIXELFLOW_CAPTIONS_MAX_BYTES).")
+
+
+class CaptionsOut(BaseModel):
+    data: CaptionsData
+
+
+class Subtitles(BaseModel):
+    language: str
+    name: str
+    default: bool = False
+    url: str = Field(description="The subtitles rendition's media playlist (one WebVTT segment).")
+    vtt: str = Field(description="The WebVTT file itself.")

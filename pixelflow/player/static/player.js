@@ -118,17 +118,27 @@
 
   function play(info) {
     const base = state.token ? `/t/${encodeURIComponent(state.token)}/assets/${state.assetId}/` : `/assets/${state.assetId}/`;
+    state.base = base; // where the asset's files are (storyboard.js reads its storyboard there)
     const master = `${base}master.m3u8`;
-    video.poster = `${base}poster.jpg`;
+    if (!info.audio_only) video.poster = `${base}poster.jpg`;
     setState("ready");
     const parts = ["Ready"];
     if (info.duration) parts.push(formatDuration(info.duration));
     if (info.renditions && info.renditions.length) parts.push(`${info.renditions.length} renditions`);
+    if (info.audio_only) parts.push("audio only");
     statusLine.textContent = parts.join(" · ");
+    const links = (info.downloads || []).map((d) => {
+      const a = document.createElement("a");
+      a.href = `${base}${d.file}`;
+      a.textContent = `Download ${d.name} ${d.file.endsWith(".m4a") ? "M4A" : "MP4"} (${(d.size / 1e6).toFixed(1)} MB)`;
+      return a;
+    });
+    document.getElementById("downloads").replaceChildren(...links);
 
     if (window.Hls && window.Hls.isSupported()) {
       const hls = new window.Hls({ capLevelToPlayerSize: false, startLevel: -1 });
       state.hls = hls;
+      document.dispatchEvent(new CustomEvent("pixelflow:hls", { detail: hls })); // captions.js
       let recovered = false;
       hls.on(window.Hls.Events.MANIFEST_PARSED, (_event, data) => {
         state.levels = data.levels;
