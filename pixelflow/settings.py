@@ -124,6 +124,16 @@ class PixelFlowSettings(BaseSettings):
         "auto", description="Network isolation of FFmpeg and ffprobe: auto (a network namespace when the machine "
                             "allows it), required, or off.")
 
+    # --- retries of failed uploads (pixelflow reconcile, pixelflow/ops/retries.py) -------------
+    failed_retry_limit: int = Field(
+        3, ge=0, description="Runs the reconciler starts again for an upload whose run failed for a service reason "
+        "(never a rejection); 0: none.")
+    failed_retry_backoff_seconds: float = Field(
+        300.0, gt=0, description="Wait after a failure before the reconciler's first retry; doubled for each retry "
+        "made.")
+    failed_retry_backoff_max_seconds: float = Field(
+        6 * 3600.0, gt=0, description="Longest wait before one retry of a failed upload.")
+
     # --- HTTP API and records (pixelflow api) --------------------------------------------------
     api_tokens: Annotated[list[str], NoDecode] = Field(
         [], repr=False, description="Bearer tokens the HTTP API accepts (comma-separated). Empty: every request is 401.")

@@ -76,6 +76,7 @@ def clear_failure_record(bucket: str, layout: AssetLayout) -> bool:
     if not isinstance(record, dict) or record.get("status") != "failed":
         return False
     response = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": layout.error_key},
+                                                                    {"Key": layout.retries_key},
                                                                     {"Key": layout.kept_source_key}], "Quiet": True})
     if response.get("Errors"):
         raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Removing the failure record failed: {response['Errors']}")

@@ -231,6 +231,45 @@ def test_buckets_and_queue_are_locked_down():
     assert resources["BridgeEventSource"]["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
+def test_the_reconciler_runs_on_a_schedule_with_least_privilege():
+    """EventBridge Scheduler invokes the reconciler function (one round: lost events, retries of
+    failed uploads, records repair); its role may do what a round does and nothing else."""
+    template = load_template()
+    resources = template["Resources"]
+    schedule = resources["ReconcileEveryFewMinutes"]
+    assert schedule["Type"] == "AWS::Scheduler::Schedule"
+    target = schedule["Properties"]["Target"]
+    assert render(target["Arn"]) == "<ReconcileFunction.Arn>"
+    assert render(target["RoleArn"]) == "<ReconcileScheduleRole.Arn>"
+    assert json.loads(render(target["Input"])) == {"deployment": "<ReconcileDeployment>", "older_than": 300,
+                                                   "within": 86400}
+    assert render(schedule["Properties"]["ScheduleExpression"]) == "<ReconcileSchedule>"
+    assert template["Parameters"]["ReconcileSchedule"]["Default"] == "rate(5 minutes)"
+    function = resources["ReconcileFunction"]["Properties"]
+    assert function["Handler"] == "pixelflow.ops.lambda_handlers.reconcile_handler"
+    assert {resources[name]["Condition"] for name in ("ReconcileEveryFewMinutes", "ReconcileFunction",
+                                                      "ReconcileFunctionRole", "ReconcileScheduleRole")} == {
+        "CreateReconciler"}
+    assert permissions(template, "ReconcileScheduleRole") == {("lambda:InvokeFunction", "<ReconcileFunction.Arn>")}
+    (trust,) = resources["ReconcileScheduleRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert render(trust["Condition"]) == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+    records = f"{UPLOAD}/quarantine/*"
+    assert permissions(template, "ReconcileFunctionRole") == {
+        ("logs:CreateLogStream", "<ReconcileLogGroup.Arn>"), ("logs:PutLogEvents", "<ReconcileLogGroup.Arn>"),
+        *{(action, bucket) for action in ("s3:ListBucket", "s3:GetBucketVersioning") for bucket in (OUTPUT, UPLOAD)},
+        ("s3:GetObject", f"{OUTPUT}/assets/*"), ("s3:GetObject", records),
+        # The count of a failed upload's retries, and nothing else of the records.
+        ("s3:PutObject", f"{UPLOAD}/quarantine/*/retries.json"),
+        # A deleted asset's objects that reappeared are removed again.
+        ("s3:DeleteObject", f"{OUTPUT}/assets/*"), ("s3:DeleteObject", records),
+        *{(f"dynamodb:{action}", resource) for action in ("GetItem", "UpdateItem", "DeleteItem", "Query")
+          for resource in ("<RecordsTable.Arn>", "<RecordsTable.Arn>/index/*")},
+        ("secretsmanager:GetSecretValue", "<PrefectApiKeySecretArn>"),
+        ("secretsmanager:GetSecretValue", "<PrefectAuthStringSecretArn>"),
+    }
+
+
 def test_records_table_is_the_one_the_code_creates():
     from pixelflow.records import table_definition
 
@@ -374,6 +413,25 @@ def test_serverless_api_and_bridge_deploy_and_the_api_works_on_what_they_created
     assert mapping["EventSourceArn"] == queue_arn and mapping["BatchSize"] == 10
     ecs = boto3.client("ecs", region_name="us-east-1")
     assert ecs.list_services(cluster=outputs["ClusterName"])["serviceArns"] == []
+
+    # The reconciler function, with what a round needs: one round on the stack's (empty) buckets
+    # and records starts nothing and repairs nothing. (moto's CloudFormation has no EventBridge
+    # Scheduler: the schedule is checked in the template, test_the_reconciler_runs_on_a_schedule...)
+    reconciler = lambdas.get_function(FunctionName=f"{stack}-reconcile")["Configuration"]
+    assert reconciler["Handler"] == "pixelflow.ops.lambda_handlers.reconcile_handler"
+    reconcile_env = reconciler["Environment"]["Variables"]
+    assert reconcile_env["PIXELFLOW_OUTPUT_BUCKET"] == outputs["OutputBucketName"]
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.events_helpers import closed_port
+
+    # Nothing is due, so Prefect is never asked (its URL is a closed port).
+    with monkeypatch.context() as patch, temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{closed_port()}/api"}):
+        for name, value in reconcile_env.items():
+            if name.startswith("PIXELFLOW_"):
+                patch.setenv(name, str(value))
+        assert lambda_handlers.reconcile_handler({"deployment": "ecs"}) == {
+            "started": [], "retried": [], "given_up": [], "repaired": 0}
 
     # The API function's environment is all the API needs: it answers with the stack's records
     # and presigns into the stack's upload bucket.

@@ -28,6 +28,7 @@ MANIFEST = "manifest.json"
 MASTER = "master.m3u8"
 POSTER = "poster.jpg"
 ERROR_RECORD = "error.json"
+RETRY_RECORD = "retries.json"
 KEPT_SOURCE = "source"
 
 
@@ -78,6 +79,11 @@ class AssetLayout:
     def error_key(self) -> str:
         """The asset's ``error.json`` record."""
         return f"{self.record_prefix}{ERROR_RECORD}"
+
+    @property
+    def retries_key(self) -> str:
+        """The record of the reconciler's retries of a failed upload (``retries.json``)."""
+        return f"{self.record_prefix}{RETRY_RECORD}"
 
     @property
     def kept_source_key(self) -> str:

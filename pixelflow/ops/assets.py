@@ -173,6 +173,30 @@ def _check_whole(info: AssetInfo, manifest: dict[str, Any], settings: PixelFlowS
     return info
 
 
+def records_bucket(settings: PixelFlowSettings) -> str:
+    """The bucket holding the asset records (``error.json``, ``retries.json``)."""
+    return settings.upload_bucket
+
+
+def _records_root(settings: PixelFlowSettings) -> str:
+    return settings.quarantine_prefix
+
+
+def iter_error_records(settings: PixelFlowSettings, s3) -> Iterator[tuple[str, dict[str, Any], datetime]]:
+    """Every asset's rejection or failure record as ``(asset_id, record, LastModified)`` (records
+    that PixelFlow did not write are skipped, see :func:`_get_record`)."""
+    bucket, root = records_bucket(settings), _records_root(settings)
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root, Delimiter="/")
+    for page in pages:
+        for prefix in page.get("CommonPrefixes", []):
+            candidate = prefix["Prefix"][len(root):].rstrip("/")
+            if not is_asset_id(candidate):
+                continue
+            record = _get_record(s3, bucket, settings.layout(candidate).error_key)
+            if record:
+                yield candidate, record[0], record[1]
+
+
 def read_manifest(asset_id: str, settings: PixelFlowSettings, s3) -> dict[str, Any] | None:
     """The published ``manifest.json`` of an asset, or ``None`` when not published (yet)."""
     found = _get_json(s3, settings.output_bucket, settings.layout(asset_id).manifest_key)
@@ -181,7 +205,7 @@ def read_manifest(asset_id: str, settings: PixelFlowSettings, s3) -> dict[str, A
 
 def read_rejection(asset_id: str, settings: PixelFlowSettings, s3) -> dict[str, Any] | None:
     """The quarantine ``error.json`` record of an asset, or ``None`` when there is none."""
-    found = _get_record(s3, settings.upload_bucket, settings.layout(asset_id).error_key)
+    found = _get_record(s3, records_bucket(settings), settings.layout(asset_id).error_key)
     return found[0] if found else None
 
 
@@ -191,7 +215,7 @@ def published_or_rejected(asset_id: str, settings: PixelFlowSettings, s3) -> Ass
     found = _get_json(s3, settings.output_bucket, layout.manifest_key)
     if found:
         return _from_manifest(asset_id, *found)
-    found = _get_record(s3, settings.upload_bucket, layout.error_key)
+    found = _get_record(s3, records_bucket(settings), layout.error_key)
     if found:
         return _from_error(asset_id, *found)
     return None
@@ -287,17 +311,9 @@ def list_assets(settings: PixelFlowSettings, s3) -> list[AssetInfo]:
             manifest = _get_json(s3, settings.output_bucket, settings.layout(candidate).manifest_key)
             if manifest:
                 found[candidate] = _check_whole(_from_manifest(candidate, *manifest), manifest[0], settings, s3)
-    pages = s3.get_paginator("list_objects_v2").paginate(
-        Bucket=settings.upload_bucket, Prefix=settings.quarantine_prefix, Delimiter="/"
-    )
-    for page in pages:
-        for prefix in page.get("CommonPrefixes", []):
-            candidate = prefix["Prefix"][len(settings.quarantine_prefix):].rstrip("/")
-            if not is_asset_id(candidate) or candidate in found:
-                continue
-            record = _get_record(s3, settings.upload_bucket, settings.layout(candidate).error_key)
-            if record:
-                found[candidate] = _from_error(candidate, *record)
+    for candidate, record, modified in iter_error_records(settings, s3):
+        if candidate not in found:
+            found[candidate] = _from_error(candidate, record, modified)
     for candidate, source, uploaded in iter_sources(settings, s3):
         info = found.get(candidate)
         if info is None:

@@ -1,5 +1,6 @@
 """The safety net of the event chain: every upload gets a transcode run, even when an event was
-lost on the way.
+lost on the way, and a run that failed for a service reason is retried with backoff
+(:mod:`pixelflow.ops.retries`).
 
 The chain S3 notification -> SQS -> bridge -> Prefect event -> deployment trigger is at least once
 up to the Prefect server, but the trigger's ``run-deployment`` action is not retried: a Prefect
@@ -133,6 +134,7 @@ def reconcile_forever(settings: PixelFlowSettings, deployment: str, every: float
     from prefect.client.orchestration import get_client
 
     from pixelflow.aws import s3_client
+    from pixelflow.ops.retries import retry_failed
     from pixelflow.records import Records
 
     s3 = s3_client()
@@ -149,6 +151,12 @@ def reconcile_forever(settings: PixelFlowSettings, deployment: str, every: float
                         f"started flow run {orphan.flow_run_id}")
         except Exception as exc:  # noqa: BLE001 - the next round tries again
             log(f"reconcile failed: {type(exc).__name__}: {exc}")
+        try:
+            with get_client(sync_client=True) as client:
+                for retry in retry_failed(settings, s3, client, deployment, records=records):
+                    log(describe_retry(retry))
+        except Exception as exc:  # noqa: BLE001 - the next round tries again
+            log(f"retrying failed uploads failed: {type(exc).__name__}: {exc}")
         if repair and time.monotonic() - repaired_at >= max(every, 60.0):  # a full listing: not every round
             repaired_at = time.monotonic()
             try:
@@ -162,6 +170,14 @@ def reconcile_forever(settings: PixelFlowSettings, deployment: str, every: float
                     repair = False
         while not stop() and time.monotonic() - started < every:
             time.sleep(min(1.0, every))
+
+
+def describe_retry(retry) -> str:
+    """One log line for a :class:`pixelflow.ops.retries.Retry`."""
+    where = f"s3://{retry.source['bucket']}/{retry.source['key']} (asset {retry.asset_id})"
+    if retry.flow_run_id is None:
+        return f"{where} failed again ({retry.code}) after {retry.attempt} retries: not retried any more"
+    return f"{where} had failed ({retry.code}); started retry {retry.attempt} as flow run {retry.flow_run_id}"
 
 
 # --- records repair -------------------------------------------------------------------------------
