@@ -51,8 +51,11 @@ class PixelFlowSettings(BaseSettings):
     output_bucket: str = Field("pixelflow-assets", description="Production bucket assets are published to.")
     asset_prefix: str = Field("assets/", description="Key prefix of published assets in the output bucket.")
     quarantine_prefix: str = Field(
-        "quarantine/", description="Key prefix (in the upload bucket) where rejected sources are kept with error.json."
+        "quarantine/", description="Key prefix (in the upload bucket) where a copy of each rejected source is kept."
     )
+    record_prefix: str = Field(
+        "records/", description="Key prefix (in the output bucket, never served) of each asset's rejection or failure "
+        "record (error.json) and retry count: where uploaders cannot write.")
     scratch_dir: Path = Field(
         Path(tempfile.gettempdir()) / "pixelflow", description="Local scratch space for sources and renditions."
     )
@@ -205,7 +208,7 @@ class PixelFlowSettings(BaseSettings):
             >>> PixelFlowSettings().layout("0123456789abcdef01234567").prefix
             'assets/0123456789abcdef01234567/'
         """
-        return AssetLayout.of(asset_id, self.asset_prefix, self.quarantine_prefix)
+        return AssetLayout.of(asset_id, self.asset_prefix, self.quarantine_prefix, self.record_prefix)
 
     def ladder_config(self) -> LadderConfig:
         """The pure-core ladder configuration these settings describe."""

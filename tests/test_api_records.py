@@ -56,7 +56,7 @@ def _publish(settings, asset_id: str, *, missing: bool = False) -> None:
 def _reject(settings, asset_id: str, recorded_at: datetime) -> None:
     record = {"asset_id": asset_id, "code": "not_media", "message": "Not a video.", "status": "rejected",
               "recorded_at": recorded_at.isoformat(timespec="seconds")}
-    s3_client().put_object(Bucket=settings.upload_bucket, Key=settings.layout(asset_id).error_key,
+    s3_client().put_object(Bucket=settings.output_bucket, Key=settings.layout(asset_id).error_key,
                            Body=json.dumps(record).encode())
 
 

@@ -108,7 +108,9 @@ def test_roles_are_least_privilege():
     assert permissions(template, "TaskRole") == {
         ("s3:ListBucket", UPLOAD), ("s3:ListBucket", OUTPUT), ("s3:ListBucket", RESULTS),
         ("s3:GetObject", f"{UPLOAD}/*"), ("s3:GetObjectVersion", f"{UPLOAD}/*"),
-        ("s3:PutObject", f"{UPLOAD}/quarantine/*"), ("s3:DeleteObject", f"{UPLOAD}/quarantine/*"),
+        ("s3:PutObject", f"{UPLOAD}/quarantine/*"),
+        # Rejection and failure records: in the output bucket, where uploaders cannot write.
+        *{(action, f"{OUTPUT}/records/*") for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")},
         ("s3:GetObject", f"{OUTPUT}/assets/*"), ("s3:PutObject", f"{OUTPUT}/assets/*"),
         ("s3:AbortMultipartUpload", f"{OUTPUT}/assets/*"), ("s3:DeleteObject", f"{OUTPUT}/assets/*"),
         ("s3:GetObject", f"{RESULTS}/*"), ("s3:PutObject", f"{RESULTS}/*"), ("s3:DeleteObject", f"{RESULTS}/*"),
@@ -127,7 +129,8 @@ def test_roles_are_least_privilege():
         *{(action, f"{UPLOAD}/uploads/*") for action in
           ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts")},
         *{(action, resource) for action in ("s3:GetObject", "s3:DeleteObject")
-          for resource in (f"{OUTPUT}/assets/*", f"{UPLOAD}/quarantine/*")},
+          for resource in (f"{OUTPUT}/assets/*", f"{OUTPUT}/records/*")},
+        ("s3:DeleteObject", f"{UPLOAD}/quarantine/*"),
         ("s3:DeleteObject", f"{UPLOAD}/*"),
         *{(f"dynamodb:{action}", resource) for action in ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query")
           for resource in ("<RecordsTable.Arn>", "<RecordsTable.Arn>/index/*")},
@@ -204,6 +207,15 @@ def test_buckets_and_queue_are_locked_down():
         assert tls["Effect"] == "Deny" and tls["Principal"] == "*" and tls["Action"] == "s3:*", policy
         assert render(tls["Resource"]) == [f"<{bucket}.Arn>", f"<{bucket}.Arn>/*"], policy
         assert tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}, policy
+    # Nobody but PixelFlow's roles writes the records (output bucket) and the kept copies of
+    # rejected sources (upload bucket): uploaders cannot forge a rejection.
+    for policy, resource, writers in (
+            ("OutputBucketPolicy", f"{OUTPUT}/records/*", ["<TaskRole.Arn>", "<ReconcileFunctionRole.Arn>"]),
+            ("UploadBucketPolicy", "<UploadBucket.Arn>/quarantine/*", "<TaskRole.Arn>")):
+        (deny,) = [st for st in _statements(resources[policy]["Properties"]["PolicyDocument"]["Statement"])
+                   if st.get("Effect") == "Deny" and st.get("Action") == "s3:PutObject"]
+        assert deny["Principal"] == "*" and render(deny["Resource"]) == resource, policy
+        assert render(deny["Condition"]) == {"ArnNotEquals": {"aws:PrincipalArn": writers}}, policy
     # Playback: CloudFront may read the published media types only (not manifest.json, which names
     # the source), for this distribution only.
     (read,) = [st for st in _statements(resources["OutputBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"])
@@ -254,15 +266,16 @@ def test_the_reconciler_runs_on_a_schedule_with_least_privilege():
     (trust,) = resources["ReconcileScheduleRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
     assert render(trust["Condition"]) == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
-    records = f"{UPLOAD}/quarantine/*"
+    records = f"{OUTPUT}/records/*"
     assert permissions(template, "ReconcileFunctionRole") == {
         ("logs:CreateLogStream", "<ReconcileLogGroup.Arn>"), ("logs:PutLogEvents", "<ReconcileLogGroup.Arn>"),
         *{(action, bucket) for action in ("s3:ListBucket", "s3:GetBucketVersioning") for bucket in (OUTPUT, UPLOAD)},
         ("s3:GetObject", f"{OUTPUT}/assets/*"), ("s3:GetObject", records),
         # The count of a failed upload's retries, and nothing else of the records.
-        ("s3:PutObject", f"{UPLOAD}/quarantine/*/retries.json"),
+        ("s3:PutObject", f"{OUTPUT}/records/*/retries.json"),
         # A deleted asset's objects that reappeared are removed again.
         ("s3:DeleteObject", f"{OUTPUT}/assets/*"), ("s3:DeleteObject", records),
+        ("s3:DeleteObject", f"{UPLOAD}/quarantine/*"),
         *{(f"dynamodb:{action}", resource) for action in ("GetItem", "UpdateItem", "DeleteItem", "Query")
           for resource in ("<RecordsTable.Arn>", "<RecordsTable.Arn>/index/*")},
         ("secretsmanager:GetSecretValue", "<PrefectApiKeySecretArn>"),

@@ -8,8 +8,9 @@ An asset's state is derived from three places, so no database is needed:
 * **broken** — the manifest exists but objects it names are gone (removed by an operator, a
   lifecycle rule or a deletion): ``error`` is ``asset_incomplete`` with the missing paths; a new
   run of the upload (``pixelflow transcode s3://BUCKET/KEY``) rebuilds it.
-* **rejected** / **failed** — ``<quarantine_prefix><asset_id>/error.json`` exists in the upload
-  bucket (written by the flow's ``quarantine`` task): ``{"code", "message", "status"?, "details"?,
+* **rejected** / **failed** — ``<record_prefix><asset_id>/error.json`` exists in the output
+  bucket (written by the flow's ``quarantine`` task; uploaders cannot write there, so an
+  ``error.json`` planted in the upload bucket counts for nothing): ``{"code", "message", "status"?, "details"?,
   "source"?: {"bucket", "key", "etag", "version_id"}, "recorded_at"?, ...}``. Without a
   ``status``, codes from :data:`pixelflow.errors.REJECTION_CODES` mean *rejected* (the source is
   unacceptable) and any other code means *failed*.
@@ -174,12 +175,13 @@ def _check_whole(info: AssetInfo, manifest: dict[str, Any], settings: PixelFlowS
 
 
 def records_bucket(settings: PixelFlowSettings) -> str:
-    """The bucket holding the asset records (``error.json``, ``retries.json``)."""
-    return settings.upload_bucket
+    """The bucket holding the asset records (``error.json``, ``retries.json``): the output bucket,
+    which only PixelFlow writes (never the upload bucket, where uploaders could forge one)."""
+    return settings.output_bucket
 
 
 def _records_root(settings: PixelFlowSettings) -> str:
-    return settings.quarantine_prefix
+    return settings.record_prefix
 
 
 def iter_error_records(settings: PixelFlowSettings, s3) -> Iterator[tuple[str, dict[str, Any], datetime]]:
@@ -204,7 +206,7 @@ def read_manifest(asset_id: str, settings: PixelFlowSettings, s3) -> dict[str, A
 
 
 def read_rejection(asset_id: str, settings: PixelFlowSettings, s3) -> dict[str, Any] | None:
-    """The quarantine ``error.json`` record of an asset, or ``None`` when there is none."""
+    """The ``error.json`` record of an asset (output bucket), or ``None`` when there is none."""
     found = _get_record(s3, records_bucket(settings), settings.layout(asset_id).error_key)
     return found[0] if found else None
 

@@ -4,7 +4,7 @@
 Every asset is here, however its upload arrived (the API, the CLI, ``aws s3 cp``): the flow
 records each asset it works on. An asset with no record yet (published before the records
 existed, or whose flow could not write) is looked up in S3 by its two well-known objects
-(``manifest.json``, ``error.json``: two GETs, never a listing) and its record written then;
+(``manifest.json``, ``error.json``, both in the output bucket: two GETs, never a listing) and its record written then;
 ``pixelflow reconcile`` backfills and repairs the rest.
 """
 
@@ -114,7 +114,8 @@ class AssetService:
         """Remove what a deleted asset left in the buckets (run again safely)."""
         layout = self.settings.layout(asset_id)
         removed = self._delete_prefix(self.settings.output_bucket, layout.prefix)
-        self._delete_prefix(self.settings.upload_bucket, layout.record_prefix)
+        self._delete_prefix(self.settings.output_bucket, layout.record_prefix)
+        self._delete_prefix(self.settings.upload_bucket, layout.quarantine_prefix)
         source = record.get("source") or {}
         if self.settings.delete_source_on_asset_delete and source.get("key") and \
                 source.get("bucket") == self.settings.upload_bucket:
