@@ -199,6 +199,32 @@ def iter_error_records(settings: PixelFlowSettings, s3) -> Iterator[tuple[str, d
                 yield candidate, record[0], record[1]
 
 
+def published_asset(asset_id: str, settings: PixelFlowSettings, s3) -> AssetInfo | None:
+    """The published asset as one listing of its prefix shows it: ``ready`` when every object its
+    manifest names is there, ``broken`` when some are gone; ``None`` without a manifest."""
+    found = _get_json(s3, settings.output_bucket, settings.layout(asset_id).manifest_key)
+    return _check_whole(_from_manifest(asset_id, *found), found[0], settings, s3) if found else None
+
+
+def asset_state(asset_id: str, settings: PixelFlowSettings, s3, source: dict[str, Any] | None) -> AssetInfo | None:
+    """What S3 says of an asset whose upload is known (``source``, e.g. from its record), without
+    listing the upload bucket: published (ready or broken), rejected or failed, processing (its
+    upload is still there, same ETag), or ``None`` (nothing of it is left)."""
+    info = published_asset(asset_id, settings, s3) or published_or_rejected(asset_id, settings, s3)
+    if info is not None or not source or not source.get("key") or source.get("bucket") != settings.upload_bucket:
+        return info
+    try:
+        head = s3.head_object(Bucket=source["bucket"], Key=source["key"])
+    except ClientError as exc:
+        if is_missing(exc):
+            return None
+        raise
+    upload = Upload.from_head(source["bucket"], source["key"], head)
+    if upload.asset_id != asset_id:
+        return None
+    return AssetInfo(asset_id=asset_id, status=PROCESSING, created=head.get("LastModified"), source=upload.to_dict())
+
+
 def read_manifest(asset_id: str, settings: PixelFlowSettings, s3) -> dict[str, Any] | None:
     """The published ``manifest.json`` of an asset, or ``None`` when not published (yet)."""
     found = _get_json(s3, settings.output_bucket, settings.layout(asset_id).manifest_key)
@@ -284,10 +310,7 @@ def get_asset(asset_id: str, settings: PixelFlowSettings, s3) -> AssetInfo:
     """
     if not is_asset_id(asset_id):
         raise AssetNotFound(f"{asset_id!r} is not an asset id.")
-    found = _get_json(s3, settings.output_bucket, settings.layout(asset_id).manifest_key)
-    if found:
-        return _check_whole(_from_manifest(asset_id, *found), found[0], settings, s3)
-    info = published_or_rejected(asset_id, settings, s3)
+    info = published_asset(asset_id, settings, s3) or published_or_rejected(asset_id, settings, s3)
     if info:
         return info
     for found_id, source, uploaded in iter_sources(settings, s3):
@@ -310,9 +333,9 @@ def list_assets(settings: PixelFlowSettings, s3) -> list[AssetInfo]:
             candidate = prefix["Prefix"][len(settings.asset_prefix):].rstrip("/")
             if not is_asset_id(candidate):
                 continue
-            manifest = _get_json(s3, settings.output_bucket, settings.layout(candidate).manifest_key)
-            if manifest:
-                found[candidate] = _check_whole(_from_manifest(candidate, *manifest), manifest[0], settings, s3)
+            published = published_asset(candidate, settings, s3)
+            if published:
+                found[candidate] = published
     for candidate, record, modified in iter_error_records(settings, s3):
         if candidate not in found:
             found[candidate] = _from_error(candidate, record, modified)

@@ -198,6 +198,41 @@ def _record_time(value: Any) -> datetime | None:
     return _parse_time(value)
 
 
+def record_from_s3(records, info, record: dict[str, Any] | None) -> Repair | None:
+    """Make one asset's record (``record``, not a tombstone) say what S3 says of it (``info``, an
+    :class:`pixelflow.ops.assets.AssetInfo`), as :func:`repair_records` describes; the API's view
+    of one asset uses the same rule. Returns the correction made, if any."""
+    from pixelflow.ops import assets as s3_assets
+    from pixelflow.records import ERRORED, PREPARING, READY, asset_fields_from_manifest
+
+    before = None if record is None else record.get("status")
+    first = {"source": info.source}
+    created = info.created.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if info.created else None
+    if info.status == s3_assets.READY:
+        if before == READY:
+            return None
+        fields = {**asset_fields_from_manifest({"renditions": info.renditions, "duration": info.duration}),
+                  "progress": 100, "errors": None}
+        records.record_asset(info.asset_id, READY, fields, first=first, created_at=created)
+        return Repair(info.asset_id, before, READY)
+    if info.status in (s3_assets.BROKEN, s3_assets.REJECTED, s3_assets.FAILED):
+        error = {"code": info.error["code"], "message": info.error["message"]}
+        if info.status != s3_assets.BROKEN and before == PREPARING:
+            recorded, written = info.created, _record_time(record.get("updated_at"))
+            if recorded is None or written is None or recorded <= written:
+                return None  # a retry is on its way: its error.json is older than its last write
+        if before == ERRORED and ((record or {}).get("errors") or {}).get("code") == error["code"]:
+            return None
+        records.record_asset(info.asset_id, ERRORED, {"errors": error, "progress": None}, first=first,
+                             created_at=created)
+        return Repair(info.asset_id, before, ERRORED)
+    if info.status == s3_assets.PROCESSING and before in (None, READY):
+        records.record_asset(info.asset_id, PREPARING, {"progress": 0, "renditions": None}, first=first,
+                             created_at=created)
+        return Repair(info.asset_id, before, PREPARING)
+    return None
+
+
 def repair_records(settings: PixelFlowSettings, s3, records, *, older_than: float = 300.0,
                    now: datetime | None = None) -> list[Repair]:
     """Make the records agree with S3, the source of truth for published objects.
@@ -217,43 +252,23 @@ def repair_records(settings: PixelFlowSettings, s3, records, *, older_than: floa
     """
     from pixelflow.ops import assets as s3_assets
     from pixelflow.errors import ErrorCode
-    from pixelflow.records import ERRORED, PREPARING, READY, asset_fields_from_manifest
+    from pixelflow.records import ERRORED, PREPARING, READY
 
     now = now or datetime.now(timezone.utc)
     repairs: list[Repair] = []
     known = s3_assets.list_assets(settings, s3)
     for info in known:
         record = records.get_asset(info.asset_id)
-        before = None if record is None else ("deleted" if record.get("deleted_at") else record.get("status"))
-        if before == "deleted":
+        if record is not None and record.get("deleted_at"):
             if info.status in (s3_assets.READY, s3_assets.BROKEN):
                 from pixelflow.ops.api.assets import AssetService
 
                 AssetService(settings, s3, records).purge(info.asset_id, record)
-                repairs.append(Repair(info.asset_id, before, "purged"))
+                repairs.append(Repair(info.asset_id, "deleted", "purged"))
             continue
-        first = {"source": info.source}
-        created = info.created.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if info.created else None
-        if info.status == s3_assets.READY:
-            if before != READY:
-                fields = {**asset_fields_from_manifest({"renditions": info.renditions, "duration": info.duration}),
-                          "progress": 100, "errors": None}
-                records.record_asset(info.asset_id, READY, fields, first=first, created_at=created)
-                repairs.append(Repair(info.asset_id, before, READY))
-        elif info.status in (s3_assets.BROKEN, s3_assets.REJECTED, s3_assets.FAILED):
-            error = {"code": info.error["code"], "message": info.error["message"]}
-            if info.status != s3_assets.BROKEN and before == PREPARING:
-                recorded, written = info.created, _record_time(record.get("updated_at"))
-                if recorded is None or written is None or recorded <= written:
-                    continue  # a retry is on its way: its error.json is older than its last write
-            if before != ERRORED or ((record or {}).get("errors") or {}).get("code") != error["code"]:
-                records.record_asset(info.asset_id, ERRORED, {"errors": error, "progress": None}, first=first,
-                                     created_at=created)
-                repairs.append(Repair(info.asset_id, before, ERRORED))
-        elif info.status == s3_assets.PROCESSING and before in (None, READY):
-            records.record_asset(info.asset_id, PREPARING, {"progress": 0, "renditions": None}, first=first,
-                                 created_at=created)
-            repairs.append(Repair(info.asset_id, before, PREPARING))
+        repaired = record_from_s3(records, info, record)
+        if repaired is not None:
+            repairs.append(repaired)
     seen = {info.asset_id for info in known}
     for status in (PREPARING, READY):
         cursor = None
