@@ -178,18 +178,17 @@ def retry_failed(settings: PixelFlowSettings, s3, client, deployment: str = "loc
         if _run_key(source) in active:
             continue  # a run of this upload is on its way
         attempt = attempts + 1
-        runs = list(state.get("flow_run_ids") or [])
-        _write_retries(asset_id, {"asset_id": asset_id, "attempts": attempt, "retried_at": _iso(now),
-                                  "codes": list(state.get("codes") or []) + [code], "flow_run_ids": runs},
-                       settings, s3)
+        counted = {"asset_id": asset_id, "attempts": attempt, "retried_at": _iso(now),
+                   "codes": list(state.get("codes") or []) + [code],
+                   "flow_run_ids": list(state.get("flow_run_ids") or [])}
+        _write_retries(asset_id, counted, settings, s3)  # counted before the run exists: never one too many
         run = client.create_flow_run_from_deployment(
             target.id,
             parameters={"bucket": source["bucket"], "key": source["key"], "etag": source.get("etag"),
                         "version_id": source.get("version_id")},
             idempotency_key=f"pixelflow-retry-{asset_id}-{attempt}",
             tags=[RETRIED_TAG])
-        _write_retries(asset_id, {"asset_id": asset_id, "attempts": attempt, "retried_at": _iso(now),
-                                  "codes": list(state.get("codes") or []) + [code],
-                                  "flow_run_ids": runs + [str(run.id)]}, settings, s3)
+        counted["flow_run_ids"].append(str(run.id))
+        _write_retries(asset_id, counted, settings, s3)
         started.append(Retry(asset_id, source, code, attempt, str(run.id)))
     return started + given_up
