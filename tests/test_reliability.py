@@ -83,6 +83,9 @@ def stack(moto_server, proxy, tmp_path_factory):
             "PIXELFLOW_LADDER": "360,480,720",
             "PIXELFLOW_PRESET": "ultrafast",
             "PIXELFLOW_SCRATCH_DIR": str(home / "scratch"),
+            # Failed runs are retried by hand here (prefect flow-run retry, pixelflow retry); the
+            # reconciler's own retries of failed uploads are tests/test_failed_retries.py's.
+            "PIXELFLOW_FAILED_RETRY_LIMIT": "0",
         },
         # Every flow run reaches S3 through the fault proxy; a failed task is retried once
         # within the run: a killed ladder process leaves each rung to its one retry, encoding

@@ -143,6 +143,8 @@ def retry_failed(settings: PixelFlowSettings, s3, client, deployment: str = "loc
     from pixelflow.ops.assets import _parse_time, iter_error_records
     from pixelflow.ops.reconcile import FLOW_NAME, _deleted, _run_key
 
+    if settings.failed_retry_limit <= 0:  # retries are off
+        return []
     now = now or datetime.now(timezone.utc)
     due: list[tuple[str, dict[str, Any], str, int, dict[str, Any]]] = []
     given_up: list[Retry] = []

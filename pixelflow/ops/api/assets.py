@@ -98,7 +98,11 @@ class AssetService:
         still there makes it ``preparing``. The record is corrected with the reconciler's rule."""
         from pixelflow.ops.reconcile import record_from_s3
 
-        info = s3_assets.asset_state(asset_id, self.settings, self.s3, record.get("source"))
+        try:
+            info = s3_assets.asset_state(asset_id, self.settings, self.s3, record.get("source"))
+        except ClientError as exc:  # e.g. a source outside uploads/, which the API may not read: as recorded
+            logger.warning("could not check asset %s against the bucket: %s", asset_id, exc)
+            return record
         if info is None or info.status == s3_assets.READY:
             return record
         if record_from_s3(self.records, info, record) is None:
