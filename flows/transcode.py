@@ -268,7 +268,7 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         shutil.rmtree(scratch, ignore_errors=True)
 
     try:
-        _retried(clear_failure_record, settings)(bucket, layout)
+        _retried(clear_failure_record, settings)(settings.output_bucket, layout)
     except Exception:  # noqa: BLE001 - the asset is published; a stale record is only cosmetic
         logger.warning("could not remove an earlier attempt's failure record for asset %s", layout.asset_id, exc_info=True)
     recorded = record("ready", manifest=published)
@@ -535,7 +535,8 @@ def _reject(error: PixelFlowError, upload: Upload, probe: dict[str, Any] | None,
     record = error_record(upload, error, probe, flow_run_id)
     if keep:
         try:
-            record = _retried(quarantine_source, settings)(upload, settings.layout(upload.asset_id), record)
+            record = _retried(quarantine_source, settings)(upload, settings.layout(upload.asset_id), record,
+                                                           settings.output_bucket)
         except Exception:
             logger.exception("could not record the rejection")
     _rejection_artifact(error, upload)

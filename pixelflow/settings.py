@@ -53,8 +53,11 @@ class PixelFlowSettings(BaseSettings):
     output_bucket: str = Field("pixelflow-assets", description="Production bucket assets are published to.")
     asset_prefix: str = Field("assets/", description="Key prefix of published assets in the output bucket.")
     quarantine_prefix: str = Field(
-        "quarantine/", description="Key prefix (in the upload bucket) where rejected sources are kept with error.json."
+        "quarantine/", description="Key prefix (in the upload bucket) where a copy of each rejected source is kept."
     )
+    record_prefix: str = Field(
+        "records/", description="Key prefix (in the output bucket, never served) of each asset's rejection or failure "
+        "record (error.json) and retry count: where uploaders cannot write.")
     scratch_dir: Path = Field(
         Path(tempfile.gettempdir()) / "pixelflow", description="Local scratch space for sources and renditions."
     )
@@ -156,6 +159,16 @@ class PixelFlowSettings(BaseSettings):
     ffmpeg_sandbox: Literal["auto", "required", "off"] = Field(
         "auto", description="Network isolation of FFmpeg and ffprobe: auto (a network namespace when the machine "
                             "allows it), required, or off.")
+
+    # --- retries of failed uploads (pixelflow reconcile, pixelflow/ops/retries.py) -------------
+    failed_retry_limit: int = Field(
+        3, ge=0, description="Runs the reconciler starts again for an upload whose run failed for a service reason "
+        "(never a rejection); 0: none.")
+    failed_retry_backoff_seconds: float = Field(
+        300.0, gt=0, description="Wait after a failure before the reconciler's first retry; doubled for each retry "
+        "made.")
+    failed_retry_backoff_max_seconds: float = Field(
+        6 * 3600.0, gt=0, description="Longest wait before one retry of a failed upload.")
 
     # --- HTTP API and records (pixelflow api) --------------------------------------------------
     api_tokens: Annotated[list[str], NoDecode] = Field(
@@ -277,7 +290,7 @@ class PixelFlowSettings(BaseSettings):
             >>> PixelFlowSettings().layout("0123456789abcdef01234567").prefix
             'assets/0123456789abcdef01234567/'
         """
-        return AssetLayout.of(asset_id, self.asset_prefix, self.quarantine_prefix)
+        return AssetLayout.of(asset_id, self.asset_prefix, self.quarantine_prefix, self.record_prefix)
 
     def ladder_config(self) -> LadderConfig:
         """The pure-core ladder configuration these settings describe."""

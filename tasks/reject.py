@@ -1,4 +1,6 @@
-"""Record a rejected or failed upload: the source is kept, with an ``error.json`` beside it."""
+"""Record a rejected or failed upload: its ``error.json`` in the output bucket's records (where
+uploaders cannot write), and for a rejected source a copy kept under the upload bucket's
+quarantine prefix."""
 
 from __future__ import annotations
 
@@ -35,10 +37,11 @@ def error_record(upload: Upload, error: PixelFlowError, probe: dict[str, Any] | 
 
 
 @task(name="quarantine", task_run_name="quarantine", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS)
-def quarantine_source(upload: Upload, layout: AssetLayout, record: dict[str, Any]) -> dict[str, Any]:
-    """Write the asset's ``error.json`` (``<quarantine prefix><asset_id>/error.json`` in the
-    upload bucket); for a rejected source, also copy the source beside it (server-side; the
-    original stays where it was uploaded).
+def quarantine_source(upload: Upload, layout: AssetLayout, record: dict[str, Any], records_bucket: str) -> dict[str, Any]:
+    """Write the asset's ``error.json`` (``<record prefix><asset_id>/error.json`` in
+    ``records_bucket``, the output bucket); for a rejected source, also keep a copy at
+    ``<quarantine prefix><asset_id>/source`` in the upload bucket (server-side; the original stays
+    where it was uploaded).
 
     A failed run (a service problem, ``status: failed``) only gets the record: its source is fine
     and stays where it was uploaded for the retry.
@@ -54,16 +57,18 @@ def quarantine_source(upload: Upload, layout: AssetLayout, record: dict[str, Any
             record["kept_at"] = f"s3://{upload.bucket}/{layout.kept_source_key}"
     except ClientError as exc:  # a vanished source still gets its record
         get_run_logger().warning("could not keep a copy of %s: %s", upload.uri, exc)
-    s3.put_object(Bucket=upload.bucket, Key=layout.error_key, Body=json.dumps(record, indent=2).encode(),
+    s3.put_object(Bucket=records_bucket, Key=layout.error_key, Body=json.dumps(record, indent=2).encode(),
                   ContentType="application/json")
-    get_run_logger().info("recorded %s for %s at s3://%s/%s", record["code"], upload.uri, upload.bucket, layout.error_key)
+    get_run_logger().info("recorded %s for %s at s3://%s/%s", record["code"], upload.uri, records_bucket,
+                          layout.error_key)
     return record
 
 
 @task(name="clear-failure-record", task_run_name="clear-failure-record", retries=RETRIES,
       retry_delay_seconds=RETRY_DELAYS)
 def clear_failure_record(bucket: str, layout: AssetLayout) -> bool:
-    """Remove the ``error.json`` an earlier, failed attempt left for an asset now published.
+    """Remove the ``error.json`` (and retry count) an earlier, failed attempt left in ``bucket``
+    (the output bucket) for an asset now published.
 
     Only ``failed`` records (service problems) are removed; a ``rejected`` record is never
     cleared by a later success, as a rejection is decided once. Returns whether one was removed.
@@ -76,7 +81,7 @@ def clear_failure_record(bucket: str, layout: AssetLayout) -> bool:
     if not isinstance(record, dict) or record.get("status") != "failed":
         return False
     response = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": layout.error_key},
-                                                                    {"Key": layout.kept_source_key}], "Quiet": True})
+                                                                    {"Key": layout.retries_key}], "Quiet": True})
     if response.get("Errors"):
         raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Removing the failure record failed: {response['Errors']}")
     get_run_logger().info("asset %s is published; removed the failure record of an earlier attempt", layout.asset_id)

@@ -57,8 +57,13 @@ def prefect_server(session_dir):
     service = start_prefect_server(home=home, log_dir=session_dir / "logs")
     os.environ["PREFECT_API_URL"] = service.url
     os.environ["PREFECT_HOME"] = str(home)
+    from prefect.context import refresh_global_settings_context
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
+    # temporary_settings holds for this thread only; a thread a test starts (the API's server)
+    # reads Prefect's global settings, built from the environment when Prefect was first imported
+    # (by an earlier test, e.g. the doctests, before this server existed): rebuild them now.
+    refresh_global_settings_context()
     with temporary_settings({PREFECT_API_URL: service.url, PREFECT_HOME: str(home)}):
         yield service.url
         try:  # send buffered logs and events while the server is still there

@@ -74,6 +74,21 @@ def test_listing_is_newest_first_in_pages_and_filters_by_status(moto_server):
         api.stop()
 
 
+def test_a_thread_started_after_the_prefect_server_sees_it(prefect_server):
+    """The API's server runs in a thread of its own, without the test's settings context: it
+    must reach the session's Prefect server however early Prefect was imported (the doctests
+    import it first when they run before this module)."""
+    import threading
+
+    from prefect.settings import get_current_settings
+
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(get_current_settings().api.url))
+    thread.start()
+    thread.join(10)
+    assert seen == [prefect_server]
+
+
 def test_unknown_assets_are_404(api, client):
     for asset_id in ("0123456789abcdef01234567", "not-an-asset", "ZZ23456789abcdef01234567"):
         for response in (client.get(f"/v1/assets/{asset_id}"), client.delete(f"/v1/assets/{asset_id}")):

@@ -56,7 +56,7 @@ def _publish(settings, asset_id: str, *, missing: bool = False) -> None:
 def _reject(settings, asset_id: str, recorded_at: datetime) -> None:
     record = {"asset_id": asset_id, "code": "not_media", "message": "Not a video.", "status": "rejected",
               "recorded_at": recorded_at.isoformat(timespec="seconds")}
-    s3_client().put_object(Bucket=settings.upload_bucket, Key=settings.layout(asset_id).error_key,
+    s3_client().put_object(Bucket=settings.output_bucket, Key=settings.layout(asset_id).error_key,
                            Body=json.dumps(record).encode())
 
 
@@ -132,3 +132,47 @@ def test_the_reconciler_repairs_records_from_s3(settings, records):
     assert records.get_asset(ids["deleted"])["deleted_at"]
     # Once repaired, the records agree with S3: a second pass changes nothing.
     assert repair_records(settings, s3_client(), records) == []
+
+
+def test_a_ready_asset_whose_objects_were_removed_is_errored_in_the_api_as_in_the_listing(settings, records):
+    """``GET /v1/assets/{id}`` of a ``ready`` record checks the bucket: once a segment is removed it
+    answers ``errored`` (``asset_incomplete``, no playback), as ``pixelflow status``/``ls`` (the
+    listing) say ``broken``, and the reconciler's repair then agrees (it has nothing to correct);
+    a withdrawn manifest whose upload is still there is ``preparing`` (a new run rebuilds it)."""
+    from pixelflow.ops import assets as s3_assets
+    from tests.api_helpers import start_api
+
+    s3 = s3_client()
+    s3.put_object(Bucket=settings.upload_bucket, Key="videos/removed.mp4", Body=b"video")
+    upload = Upload.from_head(settings.upload_bucket, "videos/removed.mp4",
+                              s3.head_object(Bucket=settings.upload_bucket, Key="videos/removed.mp4"))
+    asset_id, layout = upload.asset_id, settings.layout(upload.asset_id)
+    _publish(settings, asset_id)
+    records.record_asset(asset_id, READY, {"progress": 100}, first={"source": upload.to_dict()})
+    api = start_api(settings)
+    try:
+        with api.client() as client:
+            ready = client.get(f"/v1/assets/{asset_id}").json()["data"]
+            assert ready["status"] == READY and ready["playback"]["hls"].endswith(f"/{asset_id}/master.m3u8")
+
+            s3.delete_object(Bucket=settings.output_bucket, Key=layout.key("360p/seg_00000.m4s"))
+            listed = s3_assets.get_asset(asset_id, settings, s3)
+            assert (listed.status, listed.error["code"]) == (s3_assets.BROKEN, "asset_incomplete")
+            response = client.get(f"/v1/assets/{asset_id}")
+            assert response.status_code == 200
+            broken = response.json()["data"]
+            assert broken["status"] == ERRORED and broken["playback"] is None
+            assert broken["errors"] == {"code": "asset_incomplete", "message": listed.error["message"]}
+            # The record itself was corrected: the list agrees, and so does the reconciler.
+            (item,) = [a for a in client.get("/v1/assets").json()["data"] if a["id"] == asset_id]
+            assert item["status"] == ERRORED
+            assert [r for r in repair_records(settings, s3, records) if r.asset_id == asset_id] == []
+
+            # A run rebuilding it withdrew the manifest; the upload is still there: preparing.
+            records.record_asset(asset_id, READY, {"progress": 100, "errors": None})
+            s3.delete_object(Bucket=settings.output_bucket, Key=layout.manifest_key)
+            assert s3_assets.get_asset(asset_id, settings, s3).status == s3_assets.PROCESSING
+            assert client.get(f"/v1/assets/{asset_id}").json()["data"]["status"] == PREPARING
+            assert [r for r in repair_records(settings, s3, records) if r.asset_id == asset_id] == []
+    finally:
+        api.stop()

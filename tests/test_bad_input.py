@@ -143,7 +143,8 @@ def check_rejected(batch: Batch, outcome: Outcome) -> dict[str, Any]:
     assert error is not None
     s3 = s3_client()
     assert s3.list_objects_v2(Bucket=batch.output_bucket, Prefix=f"assets/{outcome.asset}/").get("KeyCount", 0) == 0
-    record = json.loads(s3.get_object(Bucket=batch.upload_bucket, Key=f"quarantine/{outcome.asset}/error.json")["Body"].read())
+    # The record is in the output bucket's records, where uploaders cannot write.
+    record = json.loads(s3.get_object(Bucket=batch.output_bucket, Key=f"records/{outcome.asset}/error.json")["Body"].read())
     assert record["code"] == error.code.value and record["message"] == error.message
     assert record["status"] == ("rejected" if error.is_rejection else "failed")
     assert record["source"]["key"] == outcome.key and record["asset_id"] == outcome.asset
@@ -252,7 +253,9 @@ def test_playlists_never_read_local_files_or_the_network(rejections, secret, nam
 
 
 def test_every_rejection_left_the_output_bucket_and_scratch_empty(rejections):
-    assert s3_client().list_objects_v2(Bucket=rejections.output_bucket).get("KeyCount", 0) == 0
+    # nothing but each rejection's record (under records/, never served)
+    keys = [o["Key"] for o in s3_client().list_objects_v2(Bucket=rejections.output_bucket).get("Contents", [])]
+    assert sorted(keys) == sorted(f"records/{o.asset}/error.json" for o in rejections.outcomes.values())
     assert rejections.leftovers() == []
 
 
@@ -273,8 +276,8 @@ def test_work_budget_and_stream_limit_are_judged_before_any_decode(rejections):
         _, tasks = flow_run_and_tasks(record["flow_run_id"])
         names = {t.name for t in tasks}
         assert "validate" in names and not [n for n in names if n.startswith(("encode", "transcode", "poster"))], names
-    record = json.loads(s3_client().get_object(Bucket=rejections.upload_bucket, Key=(
-        f"quarantine/{rejections.outcomes['work-budget'].asset}/error.json"))["Body"].read())
+    record = json.loads(s3_client().get_object(Bucket=rejections.output_bucket, Key=(
+        f"records/{rejections.outcomes['work-budget'].asset}/error.json"))["Body"].read())
     assert record["details"]["work_pixels"] > record["details"]["max_work_pixels"] == 3840 * 2160 * 60 * 6 * 3600
 
 

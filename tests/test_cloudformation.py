@@ -110,7 +110,9 @@ def test_roles_are_least_privilege():
     assert permissions(template, "TaskRole") == {
         ("s3:ListBucket", UPLOAD), ("s3:ListBucket", OUTPUT), ("s3:ListBucket", RESULTS),
         ("s3:GetObject", f"{UPLOAD}/*"), ("s3:GetObjectVersion", f"{UPLOAD}/*"),
-        ("s3:PutObject", f"{UPLOAD}/quarantine/*"), ("s3:DeleteObject", f"{UPLOAD}/quarantine/*"),
+        ("s3:PutObject", f"{UPLOAD}/quarantine/*"),
+        # Rejection and failure records: in the output bucket, where uploaders cannot write.
+        *{(action, f"{OUTPUT}/records/*") for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")},
         ("s3:GetObject", f"{OUTPUT}/assets/*"), ("s3:PutObject", f"{OUTPUT}/assets/*"),
         ("s3:AbortMultipartUpload", f"{OUTPUT}/assets/*"), ("s3:DeleteObject", f"{OUTPUT}/assets/*"),
         ("s3:GetObject", f"{RESULTS}/*"), ("s3:PutObject", f"{RESULTS}/*"), ("s3:DeleteObject", f"{RESULTS}/*"),
@@ -138,7 +140,8 @@ def test_roles_are_least_privilege():
         *{(action, f"{UPLOAD}/uploads/*") for action in
           ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts")},
         *{(action, resource) for action in ("s3:GetObject", "s3:DeleteObject")
-          for resource in (f"{OUTPUT}/assets/*", f"{UPLOAD}/quarantine/*")},
+          for resource in (f"{OUTPUT}/assets/*", f"{OUTPUT}/records/*")},
+        ("s3:DeleteObject", f"{UPLOAD}/quarantine/*"),
         ("s3:DeleteObject", f"{UPLOAD}/*"),
         *{(f"dynamodb:{action}", resource) for action in ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query")
           for resource in ("<RecordsTable.Arn>", "<RecordsTable.Arn>/index/*")},
@@ -228,6 +231,15 @@ def test_buckets_and_queue_are_locked_down():
         assert tls["Effect"] == "Deny" and tls["Principal"] == "*" and tls["Action"] == "s3:*", policy
         assert render(tls["Resource"]) == [f"<{bucket}.Arn>", f"<{bucket}.Arn>/*"], policy
         assert tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}, policy
+    # Nobody but PixelFlow's roles writes the records (output bucket) and the kept copies of
+    # rejected sources (upload bucket): uploaders cannot forge a rejection.
+    for policy, resource, writers in (
+            ("OutputBucketPolicy", f"{OUTPUT}/records/*", ["<TaskRole.Arn>", "<ReconcileFunctionRole.Arn>"]),
+            ("UploadBucketPolicy", "<UploadBucket.Arn>/quarantine/*", "<TaskRole.Arn>")):
+        (deny,) = [st for st in _statements(resources[policy]["Properties"]["PolicyDocument"]["Statement"])
+                   if st.get("Effect") == "Deny" and st.get("Action") == "s3:PutObject"]
+        assert deny["Principal"] == "*" and render(deny["Resource"]) == resource, policy
+        assert render(deny["Condition"]) == {"ArnNotEquals": {"aws:PrincipalArn": writers}}, policy
     # Playback: CloudFront may read the published media types only (not manifest.json, which names
     # the source), for this distribution only.
     (read,) = [st for st in _statements(resources["OutputBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"])
@@ -267,6 +279,46 @@ def test_buckets_and_queue_are_locked_down():
     mapping = resources["WebhookEventSource"]["Properties"]
     assert render(mapping["EventSourceArn"]) == "<WebhookQueue.Arn>"
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_the_reconciler_runs_on_a_schedule_with_least_privilege():
+    """EventBridge Scheduler invokes the reconciler function (one round: lost events, retries of
+    failed uploads, records repair); its role may do what a round does and nothing else."""
+    template = load_template()
+    resources = template["Resources"]
+    schedule = resources["ReconcileEveryFewMinutes"]
+    assert schedule["Type"] == "AWS::Scheduler::Schedule"
+    target = schedule["Properties"]["Target"]
+    assert render(target["Arn"]) == "<ReconcileFunction.Arn>"
+    assert render(target["RoleArn"]) == "<ReconcileScheduleRole.Arn>"
+    assert json.loads(render(target["Input"])) == {"deployment": "<ReconcileDeployment>", "older_than": 300,
+                                                   "within": 86400}
+    assert render(schedule["Properties"]["ScheduleExpression"]) == "<ReconcileSchedule>"
+    assert template["Parameters"]["ReconcileSchedule"]["Default"] == "rate(5 minutes)"
+    function = resources["ReconcileFunction"]["Properties"]
+    assert function["Handler"] == "pixelflow.ops.lambda_handlers.reconcile_handler"
+    assert {resources[name]["Condition"] for name in ("ReconcileEveryFewMinutes", "ReconcileFunction",
+                                                      "ReconcileFunctionRole", "ReconcileScheduleRole")} == {
+        "CreateReconciler"}
+    assert permissions(template, "ReconcileScheduleRole") == {("lambda:InvokeFunction", "<ReconcileFunction.Arn>")}
+    (trust,) = resources["ReconcileScheduleRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert render(trust["Condition"]) == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+    records = f"{OUTPUT}/records/*"
+    assert permissions(template, "ReconcileFunctionRole") == {
+        ("logs:CreateLogStream", "<ReconcileLogGroup.Arn>"), ("logs:PutLogEvents", "<ReconcileLogGroup.Arn>"),
+        *{(action, bucket) for action in ("s3:ListBucket", "s3:GetBucketVersioning") for bucket in (OUTPUT, UPLOAD)},
+        ("s3:GetObject", f"{OUTPUT}/assets/*"), ("s3:GetObject", records),
+        # The count of a failed upload's retries, and nothing else of the records.
+        ("s3:PutObject", f"{OUTPUT}/records/*/retries.json"),
+        # A deleted asset's objects that reappeared are removed again.
+        ("s3:DeleteObject", f"{OUTPUT}/assets/*"), ("s3:DeleteObject", records),
+        ("s3:DeleteObject", f"{UPLOAD}/quarantine/*"),
+        *{(f"dynamodb:{action}", resource) for action in ("GetItem", "UpdateItem", "DeleteItem", "Query")
+          for resource in ("<RecordsTable.Arn>", "<RecordsTable.Arn>/index/*")},
+        ("secretsmanager:GetSecretValue", "<PrefectApiKeySecretArn>"),
+        ("secretsmanager:GetSecretValue", "<PrefectAuthStringSecretArn>"),
+    }
 
 
 def test_records_table_is_the_one_the_code_creates():
@@ -427,6 +479,25 @@ def test_serverless_api_and_bridge_deploy_and_the_api_works_on_what_they_created
     assert hooks_queue["FifoQueue"] == "true" and json.loads(hooks_queue["RedrivePolicy"])["maxReceiveCount"] == 100
     (hooks_mapping,) = lambdas.list_event_source_mappings(FunctionName=f"{stack}-webhooks")["EventSourceMappings"]
     assert hooks_mapping["EventSourceArn"] == hooks_queue["QueueArn"]
+
+    # The reconciler function, with what a round needs: one round on the stack's (empty) buckets
+    # and records starts nothing and repairs nothing. (moto's CloudFormation has no EventBridge
+    # Scheduler: the schedule is checked in the template, test_the_reconciler_runs_on_a_schedule...)
+    reconciler = lambdas.get_function(FunctionName=f"{stack}-reconcile")["Configuration"]
+    assert reconciler["Handler"] == "pixelflow.ops.lambda_handlers.reconcile_handler"
+    reconcile_env = reconciler["Environment"]["Variables"]
+    assert reconcile_env["PIXELFLOW_OUTPUT_BUCKET"] == outputs["OutputBucketName"]
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.events_helpers import closed_port
+
+    # Nothing is due, so Prefect is never asked (its URL is a closed port).
+    with monkeypatch.context() as patch, temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{closed_port()}/api"}):
+        for name, value in reconcile_env.items():
+            if name.startswith("PIXELFLOW_"):
+                patch.setenv(name, str(value))
+        assert lambda_handlers.reconcile_handler({"deployment": "ecs"}) == {
+            "started": [], "retried": [], "given_up": [], "repaired": 0}
 
     # The API function's environment is all the API needs: it answers with the stack's records
     # and presigns into the stack's upload bucket.

@@ -256,9 +256,10 @@ def test_rejected_source_fails_with_code_and_publishes_nothing(prefect_server, b
     with pytest.raises(PixelFlowError) as caught:
         transcode(bucket=up, key="notes.mp4", etag=etag)
     assert caught.value.code.value == "not_media"
-    assert s3_client().list_objects_v2(Bucket=out).get("KeyCount", 0) == 0
     aid = asset_id(up, "notes.mp4", etag)
-    record = json.loads(s3_client().get_object(Bucket=up, Key=f"quarantine/{aid}/error.json")["Body"].read())
+    # nothing published: the output bucket holds the rejection's record only (never served)
+    assert [o["Key"] for o in s3_client().list_objects_v2(Bucket=out)["Contents"]] == [f"records/{aid}/error.json"]
+    record = json.loads(s3_client().get_object(Bucket=out, Key=f"records/{aid}/error.json")["Body"].read())
     assert record["code"] == "not_media" and record["status"] == "rejected"
     # the upload is kept where it was, and a copy beside the record
     assert s3_client().head_object(Bucket=up, Key="notes.mp4")["ContentLength"] == bogus.stat().st_size

@@ -83,6 +83,9 @@ def reliability_stack(moto_server: str, proxy: S3FaultProxy, home: Path, **field
             "PIXELFLOW_LADDER": "360,480,720",
             "PIXELFLOW_PRESET": "ultrafast",
             "PIXELFLOW_SCRATCH_DIR": str(home / "scratch"),
+            # Failed runs are retried by hand here (prefect flow-run retry, pixelflow retry); the
+            # reconciler's own retries of failed uploads are tests/test_failed_retries.py's.
+            "PIXELFLOW_FAILED_RETRY_LIMIT": "0",
         },
         # Every flow run reaches S3 through the fault proxy; a failed task is retried once
         # within the run: a killed ladder process leaves each rung to its one retry, encoding
@@ -165,7 +168,7 @@ def quarantined_keys(stack: Stack, asset: str) -> list[str]:
 def failure_record(stack: Stack, asset: str) -> dict[str, Any]:
     settings = stack.settings()
     s3, _ = stack.clients()
-    body = s3.get_object(Bucket=settings.upload_bucket, Key=f"{settings.quarantine_prefix}{asset}/error.json")["Body"]
+    body = s3.get_object(Bucket=settings.output_bucket, Key=settings.layout(asset).error_key)["Body"]
     return json.loads(body.read())
 
 
@@ -273,7 +276,7 @@ def test_manual_retry_redoes_only_the_failed_rendition(stack, media_dir):
         assert manifest_versions(stack, upload["asset_id"]) == 0
         # a service failure is recorded for `pixelflow status`; the source is fine and not copied
         assert failure_record(stack, upload["asset_id"])["status"] == "failed"
-        assert quarantined_keys(stack, upload["asset_id"]) == ["error.json"]
+        assert quarantined_keys(stack, upload["asset_id"]) == []
 
     prefect_run, pixelflow_run = failed["prefect-cli"]["id"], failed["pixelflow-cli"]["id"]
     done = cli(stack, _bin("prefect"), "flow-run", "retry", prefect_run)
@@ -606,13 +609,13 @@ def test_burst_of_uploads_and_duplicates_gives_one_asset_per_upload(stack, media
         assert_complete_asset(stack, asset, _rendition_names(stack, asset))
     # One rejection record per bad upload, with its code.
     for asset, code in bad_assets.items():
-        record = json.loads(s3.get_object(Bucket=settings.upload_bucket,
-                                          Key=f"{settings.quarantine_prefix}{asset}/error.json")["Body"].read())
+        record = json.loads(s3.get_object(Bucket=settings.output_bucket,
+                                          Key=settings.layout(asset).error_key)["Body"].read())
         assert record["code"] == code and manifest_versions(stack, asset) == 0
-    quarantined = {o["Key"] for o in s3.list_objects_v2(Bucket=settings.upload_bucket,
-                                                        Prefix=settings.quarantine_prefix).get("Contents", [])
-                   if o["Key"].endswith("/error.json")}
-    assert quarantined >= {f"{settings.quarantine_prefix}{a}/error.json" for a in bad_assets}
+    recorded = {o["Key"] for o in s3.list_objects_v2(Bucket=settings.output_bucket,
+                                                     Prefix=settings.record_prefix).get("Contents", [])
+                if o["Key"].endswith("/error.json")}
+    assert recorded >= {settings.layout(a).error_key for a in bad_assets}
 
     # Nothing left behind, nothing in the dead-letter queue.
     wait_for(lambda: queue_counts(sqs, provisioned.queue_url) == (0, 0), timeout=30, what="an empty upload queue")

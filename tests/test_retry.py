@@ -165,7 +165,7 @@ def _transcode_rejected(buckets, media_dir, monkeypatch, key: str, env: dict[str
     assert state.is_failed(), state.message
     aid = asset_id(up, key, etag)
     assert s3.list_objects_v2(Bucket=out, Prefix=f"assets/{aid}/").get("KeyCount", 0) == 0  # nothing published
-    record = json.loads(s3.get_object(Bucket=up, Key=f"quarantine/{aid}/error.json")["Body"].read())
+    record = json.loads(s3.get_object(Bucket=out, Key=f"records/{aid}/error.json")["Body"].read())
     assert s3.head_object(Bucket=up, Key=key)["ContentLength"] == clip.stat().st_size  # the source is kept
     return state.message.split(":")[0], task_runs(state.state_details.flow_run_id), record
 

@@ -247,16 +247,17 @@ def test_a_source_is_read_in_parallel_parts_byte_for_byte(prefect_server, bucket
 
 @pytest.mark.parametrize("planted", [b"x" * (5 * 1024 * 1024), b"not json", b'["a list"]'])
 def test_a_planted_rejection_record_is_never_read_whole_nor_taken_for_a_rejection(moto_server, buckets, planted):
-    """Anyone who can upload can write under the quarantine prefix: a huge, non-JSON or non-object
-    error.json there is not read whole and does not make the upload rejected."""
+    """A huge, non-JSON or non-object error.json where the records are (whoever wrote it: the
+    records are in the output bucket, where uploaders cannot write) is not read whole and does
+    not make the upload rejected."""
     from pixelflow.ops import assets
     from pixelflow.settings import PixelFlowSettings
 
-    up, _ = buckets
+    up, out = buckets
     s3 = s3_client()
     s3.put_object(Bucket=up, Key="planted.mp4", Body=b"video bytes")
     upload = Upload.from_head(up, "planted.mp4", s3.head_object(Bucket=up, Key="planted.mp4"))
     settings = PixelFlowSettings()
-    s3.put_object(Bucket=up, Key=settings.layout(upload.asset_id).error_key, Body=planted)
+    s3.put_object(Bucket=out, Key=settings.layout(upload.asset_id).error_key, Body=planted)
     assert assets.published_or_rejected(upload.asset_id, settings, s3) is None
     assert assets.get_asset(upload.asset_id, settings, s3).status == assets.PROCESSING

@@ -1,4 +1,5 @@
-"""``pixelflow reconcile``: start the transcode of uploads whose event was lost on the way."""
+"""``pixelflow reconcile``: start the transcode of uploads whose event was lost on the way, and
+retry uploads whose run failed for a service reason (with backoff, up to a limit)."""
 
 from __future__ import annotations
 
@@ -35,13 +36,21 @@ def run(args: argparse.Namespace) -> int:
 
     from pixelflow.records import Records
 
+    from pixelflow.ops.reconcile import describe_retry
+    from pixelflow.ops.retries import retry_failed
+
+    records = Records.from_settings(settings) if args.records else None
     with get_client(sync_client=True) as client:
         orphans = reconcile(settings, s3_client(), client, args.deployment, older_than=args.older_than,
-                            within=args.within, records=Records.from_settings(settings) if args.records else None)
+                            within=args.within, records=records)
+        retries = retry_failed(settings, s3_client(), client, args.deployment, records=records)
     data = [{"asset_id": o.asset_id, "bucket": o.source["bucket"], "key": o.source["key"],
              "uploaded_at": o.uploaded_at.isoformat(), "flow_run_id": o.flow_run_id} for o in orphans]
+    data += [{"asset_id": r.asset_id, "bucket": r.source["bucket"], "key": r.source["key"], "retry": r.attempt,
+              "code": r.code, "flow_run_id": r.flow_run_id} for r in retries]
     lines = [f"started {o.flow_run_id}  s3://{o.source['bucket']}/{o.source['key']}  (asset {o.asset_id})"
              for o in orphans] or ["every upload has its run"]
+    lines += [describe_retry(r) for r in retries]
     if args.records:
         from pixelflow.ops.reconcile import repair_records
 

@@ -1,6 +1,10 @@
 """Where an asset's objects live, and whether a published asset is whole.
 
-An asset is the folder ``<asset_prefix><asset_id>/`` of the output bucket. Its ``manifest.json``
+An asset is the folder ``<asset_prefix><asset_id>/`` of the output bucket. Its records (why it
+was not published, ``error.json``, and the reconciler's retries, ``retries.json``) are in
+``<record_prefix><asset_id>/`` of the output bucket, where uploaders cannot write and which is never
+served; a rejected source is kept as ``<quarantine_prefix><asset_id>/source`` in the upload
+bucket. Its ``manifest.json
 names every object a client fetches (each rendition's init segment, segments and playlist, the
 master playlist, the poster, the storyboard's sheet and WebVTT file, the MP4 downloads, each
 subtitles rendition's playlist and WebVTT file) with its
@@ -13,8 +17,8 @@ Example:
     >>> layout = AssetLayout.of("0123456789abcdef01234567")
     >>> layout.prefix, layout.manifest_key
     ('assets/0123456789abcdef01234567/', 'assets/0123456789abcdef01234567/manifest.json')
-    >>> layout.error_key
-    'quarantine/0123456789abcdef01234567/error.json'
+    >>> layout.error_key, layout.kept_source_key
+    ('records/0123456789abcdef01234567/error.json', 'quarantine/0123456789abcdef01234567/source')
     >>> layout.relative(layout.key("720p/seg_00001.m4s"))
     '720p/seg_00001.m4s'
 """
@@ -30,29 +34,36 @@ MANIFEST = "manifest.json"
 MASTER = "master.m3u8"
 POSTER = "poster.jpg"
 ERROR_RECORD = "error.json"
+RETRY_RECORD = "retries.json"
 KEPT_SOURCE = "source"
 
 
 @dataclass(frozen=True)
 class AssetLayout:
-    """The keys of one asset's objects in the output bucket.
+    """The keys of one asset's objects.
 
     Attributes:
         asset_id: The asset's id.
         prefix: The asset's folder in the output bucket, ending in ``/`` (``assets/<asset_id>/``).
-        record_prefix: The folder of the asset's rejection or failure record (``error.json``) and
-            kept source, ending in ``/`` (``quarantine/<asset_id>/``).
+        record_prefix: The folder of the asset's records in the output bucket (``error.json``,
+            ``retries.json``), ending in ``/`` (``records/<asset_id>/``).
+        quarantine_prefix: The folder of the kept copy of a rejected source in the upload bucket,
+            ending in ``/`` (``quarantine/<asset_id>/``).
     """
 
     asset_id: str
     prefix: str
     record_prefix: str = ""
+    quarantine_prefix: str = ""
 
     @classmethod
-    def of(cls, asset_id: str, asset_prefix: str = "assets/", quarantine_prefix: str = "quarantine/") -> "AssetLayout":
-        """The layout of ``asset_id`` under ``asset_prefix`` and ``quarantine_prefix`` (the settings
-        ``PIXELFLOW_ASSET_PREFIX`` and ``PIXELFLOW_QUARANTINE_PREFIX``)."""
-        return cls(asset_id, f"{asset_prefix}{asset_id}/", f"{quarantine_prefix}{asset_id}/")
+    def of(cls, asset_id: str, asset_prefix: str = "assets/", quarantine_prefix: str = "quarantine/",
+           record_prefix: str = "records/") -> "AssetLayout":
+        """The layout of ``asset_id`` under ``asset_prefix``, ``quarantine_prefix`` and
+        ``record_prefix`` (the settings ``PIXELFLOW_ASSET_PREFIX``, ``PIXELFLOW_QUARANTINE_PREFIX``
+        and ``PIXELFLOW_RECORD_PREFIX``)."""
+        return cls(asset_id, f"{asset_prefix}{asset_id}/", f"{record_prefix}{asset_id}/",
+                   f"{quarantine_prefix}{asset_id}/")
 
     def key(self, relative: str) -> str:
         """The key of an object given its path inside the asset (``720p/index.m3u8``)."""
@@ -78,13 +89,18 @@ class AssetLayout:
 
     @property
     def error_key(self) -> str:
-        """The asset's ``error.json`` record."""
+        """The asset's ``error.json`` record (output bucket)."""
         return f"{self.record_prefix}{ERROR_RECORD}"
 
     @property
+    def retries_key(self) -> str:
+        """The record of the reconciler's retries of a failed upload (``retries.json``)."""
+        return f"{self.record_prefix}{RETRY_RECORD}"
+
+    @property
     def kept_source_key(self) -> str:
-        """Where a rejected source is kept."""
-        return f"{self.record_prefix}{KEPT_SOURCE}"
+        """Where a rejected source is kept (upload bucket)."""
+        return f"{self.quarantine_prefix}{KEPT_SOURCE}"
 
 
 def rendition_objects(rendition: Mapping[str, Any]) -> dict[str, int | None]:

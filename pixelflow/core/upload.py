@@ -61,9 +61,10 @@ class Upload:
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
 
-    def layout(self, asset_prefix: str = "assets/", quarantine_prefix: str = "quarantine/") -> AssetLayout:
-        """Where this upload's asset, and its rejection record, live."""
-        return AssetLayout.of(self.asset_id, asset_prefix, quarantine_prefix)
+    def layout(self, asset_prefix: str = "assets/", quarantine_prefix: str = "quarantine/",
+               record_prefix: str = "records/") -> AssetLayout:
+        """Where this upload's asset, its records and its kept copy live."""
+        return AssetLayout.of(self.asset_id, asset_prefix, quarantine_prefix, record_prefix)
 
     def same_revision(self, other: "Upload") -> bool:
         """Whether ``other`` (for example the object as a later ``HEAD`` sees it) is this upload.

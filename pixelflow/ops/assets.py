@@ -8,8 +8,9 @@ An asset's state is derived from three places, so no database is needed:
 * **broken** — the manifest exists but objects it names are gone (removed by an operator, a
   lifecycle rule or a deletion): ``error`` is ``asset_incomplete`` with the missing paths; a new
   run of the upload (``pixelflow transcode s3://BUCKET/KEY``) rebuilds it.
-* **rejected** / **failed** — ``<quarantine_prefix><asset_id>/error.json`` exists in the upload
-  bucket (written by the flow's ``quarantine`` task): ``{"code", "message", "status"?, "details"?,
+* **rejected** / **failed** — ``<record_prefix><asset_id>/error.json`` exists in the output
+  bucket (written by the flow's ``quarantine`` task; uploaders cannot write there, so an
+  ``error.json`` planted in the upload bucket counts for nothing): ``{"code", "message", "status"?, "details"?,
   "source"?: {"bucket", "key", "etag", "version_id"}, "recorded_at"?, ...}``. Without a
   ``status``, codes from :data:`pixelflow.errors.REJECTION_CODES` mean *rejected* (the source is
   unacceptable) and any other code means *failed*.
@@ -183,6 +184,57 @@ def _check_whole(info: AssetInfo, manifest: dict[str, Any], settings: PixelFlowS
     return info
 
 
+def records_bucket(settings: PixelFlowSettings) -> str:
+    """The bucket holding the asset records (``error.json``, ``retries.json``): the output bucket,
+    which only PixelFlow writes (never the upload bucket, where uploaders could forge one)."""
+    return settings.output_bucket
+
+
+def _records_root(settings: PixelFlowSettings) -> str:
+    return settings.record_prefix
+
+
+def iter_error_records(settings: PixelFlowSettings, s3) -> Iterator[tuple[str, dict[str, Any], datetime]]:
+    """Every asset's rejection or failure record as ``(asset_id, record, LastModified)`` (records
+    that PixelFlow did not write are skipped, see :func:`_get_record`)."""
+    bucket, root = records_bucket(settings), _records_root(settings)
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root, Delimiter="/")
+    for page in pages:
+        for prefix in page.get("CommonPrefixes", []):
+            candidate = prefix["Prefix"][len(root):].rstrip("/")
+            if not is_asset_id(candidate):
+                continue
+            record = _get_record(s3, bucket, settings.layout(candidate).error_key)
+            if record:
+                yield candidate, record[0], record[1]
+
+
+def published_asset(asset_id: str, settings: PixelFlowSettings, s3) -> AssetInfo | None:
+    """The published asset as one listing of its prefix shows it: ``ready`` when every object its
+    manifest names is there, ``broken`` when some are gone; ``None`` without a manifest."""
+    found = _get_json(s3, settings.output_bucket, settings.layout(asset_id).manifest_key)
+    return _check_whole(_from_manifest(asset_id, *found), found[0], settings, s3) if found else None
+
+
+def asset_state(asset_id: str, settings: PixelFlowSettings, s3, source: dict[str, Any] | None) -> AssetInfo | None:
+    """What S3 says of an asset whose upload is known (``source``, e.g. from its record), without
+    listing the upload bucket: published (ready or broken), rejected or failed, processing (its
+    upload is still there, same ETag), or ``None`` (nothing of it is left)."""
+    info = published_asset(asset_id, settings, s3) or published_or_rejected(asset_id, settings, s3)
+    if info is not None or not source or not source.get("key") or source.get("bucket") != settings.upload_bucket:
+        return info
+    try:
+        head = s3.head_object(Bucket=source["bucket"], Key=source["key"])
+    except ClientError as exc:
+        if is_missing(exc):
+            return None
+        raise
+    upload = Upload.from_head(source["bucket"], source["key"], head)
+    if upload.asset_id != asset_id:
+        return None
+    return AssetInfo(asset_id=asset_id, status=PROCESSING, created=head.get("LastModified"), source=upload.to_dict())
+
+
 def read_manifest(asset_id: str, settings: PixelFlowSettings, s3) -> dict[str, Any] | None:
     """The published ``manifest.json`` of an asset, or ``None`` when not published (yet)."""
     found = _get_json(s3, settings.output_bucket, settings.layout(asset_id).manifest_key)
@@ -190,8 +242,8 @@ def read_manifest(asset_id: str, settings: PixelFlowSettings, s3) -> dict[str, A
 
 
 def read_rejection(asset_id: str, settings: PixelFlowSettings, s3) -> dict[str, Any] | None:
-    """The quarantine ``error.json`` record of an asset, or ``None`` when there is none."""
-    found = _get_record(s3, settings.upload_bucket, settings.layout(asset_id).error_key)
+    """The ``error.json`` record of an asset (output bucket), or ``None`` when there is none."""
+    found = _get_record(s3, records_bucket(settings), settings.layout(asset_id).error_key)
     return found[0] if found else None
 
 
@@ -201,7 +253,7 @@ def published_or_rejected(asset_id: str, settings: PixelFlowSettings, s3) -> Ass
     found = _get_json(s3, settings.output_bucket, layout.manifest_key)
     if found:
         return _from_manifest(asset_id, *found)
-    found = _get_record(s3, settings.upload_bucket, layout.error_key)
+    found = _get_record(s3, records_bucket(settings), layout.error_key)
     if found:
         return _from_error(asset_id, *found)
     return None
@@ -268,10 +320,7 @@ def get_asset(asset_id: str, settings: PixelFlowSettings, s3) -> AssetInfo:
     """
     if not is_asset_id(asset_id):
         raise AssetNotFound(f"{asset_id!r} is not an asset id.")
-    found = _get_json(s3, settings.output_bucket, settings.layout(asset_id).manifest_key)
-    if found:
-        return _check_whole(_from_manifest(asset_id, *found), found[0], settings, s3)
-    info = published_or_rejected(asset_id, settings, s3)
+    info = published_asset(asset_id, settings, s3) or published_or_rejected(asset_id, settings, s3)
     if info:
         return info
     for found_id, source, uploaded in iter_sources(settings, s3):
@@ -294,20 +343,12 @@ def list_assets(settings: PixelFlowSettings, s3) -> list[AssetInfo]:
             candidate = prefix["Prefix"][len(settings.asset_prefix):].rstrip("/")
             if not is_asset_id(candidate):
                 continue
-            manifest = _get_json(s3, settings.output_bucket, settings.layout(candidate).manifest_key)
-            if manifest:
-                found[candidate] = _check_whole(_from_manifest(candidate, *manifest), manifest[0], settings, s3)
-    pages = s3.get_paginator("list_objects_v2").paginate(
-        Bucket=settings.upload_bucket, Prefix=settings.quarantine_prefix, Delimiter="/"
-    )
-    for page in pages:
-        for prefix in page.get("CommonPrefixes", []):
-            candidate = prefix["Prefix"][len(settings.quarantine_prefix):].rstrip("/")
-            if not is_asset_id(candidate) or candidate in found:
-                continue
-            record = _get_record(s3, settings.upload_bucket, settings.layout(candidate).error_key)
-            if record:
-                found[candidate] = _from_error(candidate, *record)
+            published = published_asset(candidate, settings, s3)
+            if published:
+                found[candidate] = published
+    for candidate, record, modified in iter_error_records(settings, s3):
+        if candidate not in found:
+            found[candidate] = _from_error(candidate, record, modified)
     for candidate, source, uploaded in iter_sources(settings, s3):
         info = found.get(candidate)
         if info is None:

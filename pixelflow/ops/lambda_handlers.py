@@ -14,6 +14,10 @@ upload queue (a small deployment needs no always-on container).
   ``maxReceiveCount`` receives, moves them to the dead-letter queue. Test events and objects
   PixelFlow wrote itself are dropped; bodies that are not S3 notifications fail (dead-letter).
 
+* :func:`reconcile_handler`: one round of the reconciler, invoked on a schedule (EventBridge
+  Scheduler): the run of every upload whose event was lost, the retries of failed uploads whose
+  backoff has passed, and the repair of the records from S3 (:mod:`pixelflow.ops.reconcile`).
+
 Prefect credentials: ``PREFECT_API_KEY_SECRET_ARN`` or ``PREFECT_API_AUTH_STRING_SECRET_ARN``
 name Secrets Manager secrets read at cold start into ``PREFECT_API_KEY`` /
 ``PREFECT_API_AUTH_STRING`` (never logged).
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any, Callable
 
 import httpx
@@ -189,3 +194,63 @@ def webhooks_handler(event: dict[str, Any], context: Any = None, *,
     dispatcher = Dispatcher(settings or PixelFlowSettings())
     not_done = dispatcher.handle_batch(event.get("Records", []), delete=False)
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in not_done]}
+
+
+def _number(event: dict[str, Any], name: str, default: float) -> float:
+    from pixelflow.errors import ErrorCode, PixelFlowError
+
+    value = event.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 366 * 86400:
+        raise PixelFlowError(ErrorCode.INVALID_REQUEST, f"{name} must be a number of seconds (0 to a year).")
+    return float(value)
+
+
+def reconcile_handler(event: dict[str, Any] | None = None, context: Any = None, *,
+                      settings: PixelFlowSettings | None = None) -> dict[str, Any]:
+    """Lambda handler of the reconciler's schedule: one round, then the function ends.
+
+    The schedule's input may set ``deployment`` (default ``ecs``), ``older_than`` (the grace
+    period of an upload without a run, default 300 s), ``within`` (how far back uploads are
+    looked at, default 86400 s) and ``repair`` (repair the records, default true).
+
+    Returns:
+        What the round did: the runs started for lost uploads and as retries, the uploads given
+        up on, and the number of records repaired.
+    """
+    from prefect.client.orchestration import get_client
+
+    from pixelflow.aws import s3_client
+    from pixelflow.ops.reconcile import reconcile, repair_records
+    from pixelflow.ops.retries import retry_failed
+    from pixelflow.records import Records
+
+    from pixelflow.errors import ErrorCode, PixelFlowError
+
+    event = event or {}
+    if not isinstance(event, dict) or set(event) - {"deployment", "older_than", "within", "repair"}:
+        raise PixelFlowError(ErrorCode.UNKNOWN_FIELD, "The reconciler's input takes deployment, older_than, within "
+                             "and repair only.")
+    deployment = event.get("deployment", "ecs")
+    if not isinstance(deployment, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", deployment):
+        raise PixelFlowError(ErrorCode.INVALID_REQUEST, "deployment must be a deployment name.")
+    if not isinstance(event.get("repair", True), bool):
+        raise PixelFlowError(ErrorCode.INVALID_REQUEST, "repair must be true or false.")
+    older_than, within = _number(event, "older_than", 300.0), _number(event, "within", 86400.0)
+    load_prefect_secrets()
+    settings = settings or PixelFlowSettings()
+    s3, records = s3_client(), Records.from_settings(settings)
+    with get_client(sync_client=True) as client:
+        orphans = reconcile(settings, s3, client, deployment, older_than=older_than, within=within, records=records)
+        retries = retry_failed(settings, s3, client, deployment, records=records)
+    repaired = repair_records(settings, s3, records, older_than=older_than) if event.get("repair", True) else []
+    for orphan in orphans:
+        logger.info("asset %s had no run: started flow run %s", orphan.asset_id, orphan.flow_run_id)
+    for retry in retries:
+        logger.info("asset %s failed (%s): %s", retry.asset_id, retry.code,
+                    f"retry {retry.attempt} is flow run {retry.flow_run_id}" if retry.flow_run_id
+                    else f"given up after {retry.attempt} retries")
+    return {"started": [{"asset_id": o.asset_id, "flow_run_id": o.flow_run_id} for o in orphans],
+            "retried": [{"asset_id": r.asset_id, "attempt": r.attempt, "flow_run_id": r.flow_run_id}
+                        for r in retries if r.flow_run_id],
+            "given_up": [r.asset_id for r in retries if not r.flow_run_id],
+            "repaired": len(repaired)}

@@ -1,5 +1,6 @@
 """The safety net of the event chain: every upload gets a transcode run, even when an event was
-lost on the way.
+lost on the way, and a run that failed for a service reason is retried with backoff
+(:mod:`pixelflow.ops.retries`).
 
 The chain S3 notification -> SQS -> bridge -> Prefect event -> deployment trigger is at least once
 up to the Prefect server, but the trigger's ``run-deployment`` action is not retried: a Prefect
@@ -133,6 +134,7 @@ def reconcile_forever(settings: PixelFlowSettings, deployment: str, every: float
     from prefect.client.orchestration import get_client
 
     from pixelflow.aws import s3_client
+    from pixelflow.ops.retries import retry_failed
     from pixelflow.records import Records
 
     s3 = s3_client()
@@ -149,6 +151,12 @@ def reconcile_forever(settings: PixelFlowSettings, deployment: str, every: float
                         f"started flow run {orphan.flow_run_id}")
         except Exception as exc:  # noqa: BLE001 - the next round tries again
             log(f"reconcile failed: {type(exc).__name__}: {exc}")
+        try:
+            with get_client(sync_client=True) as client:
+                for retry in retry_failed(settings, s3, client, deployment, records=records):
+                    log(describe_retry(retry))
+        except Exception as exc:  # noqa: BLE001 - the next round tries again
+            log(f"retrying failed uploads failed: {type(exc).__name__}: {exc}")
         if repair and time.monotonic() - repaired_at >= max(every, 60.0):  # a full listing: not every round
             repaired_at = time.monotonic()
             try:
@@ -162,6 +170,14 @@ def reconcile_forever(settings: PixelFlowSettings, deployment: str, every: float
                     repair = False
         while not stop() and time.monotonic() - started < every:
             time.sleep(min(1.0, every))
+
+
+def describe_retry(retry) -> str:
+    """One log line for a :class:`pixelflow.ops.retries.Retry`."""
+    where = f"s3://{retry.source['bucket']}/{retry.source['key']} (asset {retry.asset_id})"
+    if retry.flow_run_id is None:
+        return f"{where} failed again ({retry.code}) after {retry.attempt} retries: not retried any more"
+    return f"{where} had failed ({retry.code}); started retry {retry.attempt} as flow run {retry.flow_run_id}"
 
 
 # --- records repair -------------------------------------------------------------------------------
@@ -180,6 +196,42 @@ def _record_time(value: Any) -> datetime | None:
     from pixelflow.ops.assets import _parse_time
 
     return _parse_time(value)
+
+
+def record_from_s3(records, info, record: dict[str, Any] | None, first: dict[str, Any] | None = None) -> Repair | None:
+    """Make one asset's record (``record``, not a tombstone) say what S3 says of it (``info``, an
+    :class:`pixelflow.ops.assets.AssetInfo`), as :func:`repair_records` describes; the API's view
+    of one asset uses the same rule. ``first``: the fields a new record starts with (default its
+    source). Returns the correction made, if any."""
+    from pixelflow.ops import assets as s3_assets
+    from pixelflow.records import ERRORED, PREPARING, READY, asset_fields_from_manifest
+
+    before = None if record is None else record.get("status")
+    first = first or {"source": info.source}
+    created = info.created.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if info.created else None
+    if info.status == s3_assets.READY:
+        if before == READY:
+            return None
+        fields = {**asset_fields_from_manifest({"renditions": info.renditions, "duration": info.duration}),
+                  "progress": 100, "errors": None}
+        records.record_asset(info.asset_id, READY, fields, first=first, created_at=created)
+        return Repair(info.asset_id, before, READY)
+    if info.status in (s3_assets.BROKEN, s3_assets.REJECTED, s3_assets.FAILED):
+        error = {"code": info.error["code"], "message": info.error["message"]}
+        if info.status != s3_assets.BROKEN and before == PREPARING:
+            recorded, written = info.created, _record_time(record.get("updated_at"))
+            if recorded is None or written is None or recorded <= written:
+                return None  # a retry is on its way: its error.json is older than its last write
+        if before == ERRORED and ((record or {}).get("errors") or {}).get("code") == error["code"]:
+            return None
+        records.record_asset(info.asset_id, ERRORED, {"errors": error, "progress": None}, first=first,
+                             created_at=created)
+        return Repair(info.asset_id, before, ERRORED)
+    if info.status == s3_assets.PROCESSING and before in (None, READY):
+        records.record_asset(info.asset_id, PREPARING, {"progress": 0, "renditions": None}, first=first,
+                             created_at=created)
+        return Repair(info.asset_id, before, PREPARING)
+    return None
 
 
 def repair_records(settings: PixelFlowSettings, s3, records, *, older_than: float = 300.0,
@@ -201,46 +253,27 @@ def repair_records(settings: PixelFlowSettings, s3, records, *, older_than: floa
     """
     from pixelflow.ops import assets as s3_assets
     from pixelflow.errors import ErrorCode
-    from pixelflow.records import ERRORED, PREPARING, READY, api_upload, asset_fields_from_manifest, upload_link
+    from pixelflow.records import api_upload, upload_link
 
     now = now or datetime.now(timezone.utc)
     repairs: list[Repair] = []
     known = s3_assets.list_assets(settings, s3)
     for info in known:
         record = records.get_asset(info.asset_id)
-        before = None if record is None else ("deleted" if record.get("deleted_at") else record.get("status"))
-        if before == "deleted":
+        if record is not None and record.get("deleted_at"):
             if info.status in (s3_assets.READY, s3_assets.BROKEN):
                 from pixelflow.ops.api.assets import AssetService
 
                 AssetService(settings, s3, records).purge(info.asset_id, record)
-                repairs.append(Repair(info.asset_id, before, "purged"))
+                repairs.append(Repair(info.asset_id, "deleted", "purged"))
             continue
         first = {"source": info.source}
         upload_record = api_upload(settings, records, info.source["key"]) if (info.source or {}).get("key") else None
         if upload_record is not None:  # an API upload's asset keeps its passthrough and playback policy
             first.update(upload_link(upload_record))
-        created = info.created.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if info.created else None
-        if info.status == s3_assets.READY:
-            if before != READY:
-                fields = {**asset_fields_from_manifest({"renditions": info.renditions, "duration": info.duration}),
-                          "progress": 100, "errors": None}
-                records.record_asset(info.asset_id, READY, fields, first=first, created_at=created)
-                repairs.append(Repair(info.asset_id, before, READY))
-        elif info.status in (s3_assets.BROKEN, s3_assets.REJECTED, s3_assets.FAILED):
-            error = {"code": info.error["code"], "message": info.error["message"]}
-            if info.status != s3_assets.BROKEN and before == PREPARING:
-                recorded, written = info.created, _record_time(record.get("updated_at"))
-                if recorded is None or written is None or recorded <= written:
-                    continue  # a retry is on its way: its error.json is older than its last write
-            if before != ERRORED or ((record or {}).get("errors") or {}).get("code") != error["code"]:
-                records.record_asset(info.asset_id, ERRORED, {"errors": error, "progress": None}, first=first,
-                                     created_at=created)
-                repairs.append(Repair(info.asset_id, before, ERRORED))
-        elif info.status == s3_assets.PROCESSING and before in (None, READY):
-            records.record_asset(info.asset_id, PREPARING, {"progress": 0, "renditions": None}, first=first,
-                                 created_at=created)
-            repairs.append(Repair(info.asset_id, before, PREPARING))
+        repaired = record_from_s3(records, info, record, first)
+        if repaired is not None:
+            repairs.append(repaired)
     seen = {info.asset_id for info in known}
     for status in (PREPARING, READY):
         cursor = None

@@ -158,7 +158,7 @@ def written_by_pixelflow(record: S3Record, settings: PixelFlowSettings) -> bool:
     never a new upload."""
     prefixes = [settings.quarantine_prefix]
     if record.bucket == settings.output_bucket:
-        prefixes.append(settings.asset_prefix)
+        prefixes += [settings.asset_prefix, settings.record_prefix]
     return any(p and record.key.startswith(p) for p in prefixes)
 
 

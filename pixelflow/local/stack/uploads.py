@@ -104,7 +104,8 @@ class Uploads:
                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
         buckets = {"PIXELFLOW_UPLOAD_BUCKET": settings.upload_bucket, "PIXELFLOW_OUTPUT_BUCKET": settings.output_bucket,
                    "PIXELFLOW_ASSET_PREFIX": settings.asset_prefix,
-                   "PIXELFLOW_QUARANTINE_PREFIX": settings.quarantine_prefix}
+                   "PIXELFLOW_QUARANTINE_PREFIX": settings.quarantine_prefix,
+                   "PIXELFLOW_RECORD_PREFIX": settings.record_prefix}
         return "\n".join([
             _export(aws),
             _export(buckets),

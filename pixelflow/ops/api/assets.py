@@ -4,7 +4,7 @@
 Every asset is here, however its upload arrived (the API, the CLI, ``aws s3 cp``): the flow
 records each asset it works on. An asset with no record yet (published before the records
 existed, or whose flow could not write) is looked up in S3 by its two well-known objects
-(``manifest.json``, ``error.json``: two GETs, never a listing) and its record written then;
+(``manifest.json``, ``error.json``, both in the output bucket: two GETs, never a listing) and its record written then;
 ``pixelflow reconcile`` backfills and repairs the rest.
 """
 
@@ -103,13 +103,35 @@ class AssetService:
                                              created_at=_created(rejection.get("recorded_at")))
         return None
 
-    def get(self, asset_id: str) -> dict[str, Any]:
+    def get(self, asset_id: str, *, check: bool = False) -> dict[str, Any]:
+        """The asset's record (backfilled from S3 when it has none); with ``check``, a ``ready``
+        record is first checked against S3 (see :meth:`checked`)."""
         record = self.records.get_asset(asset_id) if s3_assets.is_asset_id(asset_id) else None
         if record is None and s3_assets.is_asset_id(asset_id):
             record = self.backfill(asset_id)
+        if record is not None and check and record.get("status") == READY and not record.get("deleted_at"):
+            record = self.checked(asset_id, record)
         if record is None or record.get("deleted_at"):
             raise PixelFlowError(ErrorCode.ASSET_NOT_FOUND, f"No asset {asset_id}.")
         return record
+
+    def checked(self, asset_id: str, record: dict[str, Any]) -> dict[str, Any]:
+        """A ``ready`` record as S3 has the asset now (its manifest and one listing of its
+        prefix): objects removed since make it ``errored`` (``asset_incomplete``), as ``pixelflow
+        status``, ``ls``, the player and the reconciler say; a withdrawn manifest whose upload is
+        still there makes it ``preparing``. The record is corrected with the reconciler's rule."""
+        from pixelflow.ops.reconcile import record_from_s3
+
+        try:
+            info = s3_assets.asset_state(asset_id, self.settings, self.s3, record.get("source"))
+        except ClientError as exc:  # e.g. a source outside uploads/, which the API may not read: as recorded
+            logger.warning("could not check asset %s against the bucket: %s", asset_id, exc)
+            return record
+        if info is None or info.status == s3_assets.READY:
+            return record
+        if record_from_s3(self.records, info, record) is None:
+            return record
+        return self.records.get_asset(asset_id) or record
 
     def _delete_prefix(self, bucket: str, prefix: str) -> int:
         deleted = 0
@@ -138,7 +160,8 @@ class AssetService:
         """Remove what a deleted asset left in the buckets (run again safely)."""
         layout = self.settings.layout(asset_id)
         removed = self._delete_prefix(self.settings.output_bucket, layout.prefix)
-        self._delete_prefix(self.settings.upload_bucket, layout.record_prefix)
+        self._delete_prefix(self.settings.output_bucket, layout.record_prefix)
+        self._delete_prefix(self.settings.upload_bucket, layout.quarantine_prefix)
         source = record.get("source") or {}
         if self.settings.delete_source_on_asset_delete and source.get("key") and \
                 source.get("bucket") == self.settings.upload_bucket:
@@ -178,8 +201,9 @@ def list_assets(request: Request, status: str | None = Query(None, pattern="^(pr
 @router.get("/{asset_id}", response_model=AssetOut, summary="Get an asset")
 def get_asset(request: Request, asset_id: str = Path(), assets: AssetService = Depends(service)) -> dict[str, Any]:
     """The asset's status, progress while preparing, renditions and playback URLs once ready,
-    ``errors`` when it failed."""
-    return {"data": asset_view(assets.get(asset_id), playback_base(assets.settings, request),
+    ``errors`` when it failed. A ``ready`` asset is checked against the bucket (its manifest and
+    one listing): one whose objects were removed is ``errored`` (``asset_incomplete``)."""
+    return {"data": asset_view(assets.get(asset_id, check=True), playback_base(assets.settings, request),
                                assets.settings.default_playback_policy)}
 
 
