@@ -253,7 +253,7 @@ def repair_records(settings: PixelFlowSettings, s3, records, *, older_than: floa
     """
     from pixelflow.ops import assets as s3_assets
     from pixelflow.errors import ErrorCode
-    from pixelflow.records import api_upload, upload_link
+    from pixelflow.records import ERRORED, PREPARING, READY, api_upload, upload_link
 
     now = now or datetime.now(timezone.utc)
     repairs: list[Repair] = []
