@@ -49,9 +49,14 @@ def _publish(api, key: str, *, policy: str | None = None) -> str:
     s3.put_object(Bucket=api.settings.upload_bucket, Key=key, Body=b"source " + key.encode())
     upload = Upload.from_head(api.settings.upload_bucket, key,
                               s3.head_object(Bucket=api.settings.upload_bucket, Key=key))
+    layout = api.settings.layout(upload.asset_id)
     for name, body in FILES.items():
-        s3.put_object(Bucket=api.settings.output_bucket, Key=api.settings.layout(upload.asset_id).key(name), Body=body)
-    record_asset_state(api.settings, upload, READY, manifest={"duration": 2.0, "renditions": []}, records=api.records)
+        s3.put_object(Bucket=api.settings.output_bucket, Key=layout.key(name), Body=body)
+    rendition = {"name": "360p", "width": 640, "height": 360,
+                 "files": [name for name in FILES if name.startswith("360p/")]}
+    manifest = {"asset_id": upload.asset_id, "duration": 2.0, "renditions": [rendition], "source": upload.to_dict()}
+    s3.put_object(Bucket=api.settings.output_bucket, Key=layout.manifest_key, Body=json.dumps(manifest).encode())
+    record_asset_state(api.settings, upload, READY, manifest=manifest, records=api.records)
     if policy:
         api.records.set_playback_policy(upload.asset_id, policy)
     return upload.asset_id

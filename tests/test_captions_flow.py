@@ -119,9 +119,10 @@ def test_a_malformed_sidecar_rejects_the_upload_and_publishes_nothing(prefect_se
         transcode(bucket=up, key="talks/talk.mp4", etag=etag)
     assert caught.value.code.value == "invalid_captions" and caught.value.details["reason"] == reason
     assert caught.value.details["file"] == key.rsplit("/", 1)[-1]
-    assert s3.list_objects_v2(Bucket=out).get("KeyCount", 0) == 0
     aid = asset_id(up, "talks/talk.mp4", etag)
-    record = json.loads(s3.get_object(Bucket=up, Key=f"quarantine/{aid}/error.json")["Body"].read())
+    # nothing published: the output bucket holds the rejection record alone, where uploaders cannot write
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=out).get("Contents", [])] == [f"records/{aid}/error.json"]
+    record = json.loads(s3.get_object(Bucket=out, Key=f"records/{aid}/error.json")["Body"].read())
     assert record["code"] == "invalid_captions" and record["status"] == "rejected"
     # nothing is lost: the video and its caption files stay where they were uploaded
     for kept in ("talks/talk.mp4", key, "talks/talk.fr.vtt"):
