@@ -202,7 +202,9 @@ def run_pixelflow(stack: Stack, source_key: str, ladder: str | None, work: Path,
     kept = None
     manifest = result.get("manifest") or {}
     if keep_output is not None and manifest.get("key_prefix"):
-        download_prefix(out_bucket, manifest["key_prefix"], keep_output)
+        # the renditions are in the folder of the attempt that made them
+        download_prefix(out_bucket, manifest["key_prefix"] + (f"{manifest['folder']}/" if manifest.get("folder") else ""),
+                        keep_output)
         kept = keep_output
     _empty_bucket(out_bucket)
     s3.delete_object(Bucket=stack.upload_bucket, Key=key)

@@ -37,10 +37,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pixelflow.aws import s3_endpoint
 from pixelflow.core.captions import Captions, is_caption_key, subtitle_entries
 from pixelflow.core.downloads import content_disposition, download_path, download_renditions
-from pixelflow.core.hls import master_playlist
 from pixelflow.core.ladder import plan_ladder, poster_rendition
-from pixelflow.core.layout import MASTER, POSTER, AssetLayout, manifest_objects, missing_objects, publish_fingerprint
-from pixelflow.core.manifest import RenditionOutput, audio_entry, build_manifest, variant_entry
+from pixelflow.core.layout import (MASTER, POSTER, AssetLayout, attempt_folder, in_folder, manifest_objects,
+                                   missing_objects, owners, publish_fingerprint)
+from pixelflow.core.manifest import RenditionOutput, build_manifest
 from pixelflow.core.text import markdown_text
 from pixelflow.core.probe import SourceInfo
 from pixelflow.core.storyboard import STORYBOARD_IMAGE, STORYBOARD_VTT, Storyboard
@@ -52,7 +52,7 @@ from pixelflow.settings import PixelFlowSettings
 from tasks.captions import read_captions
 from tasks.encode import encode_ladder, make_download, make_poster, make_storyboard, transcode_audio, transcode_rendition
 from tasks.publish import (fetch_rendition, find_published, list_asset, publish_asset, publish_download,
-                           publish_rendition, rendition_cache_key, withdraw_manifest)
+                           publish_rendition, rendition_cache_key, restore_master, withdraw_manifest)
 from tasks.records import (encode_percent, progress_recorder, record_asset, report_progress,
                            revive_if_uploaded_again, withdraw_deleted)
 from tasks.reject import clear_failure_record, error_record, quarantine_source
@@ -232,6 +232,9 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
 
     if existing is not None:
         broken = missing_objects(manifest_objects(existing), listed)
+        if broken == [existing.get("master_playlist") or MASTER]:  # its run stopped between the two writes
+            _retried(restore_master, settings)(existing, settings.output_bucket, layout.prefix)
+            broken = []
         if not broken:
             if record("ready", manifest=existing).get("deleted"):
                 return _deleted(layout.asset_id)
@@ -256,7 +259,7 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         info = validate(local, source.size, limits, settings.ffmpeg_memory_bytes, settings.ffmpeg_sandbox)
         captions = _retried(read_captions, settings)(source, info.duration, settings.captions_max_bytes,
                                                      settings.captions_max_cues, settings.captions_max_languages)
-        run = _Run(settings, layout, local, info, scratch, listed, started)
+        run = _Run(settings, layout, local, info, scratch, listed, started, attempt_folder(flow_run_id, attempt))
         videos, audio, images = run.encode_and_upload()
         published = run.publish(source, videos, audio, images, flow_run_id, captions)
     except PixelFlowError as error:
@@ -297,8 +300,11 @@ class _Run:
     """The encode and publish steps of one run, over one downloaded and validated source."""
 
     def __init__(self, settings: PixelFlowSettings, layout: AssetLayout, local: Path, info: SourceInfo, scratch: Path,
-                 listed: dict[str, int], started: float):
+                 listed: dict[str, int], started: float, folder: str):
         self.settings, self.layout, self.local, self.info = settings, layout, local, info
+        # This attempt writes into a folder of the asset that is its alone (write-once assets:
+        # pixelflow.core.layout); its files are made under the same path in ``out_root``.
+        self.folder = folder
         self.config = settings.ladder_config()
         # An audio-only source has no ladder: its asset is the audio rendition alone.
         self.plan = plan_ladder(*info.video.display_size, info.video.frame_rate, self.config) if info.video else []
@@ -308,6 +314,7 @@ class _Run:
             sandbox=settings.ffmpeg_sandbox, max_pixels=settings.max_pixels)
         self.fingerprint = publish_fingerprint(settings.output_bucket, s3_endpoint(), layout.prefix, self.config)
         self.scratch, self.out_root, self.listed = scratch, scratch / "out", listed
+        self.work = self.out_root / folder
         self.encode = _retried(transcode_rendition, settings)
         self.encode_audio = _retried(transcode_audio, settings)
         self.storyboard = None
@@ -327,8 +334,8 @@ class _Run:
         task = _retried(publish_rendition, self.settings)
         if encoded is not None:
             task = task.with_options(refresh_cache=True)
-        return task.submit(name, encoded, self.out_root, self.settings.output_bucket, self.layout.prefix,
-                           self.layout.asset_id, self.fingerprint)
+        return task.submit(name, encoded, self.work, self.settings.output_bucket, self.layout.prefix,
+                           self.layout.asset_id, self.fingerprint, self.folder)
 
     def encode_and_upload(self):
         """Encode what is not published yet in one FFmpeg process (each rung, the audio, the
@@ -362,7 +369,7 @@ class _Run:
         if pending:
             ladder = LadderProcess([r.name for r in pending] + (["audio"] if shared_audio else [])
                                    + (["poster"] if shared_poster else []) + (["storyboard"] if shared_board else []))
-            decoded = encode_ladder.submit(self.local, info, pending, self.config, self.out_root, ladder, self.limits,
+            decoded = encode_ladder.submit(self.local, info, pending, self.config, self.work, ladder, self.limits,
                                            audio=shared_audio, poster=(poster_rung, poster_path) if shared_poster else None,
                                            storyboard=(self.storyboard, board_path) if shared_board else None)
         # Nothing is uploaded before one full decode has vouched for the source: a file found
@@ -373,13 +380,13 @@ class _Run:
         for r in plan:
             encoded = None
             if r.name not in done:
-                encoded = self.encode.submit(r, self.config, self.local, info, self.out_root / r.name, self.limits,
+                encoded = self.encode.submit(r, self.config, self.local, info, self.work / r.name, self.limits,
                                              ladder)
                 encodes.append(encoded)
             uploads.append(self.upload(r.name, encoded))
         audio_encoded = audio_upload = None
         if info.audio is not None and "audio" not in done:
-            audio_encoded = self.encode_audio.submit(self.local, info, self.config, self.out_root / "audio",
+            audio_encoded = self.encode_audio.submit(self.local, info, self.config, self.work / "audio",
                                                      self.limits, ladder if shared_audio else None)
         images = {}
         if poster_rung is not None:
@@ -409,42 +416,43 @@ class _Run:
         listing shows every object it names. Objects found missing then (deleted meanwhile) are
         encoded and uploaded again, each rendition alone from the downloaded source, before
         publishing once more."""
-        settings, layout = self.settings, self.layout
-        files: dict[str, bytes | Path] = dict(images)
+        settings, layout, folder = self.settings, self.layout, self.folder
+        files: dict[str, bytes | Path] = {in_folder(folder, name): path for name, path in images.items()}
         extra: dict[str, Any] = {"location": f"s3://{settings.output_bucket}/{layout.master_key}",
-                                 "key_prefix": layout.prefix}
+                                 "key_prefix": layout.prefix, "folder": folder}
         if self.storyboard is not None:
-            files[STORYBOARD_VTT] = self.storyboard.vtt(self.info.duration).encode()
-            extra["storyboard"] = self.storyboard.to_dict()
-        if POSTER not in images:
-            extra["poster"] = None  # an audio-only asset
+            files[in_folder(folder, STORYBOARD_VTT)] = self.storyboard.vtt(self.info.duration).encode()
+            extra["storyboard"] = {**self.storyboard.to_dict(), "image": in_folder(folder, STORYBOARD_IMAGE),
+                                   "vtt": in_folder(folder, STORYBOARD_VTT)}
+        extra["poster"] = in_folder(folder, POSTER) if POSTER in images else None  # None: an audio-only asset
         extra["downloads"] = self.downloads(source, videos, audio)
         subtitles = subtitle_entries(list(captions))
         for entry, caption in zip(subtitles, captions):
-            files.update(caption.files(self.info.duration))
-            extra.setdefault("subtitles", []).append(caption.entry(self.info.duration, entry.default))
+            files.update({in_folder(folder, path): body for path, body in caption.files(self.info.duration).items()})
+            placed = caption.entry(self.info.duration, entry.default)
+            placed.update(file=in_folder(folder, placed["file"]), playlist=in_folder(folder, placed["playlist"]),
+                          group_id=entry.group_id)
+            extra.setdefault("subtitles", []).append(placed)
         redone_once = False
         while True:
-            master = master_playlist([variant_entry(v) for v in videos], audio_entry(audio) if audio else None,
-                                     subtitles)
             manifest = build_manifest(
                 layout.asset_id, source, self.info.summary(), videos, audio, self.config.fingerprint(), flow_run_id,
                 extra=extra)
-            publishing = _retried(publish_asset, settings).submit(
-                {**files, MASTER: master.encode()}, manifest, settings.output_bucket, layout.prefix)
+            publishing = _retried(publish_asset, settings).submit(files, manifest, settings.output_bucket,
+                                                                  layout.prefix, folder)
             publishing.wait()
-            incomplete = _incomplete(publishing)
+            incomplete = _incomplete(publishing, manifest)
             if not incomplete or redone_once:
                 return publishing.result()
             redone_once = True
             get_run_logger().warning("objects missing before the manifest was written, redoing: %s",
                                      ", ".join(sorted(incomplete)))
             redone = {r.name: self.upload(r.name, self.encode.submit(r, self.config, self.local, self.info,
-                                                                     self.out_root / r.name, self.limits))
+                                                                     self.work / r.name, self.limits))
                       for r in self.plan if r.name in incomplete}
             if audio is not None and "audio" in incomplete:
                 redone["audio"] = self.upload("audio", self.encode_audio.submit(
-                    self.local, self.info, self.config, self.out_root / "audio", self.limits))
+                    self.local, self.info, self.config, self.work / "audio", self.limits))
             wait(list(redone.values()))
             _raise_first_failure(list(redone.values()))
             videos = [redone[v.name].result() if v.name in redone else v for v in videos]
@@ -473,24 +481,26 @@ class _Run:
                                                             self.scratch / "downloads" / f"{name}.{ext}", self.limits,
                                                             wait_for=fetched)
             uploaded = _retried(publish_download, settings).submit(
-                name, local, settings.output_bucket, layout.key(download_path(name, ext)),
+                name, local, settings.output_bucket, layout.key(in_folder(self.folder, download_path(name, ext))),
                 content_disposition(source.key, name, ext))
-            made.append(({"name": name, "file": download_path(name, ext), "width": width, "height": height}, uploaded))
+            made.append(({"name": name, "file": in_folder(self.folder, download_path(name, ext)), "width": width,
+                          "height": height}, uploaded))
         wait([future for _, future in made])
         _raise_first_failure([future for _, future in made])
         return [{**entry, "size": future.result()} for entry, future in made]
 
 
-def _incomplete(future) -> set[str]:
-    """The renditions (or ``poster.jpg``, ``master.m3u8``) whose objects ``publish-asset`` found
-    missing, or nothing when it did not fail for that reason."""
+def _incomplete(future, manifest: dict[str, Any]) -> set[str]:
+    """What owns the objects of ``manifest`` that ``publish-asset`` found missing (renditions by
+    name, ``downloads``, ``poster``...: :func:`pixelflow.core.layout.owners`), or nothing when it
+    did not fail for that reason."""
     if not future.state.is_failed():
         return set()
     try:
         future.result()
     except PixelFlowError as error:
         if error.code == ErrorCode.ASSET_INCOMPLETE:
-            return {path.split("/", 1)[0] for path in error.details.get("missing", [])}
+            return owners(manifest, error.details.get("missing", []))
     except Exception:  # noqa: BLE001 - raised again by the caller's ``result()``
         pass
     return set()

@@ -117,6 +117,8 @@ def asset_fields_from_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
         fields["audio_only"] = True
     if manifest.get("storyboard"):
         fields["storyboard"] = dict(manifest["storyboard"])
+    if isinstance(manifest.get("poster"), str):
+        fields["poster"] = manifest["poster"]
     if manifest.get("downloads"):
         fields["downloads"] = [dict(d) for d in manifest["downloads"]]
     if manifest.get("subtitles"):

@@ -12,8 +12,8 @@ from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
 
 from pixelflow.aws import read_json_object, s3_client
-from pixelflow.core.layout import MANIFEST, manifest_objects, missing_objects
-from pixelflow.core.manifest import RenditionOutput, object_headers
+from pixelflow.core.layout import MANIFEST, MASTER, in_folder, manifest_objects, missing_objects
+from pixelflow.core.manifest import RenditionOutput, master_from_manifest, object_headers
 from pixelflow.errors import ErrorCode, PixelFlowError
 from tasks._policy import RETRIES, RETRY_DELAYS, retry_transient
 
@@ -69,21 +69,25 @@ def publish_download(name: str, local: Path, bucket: str, key: str, disposition:
 @task(name="upload-rendition", task_run_name="upload-{name}", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_transient, cache_key_fn=rendition_cache_key, persist_result=True)
 def publish_rendition(name: str, output: RenditionOutput | None, local_root: Path, bucket: str, prefix: str,
-                      asset_id: str, fingerprint: str) -> RenditionOutput:
-    """Upload one finished rendition (segments first, its playlist last). The asset stays
+                      asset_id: str, fingerprint: str, folder: str = "") -> RenditionOutput:
+    """Upload one finished rendition (segments first, its playlist last) into ``folder``, the
+    attempt's own folder of the asset, and return it as published there. The asset stays
     invisible to clients until its manifest is written. Cached by asset, rung and ladder
-    settings: a retried run skips renditions an earlier attempt published."""
+    settings: a retried run skips renditions an earlier attempt published, and names them where
+    that attempt put them."""
     if output is None:
         raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"The {name} rendition was expected to be published already.")
     s3 = s3_client()
     config = _transfer_config()
     try:
         for relative in output.files:
-            _upload(s3, local_root / relative, bucket, f"{prefix}{relative}", config)
+            _upload(s3, local_root / relative, bucket, f"{prefix}{in_folder(folder, relative)}", config)
     except ClientError as exc:
         raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Uploading {output.name} failed: {exc}") from None
-    get_run_logger().info("published %s (%d files) to s3://%s/%s%s/", output.name, len(output.files), bucket, prefix, output.name)
-    return output
+    placed = output.placed(folder)
+    get_run_logger().info("published %s (%d files) to s3://%s/%s%s", output.name, len(output.files), bucket, prefix,
+                          placed.playlist.rsplit("/", 1)[0] + "/")
+    return placed
 
 
 def _list_prefix(s3, bucket: str, prefix: str) -> dict[str, int]:
@@ -133,18 +137,23 @@ def withdraw_manifest(bucket: str, prefix: str, missing: list[str]) -> None:
 
 
 @task(name="publish-asset", task_run_name="publish-asset", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
-def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], bucket: str, prefix: str) -> dict[str, Any]:
-    """Upload the images, the master playlist and the storyboard's WebVTT, check that every
-    object the manifest names is in place, then write ``manifest.json`` last: an asset is visible (ready) only once it is whole.
+def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], bucket: str, prefix: str,
+                  folder: str = "") -> dict[str, Any]:
+    """Upload the images, the storyboard's WebVTT and the captions (``files``, by path inside
+    the asset, all in the attempt's ``folder``), check that every object the manifest names is in
+    place, write ``manifest.json``, then the master playlist: an asset is visible (ready) only
+    once it is whole, and written once.
 
     The check is one listing of the asset's prefix against the manifest's objects and sizes; an
     object missing there (removed meanwhile, or a rendition wrongly taken as published) fails
     the task with ``asset_incomplete`` and the missing paths in ``details["missing"]``, and no
     manifest is written. The manifest is written with ``If-None-Match: *``, so of two runs racing
-    on one asset exactly one publishes it and the other finds it published."""
+    on one asset exactly one publishes it; the other finds it published, removes what it wrote
+    in its own folder that the published manifest does not name, and returns that manifest."""
     s3 = s3_client()
+    master = master_from_manifest(manifest).encode()
     manifest = dict(manifest)
-    sizes = {}
+    sizes = {MASTER: len(master)}
     for relative, content in files.items():
         key = f"{prefix}{relative}"
         if isinstance(content, Path):
@@ -154,7 +163,8 @@ def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], buck
             s3.put_object(Bucket=bucket, Key=key, Body=content, **object_headers(key))
             sizes[relative] = len(content)
     manifest["object_sizes"] = {**manifest.get("object_sizes", {}), **sizes}
-    missing = missing_objects(manifest_objects(manifest), _list_prefix(s3, bucket, prefix))
+    expected = {path: size for path, size in manifest_objects(manifest).items() if path != MASTER}
+    missing = missing_objects(expected, _list_prefix(s3, bucket, prefix))
     if missing:
         raise PixelFlowError(ErrorCode.ASSET_INCOMPLETE,
                              f"{len(missing)} objects of asset {manifest['asset_id']} are not in the bucket; "
@@ -166,8 +176,44 @@ def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], buck
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
             existing = read_json_object(s3, bucket, f"{prefix}{MANIFEST}")[0]
-            get_run_logger().info("asset %s was published by another run meanwhile", manifest["asset_id"])
+            removed = _remove_unnamed(s3, bucket, prefix, folder, existing)
+            get_run_logger().info("asset %s was published by another run meanwhile; removed the %d objects this "
+                                  "attempt wrote that it does not name", manifest["asset_id"], removed)
             return existing
         raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Writing the manifest failed: {exc}") from None
-    get_run_logger().info("published asset %s: s3://%s/%smaster.m3u8", manifest["asset_id"], bucket, prefix)
+    _put_master(s3, bucket, prefix, master)
+    get_run_logger().info("published asset %s: s3://%s/%s%s", manifest["asset_id"], bucket, prefix, MASTER)
     return manifest
+
+
+def _put_master(s3, bucket: str, prefix: str, master: bytes) -> None:
+    try:
+        s3.put_object(Bucket=bucket, Key=f"{prefix}{MASTER}", Body=master, **object_headers(MASTER))
+    except ClientError as exc:
+        raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Writing the master playlist failed: {exc}") from None
+
+
+def _remove_unnamed(s3, bucket: str, prefix: str, folder: str, manifest: dict[str, Any]) -> int:
+    """Delete the objects in ``folder`` of the asset that ``manifest`` does not name (what an
+    attempt that lost the race wrote). Returns how many."""
+    if not folder:
+        return 0
+    named = set(manifest_objects(manifest))
+    keys = [f"{prefix}{folder}/{rest}" for rest in _list_prefix(s3, bucket, f"{prefix}{folder}/")
+            if f"{folder}/{rest}" not in named]
+    for start in range(0, len(keys), 1000):
+        response = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]],
+                                                            "Quiet": True})
+        if response.get("Errors"):
+            raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Removing the objects of a lost race failed: "
+                                 f"{response['Errors'][:3]}")
+    return len(keys)
+
+
+@task(name="restore-master", task_run_name="restore-master", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_transient)
+def restore_master(manifest: dict[str, Any], bucket: str, prefix: str) -> None:
+    """Write the master playlist of a published asset whose run stopped between its manifest and
+    its master playlist: the same bytes that run would have written (a function of the manifest)."""
+    _put_master(s3_client(), bucket, prefix, master_from_manifest(manifest).encode())
+    get_run_logger().info("restored the master playlist of asset %s", manifest.get("asset_id"))

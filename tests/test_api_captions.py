@@ -111,7 +111,8 @@ def test_captions_sent_through_the_api_play_as_subtitles(api, client, prefect_se
     playback = client.get(f"/v1/assets/{asset_id}").json()["data"]["playback"]
     (subtitles,) = playback["subtitles"]
     assert (subtitles["language"], subtitles["name"], subtitles["default"]) == ("en", "English", True)
-    assert 'URI="subtitles/en/index.m3u8"' in httpx.get(playback["hls"], timeout=30).text
+    assert f'URI="{subtitles["url"].split(asset_id + "/", 1)[1]}"' in httpx.get(playback["hls"], timeout=30).text
+    assert subtitles["url"].endswith("/subtitles/en/index.m3u8")
     playlist = httpx.get(subtitles["url"], timeout=30)
     assert playlist.status_code == 200 and "captions.vtt" in playlist.text
     vtt = httpx.get(subtitles["vtt"], timeout=30)

@@ -5,14 +5,12 @@ interrupted after some parts resumes after a reload and sends only the rest."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from pixelflow.core.upload import Upload
 from tests.api_helpers import TOKEN, MiB, env_for, make_settings, start_api
 from tests.conftest import make_clip
-from tests.test_player import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -22,18 +20,6 @@ def api(moto_server):
     api = start_api(make_settings(upload_part_bytes=5 * MiB, multipart_threshold_bytes=5 * MiB))
     yield api
     api.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

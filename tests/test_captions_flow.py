@@ -64,29 +64,30 @@ def test_sidecars_become_a_subtitles_group_without_another_decode(prefect_server
     etag = s3.head_object(Bucket=up, Key="talks/talk.mp4")["ETag"]
     manifest = transcode(bucket=up, key="talks/talk.mp4", etag=etag)
     prefix = f"assets/{asset_id(up, 'talks/talk.mp4', etag)}/"
+    run = manifest["folder"]  # the attempt's folder: the captions are published with the rest of it
 
     def text(name: str) -> str:
         return s3.get_object(Bucket=out, Key=prefix + name)["Body"].read().decode()
 
     master = text("master.m3u8")
     assert ('#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",LANGUAGE="en",NAME="English",DEFAULT=YES,AUTOSELECT=YES,'
-            'URI="subtitles/en/index.m3u8"') in master
-    assert 'LANGUAGE="fr",NAME="French",DEFAULT=NO,AUTOSELECT=YES,URI="subtitles/fr/index.m3u8"' in master
+            f'URI="{run}/subtitles/en/index.m3u8"') in master
+    assert f'LANGUAGE="fr",NAME="French",DEFAULT=NO,AUTOSELECT=YES,URI="{run}/subtitles/fr/index.m3u8"' in master
     variants = parse_master_playlist(master)
     assert len(variants) == 1 and all(v["SUBTITLES"] == "subs" for v in variants)
     for language in ("en", "fr"):
-        playlist = parse_media_playlist(text(f"subtitles/{language}/index.m3u8"))
+        playlist = parse_media_playlist(text(f"{run}/subtitles/{language}/index.m3u8"))
         assert playlist.segments == [("captions.vtt", pytest.approx(manifest["duration"], abs=0.001))]
-        head = s3.head_object(Bucket=out, Key=f"{prefix}subtitles/{language}/captions.vtt")
+        head = s3.head_object(Bucket=out, Key=f"{prefix}{run}/subtitles/{language}/captions.vtt")
         assert head["ContentType"] == "text/vtt; charset=utf-8"
-    assert text("subtitles/en/captions.vtt") == (
+    assert text(f"{run}/subtitles/en/captions.vtt") == (
         "WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:0,LOCAL:00:00:00.000\n\n00:00:00.500 --> 00:00:02.000\nHello <b>captions</b>\n\n"
         "00:00:02.500 --> 00:00:03.500\nBye\n")
-    assert text("subtitles/fr/captions.vtt").endswith("00:00:01.000 --> 00:00:02.000\nBonjour à tous\n")
+    assert text(f"{run}/subtitles/fr/captions.vtt").endswith("00:00:01.000 --> 00:00:02.000\nBonjour à tous\n")
     stored = json.loads(text("manifest.json"))
     assert [(s["language"], s["name"], s["default"], s["source_key"]) for s in stored["subtitles"]] == [
         ("en", "English", True, "talks/talk.en.vtt"), ("fr", "French", False, "talks/talk.fr.srt")]
-    assert stored["subtitles"][0]["size"] == len(text("subtitles/en/captions.vtt").encode())
+    assert stored["subtitles"][0]["size"] == len(text(f"{run}/subtitles/en/captions.vtt").encode())
 
     # Captions add no FFmpeg process: one decode made every rung, the audio, poster and storyboard.
     started = _ffmpeg_lines(manifest["flow_run_id"])

@@ -117,15 +117,20 @@ def test_upload_becomes_playable_hls_ladder(prefect_server, buckets, landscape_c
     assert manifest["status"] == "ready"
     prefix = f"assets/{aid}/"
     keys = download_asset(out, prefix, tmp_path)
-    assert f"{prefix}manifest.json" in keys and f"{prefix}master.m3u8" in keys and f"{prefix}poster.jpg" in keys
+    # Write-once: the manifest and the master playlist at the asset's top, everything else in the
+    # folder of the attempt that made it
+    run = manifest["folder"]
+    assert run == f"{manifest['flow_run_id'].replace('-', '')[:12]}-1" and manifest["poster"] == f"{run}/poster.jpg"
+    assert {k for k in keys if not k.startswith(f"{prefix}{run}/")} == {f"{prefix}manifest.json", f"{prefix}master.m3u8"}
+    assert f"{prefix}{run}/poster.jpg" in keys
     # the poster: a JPEG the size of the 720p rung
-    poster = ffprobe_json(tmp_path / "poster.jpg", show_entries="stream=codec_name,width,height")["streams"][0]
+    poster = ffprobe_json(tmp_path / run / "poster.jpg", show_entries="stream=codec_name,width,height")["streams"][0]
     assert (poster["codec_name"], poster["width"], poster["height"]) == ("mjpeg", 1280, 720)
 
     s3 = s3_client()
     head = s3.head_object(Bucket=out, Key=f"{prefix}master.m3u8")
     assert head["ContentType"] == "application/vnd.apple.mpegurl"
-    seg_head = s3.head_object(Bucket=out, Key=f"{prefix}720p/seg_00000.m4s")
+    seg_head = s3.head_object(Bucket=out, Key=f"{prefix}{run}/720p/seg_00000.m4s")
     assert seg_head["ContentType"] == "video/iso.segment" and "immutable" in seg_head["CacheControl"]
 
     variants = parse_master_playlist((tmp_path / "master.m3u8").read_text())
@@ -170,18 +175,18 @@ def test_upload_becomes_playable_hls_ladder(prefect_server, buckets, landscape_c
     board = stored["storyboard"]
     assert (board["count"], board["interval"], board["columns"], board["tile_width"], board["tile_height"]) == (
         2, 5, 2, 160, 90)
-    sheet = ffprobe_json(tmp_path / "storyboard.jpg", show_entries="stream=codec_name,width,height")["streams"][0]
+    sheet = ffprobe_json(tmp_path / run / "storyboard.jpg", show_entries="stream=codec_name,width,height")["streams"][0]
     assert (sheet["codec_name"], sheet["width"], sheet["height"]) == ("mjpeg", 320, 90)
-    vtt = (tmp_path / "storyboard.vtt").read_text()
+    vtt = (tmp_path / run / "storyboard.vtt").read_text()
     assert vtt == ("WEBVTT\n\n00:00:00.000 --> 00:00:05.000\nstoryboard.jpg#xywh=0,0,160,90\n\n"
                    "00:00:05.000 --> 00:00:06.000\nstoryboard.jpg#xywh=160,0,160,90\n")
-    assert s3.head_object(Bucket=out, Key=f"{prefix}storyboard.vtt")["ContentType"].startswith("text/vtt")
+    assert s3.head_object(Bucket=out, Key=f"{prefix}{run}/storyboard.vtt")["ContentType"].startswith("text/vtt")
     # The MP4 download: the highest rung up to 1080p and the audio, remuxed (the very packets of
     # the HLS renditions), index first, saved under the source's name.
-    assert [(d["name"], d["file"]) for d in stored["downloads"]] == [("1080p", "downloads/1080p.mp4")]
-    mp4 = tmp_path / "downloads" / "1080p.mp4"
+    assert [(d["name"], d["file"]) for d in stored["downloads"]] == [("1080p", f"{run}/downloads/1080p.mp4")]
+    mp4 = tmp_path / run / "downloads" / "1080p.mp4"
     assert stored["downloads"][0]["size"] == mp4.stat().st_size
-    head = s3.head_object(Bucket=out, Key=f"{prefix}downloads/1080p.mp4")
+    head = s3.head_object(Bucket=out, Key=f"{prefix}{run}/downloads/1080p.mp4")
     assert head["ContentType"] == "video/mp4"
     assert head["ContentDisposition"].startswith('attachment; filename="my holiday clip-1080p.mp4"')
     boxes = top_level_boxes(mp4)
@@ -202,9 +207,9 @@ def test_upload_becomes_playable_hls_ladder(prefect_server, buckets, landscape_c
     # each tile is the picture at the start of its cue, not another one
     tiles = [(0, 0, 160, 90), (160, 0, 160, 90)]
     for tile, start, other in zip(tiles, (0.0, 5.0), (5.0, 0.0)):
-        assert tile_psnr(tmp_path / "storyboard.jpg", tile, landscape_clip, start) > 25
-        assert tile_psnr(tmp_path / "storyboard.jpg", tile, landscape_clip, start) > tile_psnr(
-            tmp_path / "storyboard.jpg", tile, landscape_clip, other) + 5
+        assert tile_psnr(tmp_path / run / "storyboard.jpg", tile, landscape_clip, start) > 25
+        assert tile_psnr(tmp_path / run / "storyboard.jpg", tile, landscape_clip, start) > tile_psnr(
+            tmp_path / run / "storyboard.jpg", tile, landscape_clip, other) + 5
 
 
 @pytest.mark.parametrize("name,codec", [("voice memo.m4a", "aac"), ("podcast.mp3", "libmp3lame")])
@@ -224,18 +229,19 @@ def test_an_audio_only_upload_becomes_an_audio_asset(prefect_server, buckets, me
     assert not [k for k in keys if k.endswith((".jpg", ".vtt"))]
     # The master playlist's one variant is the audio rendition, which decodes and lasts the source.
     (variant,) = parse_master_playlist((tmp_path / "master.m3u8").read_text())
-    assert (variant["URI"], variant["CODECS"]) == ("audio/index.m3u8", "mp4a.40.2") and "RESOLUTION" not in variant
-    playlist = parse_media_playlist((tmp_path / "audio" / "index.m3u8").read_text())
+    run = manifest["folder"]
+    assert (variant["URI"], variant["CODECS"]) == (f"{run}/audio/index.m3u8", "mp4a.40.2") and "RESOLUTION" not in variant
+    playlist = parse_media_playlist((tmp_path / run / "audio" / "index.m3u8").read_text())
     assert playlist.duration == pytest.approx(5.0, abs=0.1)
     joined = tmp_path / "audio-joined.mp4"
-    joined.write_bytes(b"".join((tmp_path / "audio" / part).read_bytes()
+    joined.write_bytes(b"".join((tmp_path / run / "audio" / part).read_bytes()
                                 for part in [playlist.init] + [uri for uri, _ in playlist.segments]))
     decoded = subprocess.run(["ffmpeg", "-v", "error", "-i", str(joined), "-f", "null", "-"], capture_output=True, text=True)
     assert decoded.returncode == 0 and decoded.stderr.strip() == ""
     # Its download is an M4A of the same packets, index first, saved under the source's name.
-    assert [(d["name"], d["file"]) for d in manifest["downloads"]] == [("audio", "downloads/audio.m4a")]
-    m4a = tmp_path / "downloads" / "audio.m4a"
-    head = s3_client().head_object(Bucket=out, Key=f"{prefix}downloads/audio.m4a")
+    assert [(d["name"], d["file"]) for d in manifest["downloads"]] == [("audio", f"{run}/downloads/audio.m4a")]
+    m4a = tmp_path / run / "downloads" / "audio.m4a"
+    head = s3_client().head_object(Bucket=out, Key=f"{prefix}{run}/downloads/audio.m4a")
     assert head["ContentType"] == "audio/mp4" and f'filename="{Path(name).stem}-audio.m4a"' in head["ContentDisposition"]
     assert top_level_boxes(m4a).index("moov") < top_level_boxes(m4a).index("mdat")
     assert packets_md5(m4a, "0:a:0") == packets_md5(joined, "0:a:0")

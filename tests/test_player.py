@@ -8,7 +8,6 @@ import os
 import shutil
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -16,9 +15,6 @@ from pixelflow.player import make_server, serve_in_thread, server_url
 from tests.conftest import ARTIFACTS, ROOT
 from tests.player_helpers import fresh_buckets, run_flow, shared_library, short_clip, upload
 
-CHROMIUM = os.environ.get("PIXELFLOW_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required", "--mute-audio"]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 
@@ -45,18 +41,6 @@ def player(library):
     yield server
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -103,7 +87,7 @@ def test_player_plays_asset_and_lists_renditions(page, player, library):
 
     # The poster is shown while loading, served through the proxy.
     poster = page.eval_on_selector("#video", "v => v.poster")
-    assert poster.endswith(f"/assets/{asset}/poster.jpg")
+    assert poster.endswith(f"/assets/{asset}/{library['manifest']['poster']}")
     # Every rendition of the manifest is offered, tallest first, plus Auto (selected).
     names = page.locator("#renditions button .name").all_inner_texts()
     assert names == ["Auto", "720p", "360p"]
@@ -136,7 +120,7 @@ def test_seek_bar_previews_come_from_the_storyboard_and_seek(page, player, libra
     box = bar.bounding_box()
     middle = box["y"] + box["height"] / 2
 
-    with page.expect_response(lambda r: r.url.endswith(f"/assets/{asset}/storyboard.jpg")) as sheet:
+    with page.expect_response(lambda r: r.url.endswith(f"/assets/{asset}/{library['manifest']['storyboard']['image']}")) as sheet:
         page.mouse.move(box["x"] + box["width"] * 0.1, middle)
     assert sheet.value.status == 200 and sheet.value.headers["content-type"] == "image/jpeg"
     assert page.locator("#preview").is_visible()
@@ -146,7 +130,7 @@ def test_seek_bar_previews_come_from_the_storyboard_and_seek(page, player, libra
     assert page.get_attribute("#preview", "data-tile") == "160,0,160,90"
     assert page.inner_text("#preview span") == "0:06"
     style = page.get_attribute("#preview", "style")
-    assert f"/assets/{asset}/storyboard.jpg" in style and "-160px 0px" in style.replace("-0px", "0px")
+    assert f"/assets/{asset}/{library['manifest']['storyboard']['image']}" in style and "-160px 0px" in style.replace("-0px", "0px")
 
     page.mouse.click(box["x"] + box["width"] * 0.75, middle)
     page.wait_for_function("Math.abs(document.getElementById('video').currentTime - 6) < 0.6")
@@ -294,7 +278,7 @@ def test_proxy_serves_only_asset_files(player, library):
     status, headers, body = _get(f"{base}/assets/{asset}/master.m3u8")
     assert status == 200 and headers["Content-Type"] == "application/vnd.apple.mpegurl"
     assert b'TYPE=AUDIO,GROUP-ID="audio"' in body and b"720p/index.m3u8" in body
-    status, headers, body = _get(f"{base}/assets/{asset}/720p/init.mp4", headers={"Range": "bytes=0-7"})
+    status, headers, body = _get(f"{base}/assets/{asset}/{library['manifest']['folder']}/720p/init.mp4", headers={"Range": "bytes=0-7"})
     assert status == 206 and len(body) == 8 and body[4:8] == b"ftyp"
     status, _, body = _get(f"{base}/api/assets/{asset}")
     assert status == 200 and json.loads(body)["status"] == "ready"
@@ -306,7 +290,7 @@ def test_proxy_serves_only_asset_files(player, library):
         f"/assets/{asset}/%2e%2e/manifest.json",
         f"/assets/{asset}/..%2fmanifest.json",
         f"/assets/{asset}/manifest.json",                      # the page reads /api/assets instead
-        f"/assets/{asset}/a/b/c.m3u8",                         # deeper than <rung>/<file>
+        f"/assets/{asset}/a/b/c/d/e.m3u8",                     # deeper than <attempt>/subtitles/<language>/<file>
         f"/assets/{asset}/master.m3u8.py",                     # unknown file type
         f"/assets/{asset.upper()}/master.m3u8",                # not lowercase hex
         "/assets/notanassetid/master.m3u8",
@@ -333,7 +317,7 @@ def test_server_limited_to_one_asset(library):
     serve_in_thread(server)
     try:
         base = server_url(server).rstrip("/")
-        assert _get(f"{base}/assets/{library['ready']}/poster.jpg")[0] == 200
+        assert _get(f"{base}/assets/{library['ready']}/{library['manifest']['poster']}")[0] == 200
         assert _get(f"{base}/api/assets/{library['rejected']}")[0] == 404
         status, _, body = _get(f"{base}/")  # redirected to the default asset
         assert status == 200 and b'<video id="video"' in body

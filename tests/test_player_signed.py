@@ -17,7 +17,7 @@ from pixelflow.core.playback_token import sign_token
 from pixelflow.ops.playback import PlaybackGate
 from pixelflow.player import make_server, serve_in_thread, server_url
 from pixelflow.records import READY, Records
-from tests.test_player import _get, _save_screenshot, _wait_time_past, browser, library, page  # noqa: F401 - fixtures
+from tests.test_player import _get, _save_screenshot, _wait_time_past, library, page  # noqa: F401 - fixtures
 
 KEY = b"player-signing-key-" + b"z" * 24
 
@@ -59,7 +59,7 @@ def test_a_signed_asset_is_403_without_a_valid_token_and_200_with_one(signed, li
     master_url = f"{base}/t/{token}/assets/{asset}/master.m3u8"
     status, _, master = _get(master_url)
     assert status == 200 and b"720p/index.m3u8" in master
-    media_url = urljoin(master_url, "720p/index.m3u8")
+    media_url = urljoin(master_url, next(line for line in master.decode().splitlines() if line.endswith("720p/index.m3u8")))
     status, _, media = _get(media_url)
     segment = next(line for line in media.decode().splitlines() if line.endswith(".m4s"))
     status, headers, body = _get(urljoin(media_url, segment))

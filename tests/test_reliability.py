@@ -389,7 +389,7 @@ def test_transient_s3_errors_do_not_stop_the_asset(stack, proxy, media_dir):
     faults = {
         "head source": proxy.add(Fault("HEAD", up, first=1, status=500, code="InternalError")),
         "get source": proxy.add(Fault("GET", up, first=2)),
-        "put 360p playlist": proxy.add(Fault("PUT", out + r"360p/index\.m3u8$", first=2)),
+        "put 360p playlist": proxy.add(Fault("PUT", out + r"[^/]+/360p/index\.m3u8$", first=2)),
         "put segments": proxy.add(Fault("PUT", out + r".*\.m4s$", first=2)),
         "put manifest, after it was written": proxy.add(
             Fault("PUT", out + r"manifest\.json$", first=1, status=500, code="InternalError", after_forwarding=True)),

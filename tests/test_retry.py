@@ -11,6 +11,7 @@ import pytest
 
 from pixelflow.aws import s3_client
 from pixelflow.core.ids import asset_id
+from pixelflow.core.layout import manifest_objects
 from tests.conftest import make_clip
 from tests.fault_helpers import Killer
 
@@ -57,8 +58,10 @@ def _transcode_killing(buckets, media_dir, tmp_path, monkeypatch, key: str, *kil
     assert not any(scratch.iterdir()) if scratch.exists() else True
     aid = asset_id(up, key, etag)
 
+    published = {r["name"]: r["playlist"] for r in state.result()["renditions"] + [state.result()["audio"]]}
+
     def playlist(rung: str) -> str:
-        return s3.get_object(Bucket=out, Key=f"assets/{aid}/{rung}/index.m3u8")["Body"].read().decode()
+        return s3.get_object(Bucket=out, Key=f"assets/{aid}/{published[rung]}")["Body"].read().decode()
 
     return state, task_runs(state.state_details.flow_run_id), playlist
 
@@ -99,7 +102,7 @@ def test_killed_ladder_process_is_retried_rung_by_rung_and_the_asset_completes(p
     assert by_name["storyboard"].run_count == 2 and by_name["storyboard"].state.is_completed()
     board = state.result()["storyboard"]  # made alone from the source: the same sheet (6 s: 2 tiles)
     assert (board["count"], board["columns"], board["rows"]) == (2, 2, 1)
-    vtt = s3_client().get_object(Bucket=buckets[1], Key=f"assets/{state.result()['asset_id']}/storyboard.vtt")
+    vtt = s3_client().get_object(Bucket=buckets[1], Key=f"assets/{state.result()['asset_id']}/{board['vtt']}")
     assert vtt["Body"].read().decode().count("storyboard.jpg#xywh=") == 2
     for rung in ("360p", "480p", "720p", "audio"):
         text = playlist(rung)
@@ -125,6 +128,29 @@ def test_a_second_trigger_for_the_same_upload_does_no_second_transcode(prefect_s
     assert {o["Key"]: o["LastModified"] for o in s3.list_objects_v2(Bucket=out)["Contents"]} == objects
 
 
+def _assert_one_consistent_asset(s3, out: str, aid: str) -> dict:
+    """The asset is exactly what its manifest names (nothing another run wrote is left beside
+    it), each object with the size the manifest states, each rendition's playlist listing its
+    own segments, and the master playlist the manifest's."""
+    from pixelflow.core.hls import parse_media_playlist
+    from pixelflow.core.layout import manifest_objects
+    from pixelflow.core.manifest import master_from_manifest
+
+    prefix = f"assets/{aid}/"
+    stored = json.loads(s3.get_object(Bucket=out, Key=f"{prefix}manifest.json")["Body"].read())
+    listed = {o["Key"][len(prefix):]: o["Size"] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=out, Prefix=prefix) for o in page.get("Contents", [])}
+    named = manifest_objects(stored)
+    assert set(listed) == set(named) | {"manifest.json"}, sorted(set(listed) ^ (set(named) | {"manifest.json"}))
+    assert all(size is None or listed[path] == size for path, size in named.items())
+    for rendition in stored["renditions"] + [stored["audio"]]:
+        playlist = parse_media_playlist(s3.get_object(Bucket=out, Key=prefix + rendition["playlist"])["Body"].read().decode())
+        folder = rendition["playlist"].rsplit("/", 1)[0]
+        assert [f"{folder}/{uri}" for uri, _ in playlist.segments] == [f for f in rendition["files"] if f.endswith(".m4s")]
+    assert s3.get_object(Bucket=out, Key=f"{prefix}master.m3u8")["Body"].read().decode() == master_from_manifest(stored)
+    return stored
+
+
 def test_two_runs_racing_on_one_upload_publish_one_whole_asset(prefect_server, buckets, media_dir):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -140,12 +166,68 @@ def test_two_runs_racing_on_one_upload_publish_one_whole_asset(prefect_server, b
     assert all(s.is_completed() for s in states), [s.message for s in states]
     manifests = [s.result() for s in states]
     assert manifests[0]["asset_id"] == manifests[1]["asset_id"]
-    aid = manifests[0]["asset_id"]
-    stored = json.loads(s3.get_object(Bucket=out, Key=f"assets/{aid}/manifest.json")["Body"].read())
-    # whichever run won, the stored manifest names files that exist with the sizes it states
-    for rendition in stored["renditions"]:
-        keys = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket=out, Prefix=f"assets/{aid}/{rendition['name']}/")["Contents"]}
-        assert sum(size for key, size in keys.items() if not key.endswith(".m3u8")) == rendition["size"]
+    # whichever run won, the asset is its objects alone, each with the size the manifest states
+    stored = _assert_one_consistent_asset(s3, out, manifests[0]["asset_id"])
+    assert all(m["flow_run_id"] == stored["flow_run_id"] for m in manifests)
+
+
+def test_two_runs_with_different_ladders_racing_leave_one_consistent_asset(prefect_server, moto_server, buckets,
+                                                                          media_dir, monkeypatch, tmp_path):
+    """Run A (360p and 480p) is held right after it wrote its poster, the step before its
+    manifest, while run B (360p alone, another process) publishes the same upload whole. A then
+    loses the manifest's conditional write: it removes what it wrote, and the asset is B's,
+    every object of it written once (the output bucket is versioned to count the writes)."""
+    import os
+    import subprocess
+    import sys
+
+    import boto3
+
+    from flows.transcode import transcode
+    from tests.s3_fault_proxy import S3FaultProxy, Trigger
+
+    up, out = buckets
+    direct = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    direct.put_bucket_versioning(Bucket=out, VersioningConfiguration={"Status": "Enabled"})
+    clip = make_clip(media_dir / "race-480p.mp4", seconds=4, size="854x480")
+    direct.upload_file(str(clip), up, "ladders.mp4")
+    etag = direct.head_object(Bucket=up, Key="ladders.mp4")["ETag"]
+    aid = asset_id(up, "ladders.mp4", etag)
+    pixelflow = str(Path(sys.executable).with_name("pixelflow"))
+    other: list[subprocess.CompletedProcess] = []
+
+    def run_b() -> None:
+        env = {**os.environ, "AWS_ENDPOINT_URL": moto_server, "PIXELFLOW_LADDER": "360",
+               "PIXELFLOW_SCRATCH_DIR": str(tmp_path / "b")}
+        other.append(subprocess.run([pixelflow, "transcode", f"s3://{up}/ladders.mp4", "--json"], env=env,
+                                    capture_output=True, text=True, timeout=240))
+
+    proxy = S3FaultProxy(moto_server).start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        monkeypatch.setenv("PIXELFLOW_LADDER", "360,480")
+        monkeypatch.setenv("PIXELFLOW_SCRATCH_DIR", str(tmp_path / "a"))
+        held = proxy.on(Trigger("PUT", f"/{out}/assets/{aid}/[^/]+/poster\\.jpg$", run_b))
+        state = transcode(bucket=up, key="ladders.mp4", etag=etag, return_state=True)
+    finally:
+        proxy.stop()
+    assert held.fired == 1 and other and other[0].returncode == 0, other[0].stderr[-3000:] if other else "B never ran"
+    assert state.is_completed(), state.message
+    stored = _assert_one_consistent_asset(direct, out, aid)
+    # B's asset: its ladder, its folder; A returned it too and left none of its own objects
+    assert [r["name"] for r in stored["renditions"]] == ["360p"]
+    assert state.result()["flow_run_id"] == stored["flow_run_id"] != str(state.state_details.flow_run_id)
+    assert all(path.startswith(stored["folder"] + "/") for path in manifest_objects(stored) if path != "master.m3u8")
+    # write-once: every object the manifest names has exactly one version, and so has the manifest
+    versions: dict[str, int] = {}
+    for page in direct.get_paginator("list_object_versions").paginate(Bucket=out, Prefix=f"assets/{aid}/"):
+        for version in page.get("Versions", []):
+            versions[version["Key"]] = versions.get(version["Key"], 0) + 1
+    assert {key: count for key, count in versions.items()
+            if key[len(f"assets/{aid}/"):] in manifest_objects(stored) or key.endswith("manifest.json")
+            if count != 1} == {}
+    runs = task_runs(state.state_details.flow_run_id)
+    assert any(r.name == "upload-480p" and r.state.is_completed() for r in runs)  # A did write its own 480p
 
 
 def _transcode_rejected(buckets, media_dir, monkeypatch, key: str, env: dict[str, str]):

@@ -146,11 +146,12 @@ def test_a_broken_asset_is_reported_broken_and_a_rerun_repairs_it(prefect_server
     etag = upload(s3, clip, up, "broken.mp4")
     first = transcode(bucket=up, key="broken.mp4", etag=etag)
     layout = AssetLayout.of(first["asset_id"])
-    s3.delete_object(Bucket=out, Key=layout.key("480p/seg_00000.m4s"))  # an operator's or a lifecycle rule's doing
+    gone = f"{first['folder']}/480p/seg_00000.m4s"
+    s3.delete_object(Bucket=out, Key=layout.key(gone))  # an operator's or a lifecycle rule's doing
 
     info = assets.get_asset(first["asset_id"], PixelFlowSettings(), s3)
     assert info.status == assets.BROKEN
-    assert info.error["code"] == "asset_incomplete" and info.error["missing"] == ["480p/seg_00000.m4s"]
+    assert info.error["code"] == "asset_incomplete" and info.error["missing"] == [gone]
     assert main(["status", first["asset_id"], "--json"]) == 1
     printed = json.loads(capsys.readouterr().out)
     assert printed["status"] == "broken" and printed["error"]["code"] == "asset_incomplete"
@@ -180,10 +181,14 @@ def test_a_manifest_naming_a_missing_segment_is_never_written(prefect_server, mo
     proxy = S3FaultProxy(moto_server).start()
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        # right after the run writes the master playlist (the step before the manifest), another
-        # actor deletes a published segment
-        gone = proxy.on(Trigger("PUT", f"/{out}/{layout.prefix}master\\.m3u8$",
-                                lambda: direct.delete_object(Bucket=out, Key=layout.key("360p/seg_00000.m4s"))))
+        # right after the run writes the poster (publish-asset's first step, before the manifest),
+        # another actor deletes a published segment
+        def delete_segment():
+            (key,) = [o["Key"] for o in direct.list_objects_v2(Bucket=out, Prefix=layout.prefix)["Contents"]
+                      if o["Key"].endswith("/360p/seg_00000.m4s")]
+            direct.delete_object(Bucket=out, Key=key)
+
+        gone = proxy.on(Trigger("PUT", f"/{out}/{layout.prefix}[^/]+/poster\\.jpg$", delete_segment))
         state = transcode(bucket=up, key="vanishing.mp4", etag=etag, return_state=True)
     finally:
         proxy.stop()

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     public_base = settings.playback_base_url or _api_assets_url(settings.api_public_url, args.home)
     base = signed_playback_base(public_base, issued["token"])
     data = {"asset_id": asset_id, **issued, "playback": {"hls": f"{base}{asset_id}/master.m3u8",
-                                                         "poster": f"{base}{asset_id}/poster.jpg"}}
+                                                         "poster": f"{base}{asset_id}/{record.get('poster') or 'poster.jpg'}"}}
     emit(args, data, "\n".join([
         f"token      {issued['token']}",
         f"expires    {issued['expires_at']}",

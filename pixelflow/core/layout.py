@@ -4,14 +4,22 @@ An asset is the folder ``<asset_prefix><asset_id>/`` of the output bucket. Its r
 was not published, ``error.json``, and the reconciler's retries, ``retries.json``) are in
 ``<record_prefix><asset_id>/`` of the output bucket, where uploaders cannot write and which is never
 served; a rejected source is kept as ``<quarantine_prefix><asset_id>/source`` in the upload
-bucket. Its ``manifest.json
-names every object a client fetches (each rendition's init segment, segments and playlist, the
-master playlist, the poster, the storyboard's sheet and WebVTT file, the MP4 downloads, each
-subtitles rendition's playlist and WebVTT file) with its
-size in bytes. The manifest is written last, and only
-once every object it names is listed with that size; an asset whose listing disagrees with its
-manifest (objects removed by an operator, a lifecycle rule or a deletion) is *broken*, not
-ready.
+bucket. Its ``manifest.json`` names every object a client fetches (each rendition's init
+segment, segments and playlist, the master playlist, the poster, the storyboard's sheet and
+WebVTT file, the MP4 downloads, each subtitles rendition's playlist and WebVTT file) with its
+size in bytes. The manifest is written last, and only once every object it names is listed with
+that size; an asset whose listing disagrees with its manifest (objects removed by an operator, a
+lifecycle rule or a deletion) is *broken*, not ready.
+
+A published asset is write-once. Each attempt of a run writes what it makes into a folder of
+its own inside the asset (:func:`attempt_folder`: ``<asset>/<run>-<attempt>/720p/...``,
+``.../poster.jpg``), never into another attempt's; the manifest's conditional write
+(``If-None-Match``) makes one attempt's objects the asset, and only then is the master
+playlist written at the asset's top, as the manifest records it. An attempt that loses removes
+what it wrote and the winner does not name. So no object a manifest names is ever written
+twice, whatever runs race (duplicate events, a run re-run after a missed heartbeat while its
+first process still writes, a manual retry), and a retry reuses the renditions an earlier
+attempt published where they are.
 
 Example:
     >>> layout = AssetLayout.of("0123456789abcdef01234567")
@@ -21,6 +29,8 @@ Example:
     ('records/0123456789abcdef01234567/error.json', 'quarantine/0123456789abcdef01234567/source')
     >>> layout.relative(layout.key("720p/seg_00001.m4s"))
     '720p/seg_00001.m4s'
+    >>> attempt_folder("3f9a2c1d-4e5b-4c3d-9a8b-7c6d5e4f3a2b", 2)
+    '3f9a2c1d4e5b-2'
 """
 
 from __future__ import annotations
@@ -103,6 +113,21 @@ class AssetLayout:
         return f"{self.quarantine_prefix}{KEPT_SOURCE}"
 
 
+def attempt_folder(flow_run_id: str, attempt: int) -> str:
+    """The folder inside the asset where one attempt of one flow run writes what it makes: 12
+    hex digits of the run's id and the attempt's number (Prefect's run count)."""
+    return f"{flow_run_id.replace('-', '')[:12]}-{int(attempt)}"
+
+
+def in_folder(folder: str, relative: str) -> str:
+    """``relative`` (``720p/index.m3u8``) inside ``folder`` of the asset (none: the asset's top).
+
+    >>> in_folder("3f9a2c1d4e5b-1", "poster.jpg"), in_folder("", "poster.jpg")
+    ('3f9a2c1d4e5b-1/poster.jpg', 'poster.jpg')
+    """
+    return f"{folder}/{relative}" if folder else relative
+
+
 def rendition_objects(rendition: Mapping[str, Any]) -> dict[str, int | None]:
     """The objects one rendition (a manifest entry or ``RenditionOutput.to_dict()``) names, with
     their sizes (``None`` where the entry predates per-file sizes).
@@ -151,6 +176,30 @@ def manifest_objects(manifest: Mapping[str, Any]) -> dict[str, int | None]:
     return objects
 
 
+def owners(manifest: Mapping[str, Any], paths: Iterable[str]) -> set[str]:
+    """What each of ``paths`` (inside the asset) belongs to in ``manifest``: a rendition's name
+    (``720p``, ``audio``), ``downloads``, ``subtitles``, ``storyboard``, ``poster`` or
+    ``master``, to redo just that.
+
+    >>> sorted(owners({"renditions": [{"name": "360p", "files": ["r-1/360p/a.m4s"]}], "audio": None,
+    ...                "downloads": [{"file": "r-1/downloads/360p.mp4"}], "poster": "r-1/poster.jpg"},
+    ...               ["r-1/360p/a.m4s", "r-1/downloads/360p.mp4", "master.m3u8", "r-1/poster.jpg"]))
+    ['360p', 'downloads', 'master', 'poster']
+    """
+    owner: dict[str, str] = {}
+    for rendition in list(manifest.get("renditions") or []) + ([manifest["audio"]] if manifest.get("audio") else []):
+        owner.update(dict.fromkeys(rendition_objects(rendition), rendition["name"]))
+    owner.update({d["file"]: "downloads" for d in manifest.get("downloads") or []})
+    for subtitles in manifest.get("subtitles") or []:
+        owner.update(dict.fromkeys((subtitles["file"], subtitles["playlist"]), "subtitles"))
+    storyboard = manifest.get("storyboard") or {}
+    owner.update({name: "storyboard" for name in (storyboard.get("image"), storyboard.get("vtt")) if name})
+    owner[manifest.get("master_playlist") or MASTER] = "master"
+    if manifest.get("poster", POSTER):
+        owner[manifest.get("poster", POSTER)] = "poster"
+    return {owner.get(path, path.split("/", 1)[0]) for path in paths}
+
+
 def missing_objects(expected: Mapping[str, int | None], listed: Mapping[str, int]) -> list[str]:
     """The expected objects that the listing lacks, or lists with another size, sorted.
 
@@ -187,5 +236,5 @@ def publish_fingerprint(output_bucket: str, endpoint: str, prefix: str, ladder: 
     >>> a == publish_fingerprint("out", "http://127.0.0.1:5001", "assets/x/", "ladder"), len(a)
     (False, 16)
     """
-    material = "\x00".join(["pixelflow-publish-v2", output_bucket, endpoint, prefix, repr(ladder)])
+    material = "\x00".join(["pixelflow-publish-v3", output_bucket, endpoint, prefix, repr(ladder)])
     return hashlib.sha256(material.encode()).hexdigest()[:16]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from pixelflow.core.hls import AudioEntry, VariantEntry, bandwidths, parse_media_playlist
-from pixelflow.core.layout import MASTER, POSTER
+from pixelflow.core.hls import AudioEntry, SubtitleEntry, VariantEntry, bandwidths, master_playlist, parse_media_playlist
+from pixelflow.core.layout import MASTER, POSTER, in_folder
 from pixelflow.core.upload import Upload
 
 MANIFEST_VERSION = 1
@@ -48,6 +48,18 @@ class RenditionOutput:
     def objects(self) -> dict[str, int]:
         """Every file of the rendition, relative to the asset root, with its size."""
         return dict(zip(self.files, self.file_sizes))
+
+    def placed(self, folder: str) -> "RenditionOutput":
+        """The rendition as published in ``folder`` of the asset (its attempt's folder).
+
+        >>> out = RenditionOutput("360p", "video", "360p/index.m3u8", ("360p/init.mp4", "360p/index.m3u8"),
+        ...                       1, 1, 2.0, 1, 1, "avc1", file_sizes=(800, 120))
+        >>> placed = out.placed("3f9a2c1d4e5b-1")
+        >>> placed.playlist, placed.files
+        ('3f9a2c1d4e5b-1/360p/index.m3u8', ('3f9a2c1d4e5b-1/360p/init.mp4', '3f9a2c1d4e5b-1/360p/index.m3u8'))
+        """
+        return replace(self, playlist=in_folder(folder, self.playlist),
+                       files=tuple(in_folder(folder, f) for f in self.files))
 
 
 def summarize_rendition(name: str, kind: str, playlist_text: str, sizes: dict[str, int], codecs: str,
@@ -116,6 +128,28 @@ def build_manifest(asset_id: str, source: Upload, probe_summary: dict[str, Any],
     }
     manifest.update(extra or {})
     return manifest
+
+
+def master_from_manifest(manifest: dict[str, Any]) -> str:
+    """The master playlist of a manifest: a pure function of it, so that whichever run writes
+    it (the one whose manifest won, or a later one repairing it) writes the same bytes. Variants
+    go from the smallest rendition up; the subtitles group is the manifest's, in its order.
+
+    >>> print(master_from_manifest({"renditions": [{"name": "360p", "kind": "video", "playlist": "r-1/360p/index.m3u8",
+    ...     "files": [], "size": 1, "segments": 1, "duration": 2.0, "bandwidth": 900000, "average_bandwidth": 700000,
+    ...     "codecs": "avc1.64001e", "width": 640, "height": 360, "frame_rate": 30.0}], "audio": None}), end="")
+    #EXTM3U
+    #EXT-X-VERSION:7
+    #EXT-X-INDEPENDENT-SEGMENTS
+    #EXT-X-STREAM-INF:BANDWIDTH=900000,AVERAGE-BANDWIDTH=700000,RESOLUTION=640x360,CODECS="avc1.64001e",FRAME-RATE=30.000
+    r-1/360p/index.m3u8
+    """
+    videos = [RenditionOutput.from_dict(r) for r in manifest.get("renditions") or []]
+    audio = RenditionOutput.from_dict(manifest["audio"]) if manifest.get("audio") else None
+    subtitles = [SubtitleEntry(s["playlist"], s["language"], s["name"], default=bool(s.get("default")),
+                               group_id=s.get("group_id", "subs"))
+                 for s in manifest.get("subtitles") or []]
+    return master_playlist([variant_entry(v) for v in videos], audio_entry(audio) if audio else None, subtitles)
 
 
 #: Content types of the files a player fetches from a published asset, by suffix (what the

@@ -33,7 +33,7 @@ from botocore.exceptions import ClientError
 
 from pixelflow.aws import is_missing, read_json_object
 from pixelflow.core.captions import is_caption_key
-from pixelflow.core.layout import manifest_objects, missing_objects
+from pixelflow.core.layout import POSTER, manifest_objects, missing_objects
 from pixelflow.core.upload import Upload
 from pixelflow.errors import REJECTION_CODES, ErrorCode, PixelFlowError
 from pixelflow.settings import PixelFlowSettings
@@ -76,6 +76,8 @@ class AssetInfo:
         storyboard: The manifest's ``storyboard`` entry (its files' names and layout), when it has one.
         downloads: The MP4 downloads (``name``, ``file``, ``size``, ``width``, ``height``).
         audio_only: Whether the asset is audio alone (no video renditions, no poster).
+        poster: Where the poster is inside the asset (``<attempt folder>/poster.jpg``), ``None``
+            when it has none.
         created: When the asset was published, rejected or uploaded (UTC).
         error: ``{"code", "message"}`` of a rejected, failed or broken asset (a broken one also
             has ``missing``, the paths of its missing objects).
@@ -89,6 +91,7 @@ class AssetInfo:
     storyboard: dict[str, Any] | None = None
     downloads: list[dict[str, Any]] = field(default_factory=list)
     audio_only: bool = False
+    poster: str | None = None
     created: datetime | None = None
     error: dict[str, Any] | None = None
     source: dict[str, Any] | None = None
@@ -145,6 +148,7 @@ def _from_manifest(asset_id: str, manifest: dict[str, Any], modified: datetime) 
         storyboard=manifest.get("storyboard"),
         downloads=list(manifest.get("downloads") or []),
         audio_only=not manifest.get("renditions") and bool(manifest.get("audio")),
+        poster=manifest.get("poster", POSTER) if isinstance(manifest.get("poster", POSTER), str) else None,
         created=created or modified,
         source=manifest.get("source"),
     )

@@ -212,7 +212,9 @@ def record_from_s3(records, info, record: dict[str, Any] | None, first: dict[str
     if info.status == s3_assets.READY:
         if before == READY:
             return None
-        fields = {**asset_fields_from_manifest({"renditions": info.renditions, "duration": info.duration}),
+        fields = {**asset_fields_from_manifest({"renditions": info.renditions, "duration": info.duration,
+                                                "poster": info.poster, "storyboard": info.storyboard,
+                                                "downloads": info.downloads}),
                   "progress": 100, "errors": None}
         records.record_asset(info.asset_id, READY, fields, first=first, created_at=created)
         return Repair(info.asset_id, before, READY)

@@ -60,7 +60,7 @@ STATIC_FILES = {
 ASSET_TYPES = PLAYBACK_TYPES
 
 _ASSET_PATH = re.compile(
-    r"^/assets/(?P<asset_id>[0-9a-f]{24})/(?P<name>(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}/){0,2}[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127})$"
+    r"^/assets/(?P<asset_id>[0-9a-f]{24})/(?P<name>(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}/){0,3}[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127})$"
 )
 _THUMBNAIL_PATH = re.compile(r"^/assets/(?P<asset_id>[^/]{1,64})/thumbnail\.(?P<fmt>[^/]{1,16})$")
 _API_PATH = re.compile(r"^/api/assets/(?P<asset_id>[^/]{1,64})$")

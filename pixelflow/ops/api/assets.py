@@ -41,7 +41,7 @@ router = APIRouter(prefix="/v1/assets", tags=["assets"], dependencies=[Depends(r
                    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
 playback = APIRouter(tags=["playback"])
 
-_NAME = re.compile(r"^(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}/){0,2}[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+_NAME = re.compile(r"^(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}/){0,3}[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
 
 
 def playback_base(settings: PixelFlowSettings, request: Request) -> str:
@@ -57,7 +57,7 @@ def playback_urls(base: str, asset_id: str, record: dict[str, Any] | None = None
     record = record or {}
     storyboard = record.get("storyboard") or {}
     return {"hls": f"{base}{asset_id}/{MASTER}",
-            "poster": None if record.get("audio_only") else f"{base}{asset_id}/{POSTER}",
+            "poster": None if record.get("audio_only") else f"{base}{asset_id}/{record.get('poster') or POSTER}",
             "storyboard": f"{base}{asset_id}/{storyboard['vtt']}" if storyboard.get("vtt") else None,
             "downloads": [{"name": d.get("name"), "url": f"{base}{asset_id}/{d['file']}",
                            "width": d.get("width"), "height": d.get("height"), "size": d.get("size")}

@@ -120,7 +120,7 @@
     const base = state.token ? `/t/${encodeURIComponent(state.token)}/assets/${state.assetId}/` : `/assets/${state.assetId}/`;
     state.base = base; // where the asset's files are (storyboard.js reads its storyboard there)
     const master = `${base}master.m3u8`;
-    if (!info.audio_only) video.poster = `${base}poster.jpg`;
+    if (!info.audio_only) video.poster = `${base}${info.poster || "poster.jpg"}`;
     setState("ready");
     const parts = ["Ready"];
     if (info.duration) parts.push(formatDuration(info.duration));
