@@ -208,7 +208,7 @@ def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, o
     output = _summarize(out_dir, "audio", "audio")
     if info.video is None:
         ffmpeg.check_duration("audio rendition", output.duration, info.duration)
-    if config.loudness is not None and measured is not None:
+    if measured is not None:  # loudness normalisation is on
         entry = loudness_entry(config.loudness, measured, normalised)
         logger.info("audio: loudness %s LUFS, now %s LUFS (%s)", entry["input_i"], entry["output_i"],
                     entry["normalization"])

@@ -17,6 +17,7 @@ from pixelflow.core.hls import parse_media_playlist
 from pixelflow.core.ladder import LadderConfig, plan_ladder
 from pixelflow.core.loudness import LoudnessTarget, loudness_entry, parse_loudnorm
 from pixelflow.core.probe import interpret_probe
+from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow.pipeline import ffmpeg
 from tests.test_flow_e2e import download_asset, ffmpeg_commands, upload
 
@@ -95,6 +96,17 @@ def test_silent_audio_is_measured_without_a_crash_and_encoded_as_it_is(tmp_path)
     assert "loudnorm" not in " ".join(args)
     (tmp_path / "audio").mkdir()
     assert ffmpeg.run_ffmpeg(args, timeout=60).returncode == 0
+
+
+def test_an_unreadable_measurement_is_a_retried_transcode_failure():
+    from tasks.encode import _loudnorm
+
+    result = ffmpeg.FFmpegResult(args=[], returncode=0, elapsed=0.0, out_time=4.0,
+                                 info=["[Parsed_loudnorm_0 @ 0x1] [info] ", "{", '\t"input_i" : "-20.0",', "}"])
+    with pytest.raises(PixelFlowError) as raised:
+        _loudnorm(result, "measuring the audio")
+    assert raised.value.code == ErrorCode.TRANSCODE_FAILED and raised.value.retryable
+    assert not raised.value.is_rejection and "loudness measurement" in raised.value.message
 
 
 def test_a_quiet_upload_is_published_at_the_loudness_target_from_one_decode(prefect_server, buckets, tmp_path,
