@@ -27,6 +27,7 @@ from typing_extensions import Annotated
 
 from pixelflow.core.ladder import LadderConfig
 from pixelflow.core.layout import AssetLayout
+from pixelflow.core.loudness import TARGET_I_RANGE, TARGET_LRA_RANGE, TARGET_TP_RANGE, LoudnessTarget
 from pixelflow.core.validation import Limits
 
 DEFAULT_CONTAINERS = ["mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "mpeg", "flv", "mxf", "ogg"]
@@ -88,6 +89,17 @@ class PixelFlowSettings(BaseSettings):
     gop_seconds: float = Field(_LADDER.gop_seconds, description="Keyframe interval in seconds, identical on every rung.")
     segment_seconds: float = Field(_LADDER.segment_seconds, description="HLS segment length in seconds (a multiple of gop_seconds).")
     audio_bitrate_kbps: int = Field(_LADDER.audio_bitrate_kbps, description="AAC bitrate of the audio rendition.")
+    # EBU R128 loudness normalisation of the audio rendition (pixelflow/core/loudness.py).
+    loudness_target: float | None = Field(
+        None, ge=TARGET_I_RANGE[0], le=TARGET_I_RANGE[1], description="Integrated loudness the audio rendition is "
+        "normalised to, in LUFS (EBU R128, FFmpeg's two-pass loudnorm; e.g. -16 for streaming, -23 for broadcast). "
+        "Unset: the audio is not normalised.")
+    loudness_true_peak: float = Field(
+        -1.5, ge=TARGET_TP_RANGE[0], le=TARGET_TP_RANGE[1], description="Highest true peak of the normalised audio, "
+        "in dBTP (with loudness_target).")
+    loudness_range: float = Field(
+        11.0, ge=TARGET_LRA_RANGE[0], le=TARGET_LRA_RANGE[1], description="Loudness range (LRA) the normalisation "
+        "keeps with one gain, in LU; a wider source is compressed to it (with loudness_target).")
     max_fps: float = Field(_LADDER.max_fps, description="Frame-rate cap of rungs above 480p.")
     low_rung_max_fps: float = Field(_LADDER.low_rung_max_fps, description="Frame-rate cap of rungs at 480p and below.")
     encoder_threads: int = Field(_LADDER.threads, description="libx264 threads per rendition (0: automatic).")
@@ -305,6 +317,8 @@ class PixelFlowSettings(BaseSettings):
             low_rung_max_fps=self.low_rung_max_fps,
             threads=self.encoder_threads,
             decode_max_pixels=self.max_pixels,
+            loudness=(LoudnessTarget(self.loudness_target, self.loudness_true_peak, self.loudness_range)
+                      if self.loudness_target is not None else None),
         )
 
     def limits(self) -> Limits:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -13,10 +14,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from pixelflow.pipeline import ffmpeg
-from pixelflow.core.ffmpeg_args import (PLAYLIST, audio_args, encode_args, ladder_encode_args, poster_args,
-                                        remux_args, storyboard_args)
+from pixelflow.core.ffmpeg_args import (PLAYLIST, audio_args, encode_args, ladder_encode_args, loudness_measure_args,
+                                        poster_args, remux_args, storyboard_args)
 from pixelflow.core.hls import AAC_LC, avc1_from_init
 from pixelflow.core.ladder import LadderConfig, Rendition
+from pixelflow.core.loudness import Loudnorm, loudness_entry, parse_loudnorm
 from pixelflow.core.manifest import RenditionOutput, summarize_rendition
 from pixelflow.core.probe import SourceInfo
 from pixelflow.core.storyboard import Storyboard
@@ -119,6 +121,11 @@ def encode_ladder(source_path: Path, info: SourceInfo, renditions: list[Renditio
                                   (storyboard[0], str(storyboard[1])) if storyboard is not None else None)
         result = limits.run(args, on_progress=progress, log=logger, output_dir=str(out_root))
         _check_source(result, info)
+        if audio and config.loudness is not None:
+            try:
+                ladder.loudness = parse_loudnorm(result.info)
+            except ValueError as exc:  # the audio's task measures it alone
+                logger.warning("the ladder process's loudness measurement is unreadable: %s", exc)
     logger.info("encoded %.2f s of video for %s in one process in %.1f s", result.out_time,
                 ", ".join([r.name for r in renditions] + (["audio"] if audio else []) + (["poster"] if poster else [])
                           + (["storyboard"] if storyboard else [])),
@@ -175,17 +182,48 @@ def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, o
     """The audio rendition: the default (else first) audio track as stereo AAC in fMP4 HLS. Taken
     over from the shared ``ladder`` process when it carries the audio, else (a retry, or an
     audio-only source) encoded in a process of its own. For an audio-only source that decode is
-    the one that vouches for the source (a damaged or truncated stream rejects it)."""
-    if not _take_over(ladder, "audio", limits):
+    the one that vouches for the source (a damaged or truncated stream rejects it).
+
+    With loudness normalisation (``config.loudness``), the shared process only measures the
+    audio; it is then encoded here, in an audio-only process, through ``loudnorm``'s second pass
+    (measured alone first when the shared process did not measure it), and the rendition carries
+    the measurement for the manifest."""
+    logger = get_run_logger()
+    shared = _take_over(ladder, "audio", limits)
+    measured = normalised = None
+    if config.loudness is not None:
+        measured = ladder.loudness if shared and ladder is not None else None
+        if measured is None:
+            logger.info("audio: measuring its loudness in an audio-only pass")
+            measured = _loudnorm(limits.run(loudness_measure_args(str(source_path), info, config), log=logger),
+                                 "measuring the audio")
+    if not shared or config.loudness is not None:
         _fresh_dir(out_dir)
-        result = limits.run(audio_args(str(source_path), info, config, str(out_dir)), log=get_run_logger(),
+        result = limits.run(audio_args(str(source_path), info, config, str(out_dir), measured), log=logger,
                             output_dir=str(out_dir))
         if info.video is None:
             _check_source(result, info, "audio stream")
+        if measured is not None and not measured.silent:
+            normalised = _loudnorm(result, "normalising the audio")
     output = _summarize(out_dir, "audio", "audio")
     if info.video is None:
         ffmpeg.check_duration("audio rendition", output.duration, info.duration)
+    if measured is not None:  # loudness normalisation is on
+        entry = loudness_entry(config.loudness, measured, normalised)
+        logger.info("audio: loudness %s LUFS, now %s LUFS (%s)", entry["input_i"], entry["output_i"],
+                    entry["normalization"])
+        output = replace(output, loudness=tuple(entry.items()))
     return output
+
+
+def _loudnorm(result: ffmpeg.FFmpegResult, doing: str) -> Loudnorm:
+    """What ``loudnorm`` printed in FFmpeg's ``result``; ``transcode_failed`` (retried) when it
+    printed nothing readable."""
+    try:
+        return parse_loudnorm(result.info)
+    except ValueError as exc:
+        raise PixelFlowError(ErrorCode.TRANSCODE_FAILED, f"FFmpeg printed no readable loudness measurement while "
+                             f"{doing} ({exc}).", {"info_tail": ffmpeg.clean_stderr(result.info[-5:])}) from None
 
 
 @task(name="poster", task_run_name="poster", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,

@@ -31,6 +31,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from pixelflow.core.ladder import LadderConfig, Rendition
+from pixelflow.core.loudness import Loudnorm, LoudnessTarget, measure_filter, normalise_filter
 from pixelflow.core.probe import SourceInfo
 from pixelflow.core.storyboard import Storyboard
 
@@ -54,8 +55,16 @@ def file_url(path: str) -> str:
     return f"file:{path}"
 
 
-def base_args(progress: bool = True) -> list[str]:
-    args = [FFMPEG, "-hide_banner", "-nostdin", "-y", "-loglevel", "level+error"]
+def base_args(progress: bool = True, log_level: str = "error") -> list[str]:
+    """The head of every FFmpeg command. Its messages come tagged with their level
+    (``level+``); a command reading ``loudnorm``'s measurement asks for ``info``, where the
+    filter prints it, and :func:`pixelflow.pipeline.ffmpeg.run_ffmpeg` keeps those lines apart
+    from the errors.
+
+    >>> base_args(progress=False, log_level="info")[-1]
+    'level+info'
+    """
+    args = [FFMPEG, "-hide_banner", "-nostdin", "-y", "-loglevel", f"level+{log_level}"]
     if progress:
         args += ["-progress", "pipe:1", "-nostats"]
     return args
@@ -191,7 +200,10 @@ def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition
     and one libx264 encoder and HLS output per rung, written to ``out_dirs`` (in the order of
     ``renditions``): the same outputs as one :func:`encode_args` per rung. Rotation metadata is
     applied by FFmpeg's autorotation before the filter graph. With ``audio_dir``, the audio
-    rendition (:func:`audio_output_args`) comes from the same read of the source. With
+    rendition (:func:`audio_output_args`) comes from the same read of the source; when the
+    ladder normalises loudness (``config.loudness``), that read measures the audio instead
+    (:func:`loudness_measure_output_args`) and the rendition is encoded afterwards by
+    :func:`audio_args`, from the measurement, in an audio-only process. With
     ``poster`` (one of ``renditions`` and a JPEG path), the poster frame (:func:`poster_frame`) is
     taken from that rung's pictures: no second decode, no seek. With ``storyboard`` (a layout and
     a JPEG path), the storyboard sheet is made from the smallest rung's pictures.
@@ -244,13 +256,16 @@ def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition
         graph += f";[{labels[i]}]split={len(mine) + 1}[{labels[i]}e]" + "".join(f"[{tap[1]}]" for tap in mine)
         maps[i] = f"[{labels[i]}e]"
     graph += "".join(f";[{tap[1]}]{tap[2]}[{tap[3]}]" for tap in taps)
-    args = base_args() + input_args(source, info.demuxer, max_pixels=config.decode_max_pixels) + ["-filter_complex", graph]
+    measure = audio_dir is not None and config.loudness is not None
+    args = (base_args(log_level="info" if measure else "error")
+            + input_args(source, info.demuxer, max_pixels=config.decode_max_pixels) + ["-filter_complex", graph])
     for label, rendition, out_dir in zip(maps, renditions, out_dirs):
         args += ["-map", label] + rung_output_args(rendition, config, out_dir)
     if audio_dir is not None:
         if info.audio is None:
             raise ValueError("the source has no audio stream")
-        args += ["-map", f"0:{info.audio.index}"] + audio_output_args(config, audio_dir)
+        args += ["-map", f"0:{info.audio.index}"] + (loudness_measure_output_args(config.loudness) if measure
+                                                      else audio_output_args(config, audio_dir))
     for tap in taps:
         args += ["-map", f"[{tap[3]}]"] + poster_output_args(tap[4])
     return args
@@ -269,6 +284,16 @@ def audio_output_args(config: LadderConfig, out_dir: str) -> list[str]:
     """The audio rendition's output, after its ``-map``: stereo AAC only, as fMP4 HLS in ``out_dir``."""
     return ["-vn", *_ONLY_MAPPED, "-c:a", "aac", "-b:a", f"{config.audio_bitrate_kbps}k", "-ac", "2", "-ar", "48000",
             *hls_output_args(config, out_dir)]
+
+
+def loudness_measure_output_args(target: LoudnessTarget) -> list[str]:
+    """An audio output, after its ``-map``, that only measures loudness: ``loudnorm`` printing its
+    measurement (:func:`pixelflow.core.loudness.measure_filter`) to a null output.
+
+    >>> loudness_measure_output_args(LoudnessTarget(-23))[-4:]
+    ['loudnorm=I=-23:TP=-1.5:LRA=11:print_format=json', '-f', 'null', '-']
+    """
+    return ["-vn", *_ONLY_MAPPED, "-filter:a", measure_filter(target), "-f", "null", "-"]
 
 
 def hls_output_args(config: LadderConfig, out_dir: str) -> list[str]:
@@ -314,11 +339,55 @@ def encode_args(source: str, info: SourceInfo, rendition: Rendition, config: Lad
             + rung_output_args(rendition, config, out_dir))
 
 
-def audio_args(source: str, info: SourceInfo, config: LadderConfig, out_dir: str) -> list[str]:
-    """The audio rendition (stereo AAC), from the source's default (else first) audio stream."""
+def audio_input_args(source: str, info: SourceInfo, config: LadderConfig, log_level: str = "error") -> list[str]:
+    """A command reading the source's default (else first) audio stream alone: the other streams
+    are demuxed and dropped, never decoded."""
     assert info.audio is not None
-    return (base_args() + input_args(source, info.demuxer, max_pixels=config.decode_max_pixels)
-            + ["-map", f"0:{info.audio.index}"] + audio_output_args(config, out_dir))
+    return (base_args(log_level=log_level) + input_args(source, info.demuxer, max_pixels=config.decode_max_pixels)
+            + ["-map", f"0:{info.audio.index}"])
+
+
+def audio_args(source: str, info: SourceInfo, config: LadderConfig, out_dir: str,
+               measured: Loudnorm | None = None) -> list[str]:
+    """The audio rendition (stereo AAC), from the source's default (else first) audio stream.
+
+    With ``config.loudness`` and the source's ``measured`` loudness (the first pass), the audio
+    goes through ``loudnorm``'s second pass (:func:`pixelflow.core.loudness.normalise_filter`),
+    which prints what it did; silence is encoded as it is.
+
+    >>> from pixelflow.core.loudness import EXAMPLE_LOG, parse_loudnorm
+    >>> from pixelflow.core.probe import interpret_probe
+    >>> info = interpret_probe({"format": {"format_name": "mp3", "duration": "2"}, "streams": [
+    ...     {"index": 0, "codec_type": "audio", "codec_name": "mp3", "channels": 2, "sample_rate": "44100"}]})
+    >>> config = LadderConfig(loudness=LoudnessTarget(-16))
+    >>> args = audio_args("/s/source", info, config, "/o/audio", parse_loudnorm(EXAMPLE_LOG.splitlines()))
+    >>> args[args.index("-filter:a") + 1].startswith("loudnorm=I=-16:TP=-1.5:LRA=11:measured_I=-51.76")
+    True
+    >>> audio_args("/s/source", info, config, "/o/audio") == audio_args("/s/source", info, LadderConfig(), "/o/audio")
+    True
+    """
+    normalise = config.loudness is not None and measured is not None and not measured.silent
+    if not normalise:
+        return audio_input_args(source, info, config) + audio_output_args(config, out_dir)
+    return (audio_input_args(source, info, config, log_level="info")
+            + ["-filter:a", normalise_filter(config.loudness, measured)] + audio_output_args(config, out_dir))
+
+
+def loudness_measure_args(source: str, info: SourceInfo, config: LadderConfig) -> list[str]:
+    """The first ``loudnorm`` pass alone, over the audio stream only (no video decoded): when the
+    ladder process did not measure it (a retry, an audio-only source).
+
+    >>> from pixelflow.core.probe import interpret_probe
+    >>> info = interpret_probe({"format": {"format_name": "mov", "duration": "2"}, "streams": [
+    ...     {"index": 0, "codec_type": "video", "codec_name": "h264", "width": 640, "height": 360,
+    ...      "r_frame_rate": "30/1", "pix_fmt": "yuv420p"},
+    ...     {"index": 1, "codec_type": "audio", "codec_name": "aac", "channels": 2, "sample_rate": "48000"}]})
+    >>> args = loudness_measure_args("/s/source", info, LadderConfig(loudness=LoudnessTarget(-16)))
+    >>> args[args.index("-map"):args.index("-map") + 3]
+    ['-map', '0:1', '-vn']
+    """
+    assert config.loudness is not None
+    return audio_input_args(source, info, config, log_level="info") + loudness_measure_output_args(config.loudness)
 
 
 def poster_time(info: SourceInfo) -> float:

@@ -29,6 +29,8 @@ import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from pixelflow.core.loudness import LoudnessTarget
+
 #: Bitrate caps (kbit/s) at 30 fps, by rung. Rungs not listed are interpolated by pixel count.
 DEFAULT_MAXRATES_KBPS: dict[int, int] = {
     144: 250, 240: 450, 360: 900, 480: 1500, 540: 2000, 720: 3000, 1080: 5500, 1440: 10000, 2160: 18000,
@@ -52,6 +54,8 @@ class LadderConfig:
     #: resolution past what validation accepted) stops the decode instead of allocating it.
     decode_max_pixels: int = 7680 * 4320
     maxrates_kbps: dict[int, int] = field(default_factory=lambda: dict(DEFAULT_MAXRATES_KBPS))
+    #: EBU R128 normalisation of the audio rendition (:mod:`pixelflow.core.loudness`); ``None``: off.
+    loudness: LoudnessTarget | None = None
 
     def __post_init__(self):
         if not self.heights:
@@ -61,11 +65,17 @@ class LadderConfig:
             raise ValueError("segment_seconds must be a whole multiple of gop_seconds")
 
     def fingerprint(self) -> str:
-        """A short string that changes whenever an output-affecting knob changes."""
+        """A short string that changes whenever an output-affecting knob changes (loudness
+        normalisation adds its target; without it the string is what it always was).
+
+        >>> LadderConfig(loudness=LoudnessTarget(-16)).fingerprint().endswith("-loud-16/-1.5/11")
+        True
+        """
         rates = ",".join(f"{h}:{r}" for h, r in sorted(self.maxrates_kbps.items()))
+        loudness = f"-{self.loudness.fingerprint()}" if self.loudness is not None else ""
         return (
             f"h264-{self.preset}-crf{self.crf}-gop{self.gop_seconds:g}-seg{self.segment_seconds:g}"
-            f"-a{self.audio_bitrate_kbps}-fps{self.max_fps:g}/{self.low_rung_max_fps:g}-r[{rates}]"
+            f"-a{self.audio_bitrate_kbps}-fps{self.max_fps:g}/{self.low_rung_max_fps:g}-r[{rates}]{loudness}"
         )
 
     def maxrate_for(self, rung: int, width: int, height: int) -> int:

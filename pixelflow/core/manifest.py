@@ -31,11 +31,27 @@ class RenditionOutput:
     height: int = 0
     frame_rate: float = 0.0
     file_sizes: tuple[int, ...] = ()  # size in bytes of each of ``files``, in the same order
+    #: The audio's loudness normalisation (:func:`pixelflow.core.loudness.loudness_entry`) as
+    #: ``(key, value)`` pairs; empty (and absent from :meth:`to_dict`) when it is off.
+    loudness: tuple[tuple[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        """The rendition as the manifest states it.
+
+        >>> out = RenditionOutput("audio", "audio", "audio/index.m3u8", (), 0, 0, 0.0, 0, 0, "mp4a.40.2",
+        ...                       loudness=(("target_i", -16.0), ("input_i", None)))
+        >>> out.to_dict()["loudness"], "loudness" in RenditionOutput.from_dict(out.to_dict()).__dict__
+        ({'target_i': -16.0, 'input_i': None}, True)
+        >>> "loudness" in RenditionOutput.from_dict({**out.to_dict(), "loudness": None}).to_dict()
+        False
+        """
         data = asdict(self)
         data["files"] = list(self.files)
         data["file_sizes"] = list(self.file_sizes)
+        if self.loudness:
+            data["loudness"] = dict(self.loudness)
+        else:
+            del data["loudness"]
         return data
 
     @classmethod
@@ -43,6 +59,7 @@ class RenditionOutput:
         data = dict(data)
         data["files"] = tuple(data.get("files", ()))
         data["file_sizes"] = tuple(data.get("file_sizes", ()))
+        data["loudness"] = tuple((data.get("loudness") or {}).items())
         return cls(**data)
 
     def objects(self) -> dict[str, int]:

@@ -176,6 +176,44 @@ class FFmpegResult:
     elapsed: float
     out_time: float
     errors: list[str] = field(default_factory=list)
+    #: The last lines FFmpeg printed below the error level (only a command asking for them with
+    #: ``-loglevel level+info`` has any: ``loudnorm``'s measurement).
+    info: list[str] = field(default_factory=list)
+
+
+#: The level tag ``-loglevel level+...`` puts on each message, after its context prefixes.
+_LEVEL_TAG = re.compile(r"^(?:\[[^\[\]]* @ 0x[0-9a-f]+\] )*\[(panic|fatal|error|warning|info|verbose|debug|trace)\]")
+#: Levels whose messages are FFmpeg's errors: what :func:`classify_failure` and the damage checks
+#: read. Anything less severe is only kept as :attr:`FFmpegResult.info`.
+_ERROR_LEVELS = ("panic", "fatal", "error")
+
+
+class StderrLines:
+    """FFmpeg's stderr, line by line, split by the level of each message: its errors, and the tail
+    of everything less severe (kept apart, so that a warning or the description of an input
+    never reads as an error). A line without a level tag continues the message before it (a
+    message of several lines, like ``loudnorm``'s JSON); lines before any tag are errors.
+
+    >>> lines = StderrLines()
+    >>> for line in ["[h264 @ 0x1] [error] bad", "[x @ 0x2] [info] ", "{", "}", "[warning] meh", "[fatal] end"]:
+    ...     lines.add(line)
+    >>> list(lines.errors), list(lines.info)
+    (['[h264 @ 0x1] [error] bad', '[fatal] end'], ['[x @ 0x2] [info]', '{', '}', '[warning] meh'])
+    """
+
+    def __init__(self, errors: int = 200, info: int = 500):
+        self.errors: deque[str] = deque(maxlen=errors)
+        self.info: deque[str] = deque(maxlen=info)
+        self._is_error = True
+
+    def add(self, line: str) -> None:
+        line = line.rstrip()
+        if not line:
+            return
+        tag = _LEVEL_TAG.match(line)
+        if tag is not None:
+            self._is_error = tag.group(1) in _ERROR_LEVELS
+        (self.errors if self._is_error else self.info).append(line)
 
 
 def parse_progress_line(line: str, state: dict[str, str]) -> float | None:
@@ -235,15 +273,13 @@ def run_ffmpeg(
     log.info("ffmpeg: %s", shlex.join(args))
     started = time.monotonic()
     process = _spawn(args, sandbox=sandbox, memory_bytes=memory_bytes, text=True)
-    errors: deque[str] = deque(maxlen=200)
+    lines = StderrLines()
     timed_out = threading.Event()
 
     def read_stderr():
         assert process.stderr is not None
         for line in process.stderr:
-            line = line.rstrip()
-            if line:
-                errors.append(line)
+            lines.add(line)
 
     def watchdog():
         if process.poll() is None:
@@ -276,7 +312,8 @@ def run_ffmpeg(
             process.wait()
         reader.join(5)
     elapsed = time.monotonic() - started
-    result = FFmpegResult(args=args, returncode=process.returncode, elapsed=elapsed, out_time=out_time, errors=list(errors))
+    result = FFmpegResult(args=args, returncode=process.returncode, elapsed=elapsed, out_time=out_time,
+                          errors=list(lines.errors), info=list(lines.info))
     if timed_out.is_set():
         if timeout_error is not None:
             raise timeout_error(timeout)

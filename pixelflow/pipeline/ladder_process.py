@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
+from pixelflow.core.loudness import Loudnorm
 from pixelflow.errors import ErrorCode, PixelFlowError
 
 
@@ -41,6 +42,9 @@ class LadderProcess:
         self.outputs = tuple(outputs)
         #: Media time (seconds) the process has reached, for the waiting tasks' progress.
         self.out_time = 0.0
+        #: The audio's loudness as the process measured it (loudness normalisation on), for the
+        #: audio task's second pass; ``None`` when it did not measure it or printed nothing readable.
+        self.loudness: Loudnorm | None = None
         self._claimed: set[str] = set()
         self._lock = threading.Lock()
         self._done = threading.Event()
