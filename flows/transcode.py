@@ -8,7 +8,8 @@ process encoding every rung, the audio, the poster and the storyboard), one ``tr
 task per rung of the ladder (plus ``transcode-audio``, ``poster`` and ``storyboard``) taking its
 output over from that process,
 ``upload-<rung>`` as each rendition finishes,
-then ``publish-asset`` writes the master playlist and, last, ``manifest.json``.
+then ``publish-asset`` writes ``manifest.json`` (the write that makes the asset: everything before
+it went into this attempt's own folder of the asset) and then the master playlist.
 
 Example:
     Run one object now, in-process (a Prefect server or ``PREFECT_API_URL`` must be reachable)::

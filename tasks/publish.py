@@ -149,7 +149,8 @@ def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], buck
     the task with ``asset_incomplete`` and the missing paths in ``details["missing"]``, and no
     manifest is written. The manifest is written with ``If-None-Match: *``, so of two runs racing
     on one asset exactly one publishes it; the other finds it published, removes what it wrote
-    in its own folder that the published manifest does not name, and returns that manifest."""
+    in its own folder that the published manifest does not name, writes the master playlist if
+    it is still missing, and returns that manifest."""
     s3 = s3_client()
     master = master_from_manifest(manifest).encode()
     manifest = dict(manifest)
@@ -177,6 +178,10 @@ def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], buck
         if code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
             existing = read_json_object(s3, bucket, f"{prefix}{MANIFEST}")[0]
             removed = _remove_unnamed(s3, bucket, prefix, folder, existing)
+            # the run whose manifest this is may have stopped before its master playlist (this
+            # run's own earlier try, when S3 failed the answer to a write it carried out)
+            if "" not in _list_prefix(s3, bucket, f"{prefix}{MASTER}"):
+                _put_master(s3, bucket, prefix, master_from_manifest(existing).encode())
             get_run_logger().info("asset %s was published by another run meanwhile; removed the %d objects this "
                                   "attempt wrote that it does not name", manifest["asset_id"], removed)
             return existing

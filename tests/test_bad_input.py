@@ -318,7 +318,9 @@ def test_rejection_event_reaches_the_prefect_server(rejections, prefect_server):
 def rendition_file(batch: Batch, outcome: Outcome, name: str, dest: Path) -> Path:
     """A rendition's init segment and media segments joined into one playable file."""
     s3 = s3_client()
-    prefix = f"assets/{outcome.asset}/{name}/"
+    manifest = json.loads(s3.get_object(Bucket=batch.output_bucket, Key=f"assets/{outcome.asset}/manifest.json")["Body"].read())
+    (published,) = [r for r in manifest["renditions"] + [manifest["audio"]] if r and r["name"] == name]
+    prefix = f"assets/{outcome.asset}/{published['playlist'].rsplit('/', 1)[0]}/"
     playlist = parse_media_playlist(s3.get_object(Bucket=batch.output_bucket, Key=f"{prefix}index.m3u8")["Body"].read().decode())
     joined = dest / f"{outcome.name}-{name}.mp4"
     with open(joined, "wb") as target:

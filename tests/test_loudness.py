@@ -126,7 +126,7 @@ def test_a_quiet_upload_is_published_at_the_loudness_target_from_one_decode(pref
     # within 1 LU of the target.
     prefix = f"assets/{manifest['asset_id']}/"
     download_asset(out, prefix, tmp_path / "asset")
-    audio_dir = tmp_path / "asset" / "audio"
+    audio_dir = tmp_path / "asset" / manifest["audio"]["playlist"].rsplit("/", 1)[0]
     playlist = parse_media_playlist((audio_dir / "index.m3u8").read_text())
     joined = tmp_path / "audio-joined.mp4"
     joined.write_bytes(b"".join((audio_dir / name).read_bytes()
@@ -134,7 +134,7 @@ def test_a_quiet_upload_is_published_at_the_loudness_target_from_one_decode(pref
     assert integrated_loudness(joined) == pytest.approx(-16, abs=1.0)
     assert playlist.duration == pytest.approx(4.0, abs=0.1)
     # so is the MP4 download, remuxed from it
-    assert integrated_loudness(tmp_path / "asset" / "downloads" / "360p.mp4") == pytest.approx(-16, abs=1.0)
+    assert integrated_loudness(tmp_path / "asset" / manifest["downloads"][0]["file"]) == pytest.approx(-16, abs=1.0)
 
     # The manifest records the target, the source's measurement and the result.
     stored = json.loads(s3_client().get_object(Bucket=out, Key=f"{prefix}manifest.json")["Body"].read())
@@ -170,7 +170,7 @@ def test_a_quiet_audio_only_upload_is_measured_alone_then_normalised(prefect_ser
     assert manifest["status"] == "ready" and manifest["renditions"] == []
     assert manifest["audio"]["loudness"]["output_i"] == pytest.approx(-23, abs=0.5)
     download_asset(out, f"assets/{manifest['asset_id']}/", tmp_path / "asset")
-    assert integrated_loudness(tmp_path / "asset" / "downloads" / "audio.m4a") == pytest.approx(-23, abs=1.0)
+    assert integrated_loudness(tmp_path / "asset" / manifest["downloads"][0]["file"]) == pytest.approx(-23, abs=1.0)
     # no ladder process: the audio is measured in a pass of its own, then normalised, then remuxed
     started = ffmpeg_commands(manifest["flow_run_id"])
     assert len(started) == 3 and "print_format=json -f null -" in started[0] and "measured_I=" in started[1], started

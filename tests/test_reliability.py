@@ -186,12 +186,12 @@ def assert_complete_asset(stack: Stack, asset: str, renditions: list[str]) -> di
         Bucket=settings.output_bucket, Prefix=prefix) for o in page.get("Contents", [])}
     master = s3.get_object(Bucket=settings.output_bucket, Key=f"{prefix}master.m3u8")["Body"].read().decode()
     for rendition in manifest["renditions"] + ([manifest["audio"]] if manifest.get("audio") else []):
-        name = rendition["name"]
-        assert f"{name}/index.m3u8" in master
-        playlist = s3.get_object(Bucket=settings.output_bucket, Key=f"{prefix}{name}/index.m3u8")["Body"].read().decode()
+        name, folder = rendition["name"], rendition["playlist"].rsplit("/", 1)[0]  # <attempt>/<rendition>
+        assert f"{folder}/index.m3u8" in master
+        playlist = s3.get_object(Bucket=settings.output_bucket, Key=f"{prefix}{folder}/index.m3u8")["Body"].read().decode()
         segments = [line for line in playlist.splitlines() if line and not line.startswith("#")]
         assert "#EXT-X-ENDLIST" in playlist and len(segments) == rendition["segments"] > 0, (name, playlist)
-        assert {f"{name}/{s}" for s in segments} | {f"{name}/init.mp4"} <= keys, name
+        assert {f"{folder}/{s}" for s in segments} | {f"{folder}/init.mp4"} <= keys, name
     return manifest
 
 

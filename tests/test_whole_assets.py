@@ -266,3 +266,33 @@ def test_a_planted_rejection_record_is_never_read_whole_nor_taken_for_a_rejectio
     s3.put_object(Bucket=out, Key=settings.layout(upload.asset_id).error_key, Body=planted)
     assert assets.published_or_rejected(upload.asset_id, settings, s3) is None
     assert assets.get_asset(upload.asset_id, settings, s3).status == assets.PROCESSING
+
+
+def test_an_asset_whose_master_playlist_is_missing_gets_it_back_from_its_manifest(prefect_server, buckets, clip,
+                                                                                 small_ladder):
+    """A run stopped between writing the manifest and the master playlist: the asset is broken
+    until the next run of its upload writes the master playlist from the manifest, the same
+    bytes, with nothing encoded again."""
+    from flows.transcode import transcode
+    from pixelflow.core.manifest import master_from_manifest
+    from pixelflow.ops import assets
+    from pixelflow.settings import PixelFlowSettings
+
+    up, out = buckets
+    s3 = s3_client()
+    etag = upload(s3, clip, up, "no-master.mp4")
+    first = transcode(bucket=up, key="no-master.mp4", etag=etag)
+    layout = AssetLayout.of(first["asset_id"])
+    written = s3.get_object(Bucket=out, Key=layout.master_key)["Body"].read()
+    assert written.decode() == master_from_manifest(first)
+    s3.delete_object(Bucket=out, Key=layout.master_key)
+    info = assets.get_asset(first["asset_id"], PixelFlowSettings(), s3)
+    assert info.status == assets.BROKEN and info.error["missing"] == ["master.m3u8"]
+
+    state = transcode(bucket=up, key="no-master.mp4", etag=etag, return_state=True)
+    assert state.is_completed() and "already published" in state.message, state.message
+    assert s3.get_object(Bucket=out, Key=layout.master_key)["Body"].read() == written
+    runs = task_runs(state.state_details.flow_run_id)
+    assert [r.state.name for r in runs["restore-master"]] == ["Completed"]
+    assert not [name for name in runs if name.startswith(("transcode", "encode-ladder", "upload", "download"))], runs
+    assert assets.get_asset(first["asset_id"], PixelFlowSettings(), s3).status == assets.READY
