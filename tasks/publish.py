@@ -165,7 +165,8 @@ def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], buck
             sizes[relative] = len(content)
     manifest["object_sizes"] = {**manifest.get("object_sizes", {}), **sizes}
     expected = {path: size for path, size in manifest_objects(manifest).items() if path != MASTER}
-    missing = missing_objects(expected, _list_prefix(s3, bucket, prefix))
+    listed = _list_prefix(s3, bucket, prefix)
+    missing = missing_objects(expected, listed)
     if missing:
         raise PixelFlowError(ErrorCode.ASSET_INCOMPLETE,
                              f"{len(missing)} objects of asset {manifest['asset_id']} are not in the bucket; "
@@ -188,6 +189,18 @@ def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], buck
         raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Writing the manifest failed: {exc}") from None
     _put_master(s3, bucket, prefix, master)
     get_run_logger().info("published asset %s: s3://%s/%s%s", manifest["asset_id"], bucket, prefix, MASTER)
+    # What earlier attempts left and the asset does not name (a failed attempt's partial
+    # rendition, a rebuilt asset's old objects) is removed; an attempt still writing loses the
+    # manifest's race and removes the rest of its own.
+    leftovers = [f"{prefix}{path}" for path in listed if path not in expected and path not in (MANIFEST, MASTER)]
+    if leftovers:
+        try:  # the asset is published: what is left over only costs storage, never a failed run
+            _delete_keys(s3, bucket, leftovers)
+            get_run_logger().info("removed %d objects of earlier attempts that asset %s does not name",
+                                  len(leftovers), manifest["asset_id"])
+        except (ClientError, PixelFlowError) as exc:
+            get_run_logger().warning("could not remove %d objects asset %s does not name: %s", len(leftovers),
+                                     manifest["asset_id"], exc)
     return manifest
 
 
@@ -206,13 +219,17 @@ def _remove_unnamed(s3, bucket: str, prefix: str, folder: str, manifest: dict[st
     named = set(manifest_objects(manifest))
     keys = [f"{prefix}{folder}/{rest}" for rest in _list_prefix(s3, bucket, f"{prefix}{folder}/")
             if f"{folder}/{rest}" not in named]
+    _delete_keys(s3, bucket, keys)
+    return len(keys)
+
+
+def _delete_keys(s3, bucket: str, keys: list[str]) -> None:
     for start in range(0, len(keys), 1000):
         response = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]],
                                                             "Quiet": True})
         if response.get("Errors"):
-            raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Removing the objects of a lost race failed: "
-                                 f"{response['Errors'][:3]}")
-    return len(keys)
+            raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Removing {len(response['Errors'])} objects of the asset "
+                                 f"that it does not name failed: {response['Errors'][:3]}")
 
 
 @task(name="restore-master", task_run_name="restore-master", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,

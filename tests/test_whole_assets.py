@@ -64,11 +64,13 @@ def listing(s3, bucket: str, layout: AssetLayout) -> dict[str, int]:
 
 
 def assert_whole_and_playable(s3, bucket: str, layout: AssetLayout, dest: Path) -> dict:
-    """Every object the manifest names is there with its size, and the master playlist decodes
-    from the downloaded objects with no error, for the whole duration."""
+    """Every object the manifest names is there with its size, nothing else is (what earlier
+    attempts left was removed), and the master playlist decodes from the downloaded objects with
+    no error, for the whole duration."""
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=layout.manifest_key)["Body"].read())
     found = listing(s3, bucket, layout)
     assert missing_objects(manifest_objects(manifest), found) == []
+    assert set(found) == set(manifest_objects(manifest)) | {"manifest.json"}, sorted(set(found) - set(manifest_objects(manifest)))
     assert {r["name"] for r in manifest["renditions"]} == {"360p", "480p"} and manifest["audio"]
     for relative in found:
         target = dest / relative

@@ -16,7 +16,8 @@ its own inside the asset (:func:`attempt_folder`: ``<asset>/<run>-<attempt>/720p
 ``.../poster.jpg``), never into another attempt's; the manifest's conditional write
 (``If-None-Match``) makes one attempt's objects the asset, and only then is the master
 playlist written at the asset's top, as the manifest records it. An attempt that loses removes
-what it wrote and the winner does not name. So no object a manifest names is ever written
+what it wrote and the winner does not name; the winner removes what earlier attempts left that
+it does not name. So no object a manifest names is ever written
 twice, whatever runs race (duplicate events, a run re-run after a missed heartbeat while its
 first process still writes, a manual retry), and a retry reuses the renditions an earlier
 attempt published where they are.
