@@ -192,7 +192,7 @@ def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, o
     shared = _take_over(ladder, "audio", limits)
     measured = normalised = None
     if config.loudness is not None:
-        measured = ladder.loudness if shared and ladder is not None else None
+        measured = ladder.loudness if shared else None  # shared: the ladder process measured it
         if measured is None:
             logger.info("audio: measuring its loudness in an audio-only pass")
             measured = _loudnorm(limits.run(loudness_measure_args(str(source_path), info, config), log=logger),

@@ -11,7 +11,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
 
-from pixelflow.aws import read_json_object, s3_client
+from pixelflow.aws import is_missing, read_json_object, s3_client
 from pixelflow.core.layout import MANIFEST, MASTER, in_folder, manifest_objects, missing_objects
 from pixelflow.core.manifest import RenditionOutput, master_from_manifest, object_headers
 from pixelflow.errors import ErrorCode, PixelFlowError
@@ -178,10 +178,11 @@ def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], buck
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
             existing = read_json_object(s3, bucket, f"{prefix}{MANIFEST}")[0]
-            removed = _remove_unnamed(s3, bucket, prefix, folder, existing)
+            removed = _remove_unnamed(s3, bucket, prefix, existing, [f"{folder}/{path}" for path in
+                                                                     _list_prefix(s3, bucket, f"{prefix}{folder}/")])
             # the run whose manifest this is may have stopped before its master playlist (this
             # run's own earlier try, when S3 failed the answer to a write it carried out)
-            if "" not in _list_prefix(s3, bucket, f"{prefix}{MASTER}"):
+            if not _exists(s3, bucket, f"{prefix}{MASTER}"):
                 _put_master(s3, bucket, prefix, master_from_manifest(existing).encode())
             get_run_logger().info("asset %s was published by another run meanwhile; removed the %d objects this "
                                   "attempt wrote that it does not name", manifest["asset_id"], removed)
@@ -192,15 +193,13 @@ def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], buck
     # What earlier attempts left and the asset does not name (a failed attempt's partial
     # rendition, a rebuilt asset's old objects) is removed; an attempt still writing loses the
     # manifest's race and removes the rest of its own.
-    leftovers = [f"{prefix}{path}" for path in listed if path not in expected and path not in (MANIFEST, MASTER)]
-    if leftovers:
-        try:  # the asset is published: what is left over only costs storage, never a failed run
-            _delete_keys(s3, bucket, leftovers)
-            get_run_logger().info("removed %d objects of earlier attempts that asset %s does not name",
-                                  len(leftovers), manifest["asset_id"])
-        except (ClientError, PixelFlowError) as exc:
-            get_run_logger().warning("could not remove %d objects asset %s does not name: %s", len(leftovers),
-                                     manifest["asset_id"], exc)
+    try:  # the asset is published: what is left over only costs storage, never a failed run
+        removed = _remove_unnamed(s3, bucket, prefix, manifest, listed)
+        if removed:
+            get_run_logger().info("removed %d objects of earlier attempts that asset %s does not name", removed,
+                                  manifest["asset_id"])
+    except (ClientError, PixelFlowError) as exc:
+        get_run_logger().warning("could not remove the objects asset %s does not name: %s", manifest["asset_id"], exc)
     return manifest
 
 
@@ -211,25 +210,29 @@ def _put_master(s3, bucket: str, prefix: str, master: bytes) -> None:
         raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Writing the master playlist failed: {exc}") from None
 
 
-def _remove_unnamed(s3, bucket: str, prefix: str, folder: str, manifest: dict[str, Any]) -> int:
-    """Delete the objects in ``folder`` of the asset that ``manifest`` does not name (what an
-    attempt that lost the race wrote). Returns how many."""
-    if not folder:
-        return 0
-    named = set(manifest_objects(manifest))
-    keys = [f"{prefix}{folder}/{rest}" for rest in _list_prefix(s3, bucket, f"{prefix}{folder}/")
-            if f"{folder}/{rest}" not in named]
-    _delete_keys(s3, bucket, keys)
-    return len(keys)
+def _exists(s3, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if is_missing(exc):
+            return False
+        raise
+    return True
 
 
-def _delete_keys(s3, bucket: str, keys: list[str]) -> None:
+def _remove_unnamed(s3, bucket: str, prefix: str, manifest: dict[str, Any], paths) -> int:
+    """Delete, of ``paths`` (inside the asset at ``prefix``), the objects ``manifest`` does not
+    name, besides the manifest itself and the master playlist: what an attempt that lost the
+    race wrote, or what earlier attempts left. Returns how many."""
+    named = set(manifest_objects(manifest)) | {MANIFEST, MASTER}
+    keys = [f"{prefix}{path}" for path in paths if path not in named]
     for start in range(0, len(keys), 1000):
         response = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]],
                                                             "Quiet": True})
         if response.get("Errors"):
             raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Removing {len(response['Errors'])} objects of the asset "
                                  f"that it does not name failed: {response['Errors'][:3]}")
+    return len(keys)
 
 
 @task(name="restore-master", task_run_name="restore-master", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,

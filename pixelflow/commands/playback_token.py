@@ -60,7 +60,7 @@ def _api_assets_url(api_public_url: str | None, home: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from pixelflow.ops.assets import is_asset_id
-    from pixelflow.ops.playback import PlaybackGate, signed_playback_base
+    from pixelflow.ops.playback import PlaybackGate, playback_urls, signed_playback_base
     from pixelflow.records import SIGNED
     from pixelflow.settings import PixelFlowSettings
 
@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
                                          f"{type(exc).__name__}."))
     public_base = settings.playback_base_url or _api_assets_url(settings.api_public_url, args.home)
     base = signed_playback_base(public_base, issued["token"])
-    data = {"asset_id": asset_id, **issued, "playback": {"hls": f"{base}{asset_id}/master.m3u8",
-                                                         "poster": f"{base}{asset_id}/{record.get('poster') or 'poster.jpg'}"}}
+    urls = playback_urls(base, asset_id, record)
+    data = {"asset_id": asset_id, **issued, "playback": {"hls": urls["hls"], "poster": urls["poster"]}}
     emit(args, data, "\n".join([
         f"token      {issued['token']}",
         f"expires    {issued['expires_at']}",

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, fields
 from typing import Any, Iterable
+
+from pixelflow.core.ffmpeg_log import message
 
 #: ``loudnorm``'s accepted ranges in FFmpeg 5.1 (``ffmpeg -h filter=loudnorm``).
 TARGET_I_RANGE = (-70.0, -5.0)
@@ -42,9 +43,6 @@ TARGET_LRA_RANGE = (1.0, 50.0)
 ABSOLUTE_GATE = -70.0
 #: Sample rate of the audio rendition (``loudnorm`` outputs 192 kHz).
 SAMPLE_RATE = 48000
-
-#: A log line as FFmpeg prints it with ``-loglevel level+...``: context prefixes, then the level.
-_LEVEL_PREFIX = re.compile(r"^(?:\[[^\[\]]* @ 0x[0-9a-f]+\] )*\[[a-z]+\] ?")
 
 EXAMPLE_LOG = """[info] video:515kB audio:2256kB subtitle:0kB other streams:0kB global headers:0kB
 [Parsed_loudnorm_0 @ 0x55bf0c610a40] [info] 
@@ -151,7 +149,7 @@ def parse_loudnorm(lines: Iterable[str]) -> Loudnorm:
     """
     blocks, current = [], None
     for line in lines:
-        text = _LEVEL_PREFIX.sub("", line).strip()
+        text = message(line).strip()
         if text == "{":
             current = [text]
         elif current is not None:

@@ -140,6 +140,7 @@ def _from_manifest(asset_id: str, manifest: dict[str, Any], modified: datetime) 
     for name in ("created_at", "created", "published_at"):
         created = created or _parse_time(manifest.get(name))
     duration = manifest.get("duration")
+    poster = manifest.get("poster", POSTER)  # older manifests have none: the poster at the asset's top
     return AssetInfo(
         asset_id=asset_id,
         status=READY,
@@ -148,7 +149,7 @@ def _from_manifest(asset_id: str, manifest: dict[str, Any], modified: datetime) 
         storyboard=manifest.get("storyboard"),
         downloads=list(manifest.get("downloads") or []),
         audio_only=not manifest.get("renditions") and bool(manifest.get("audio")),
-        poster=manifest.get("poster", POSTER) if isinstance(manifest.get("poster", POSTER), str) else None,
+        poster=poster if isinstance(poster, str) else None,
         created=created or modified,
         source=manifest.get("source"),
     )

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import ClientError
 
+from pixelflow.core.layout import MASTER, POSTER
 from pixelflow.core.playback_token import iso, sign_token, verify_token
 from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow.records import PLAYBACK_POLICIES, SIGNED, Records
@@ -36,6 +37,22 @@ MIN_KEY_LENGTH = 32
 MAX_VIEWER_ID = 255
 #: ``/t/<token>/assets/<asset_id>/<name>``: a playback path carrying a token.
 TOKEN_PATH = re.compile(r"^/t/(?P<token>[^/]{1,4096})(?P<rest>/assets/.*)$")
+
+
+def playback_urls(base: str, asset_id: str, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The master playlist, poster, storyboard, downloads and subtitles of ``asset_id`` (as its
+    ``record`` names them) under the playback base ``base``."""
+    record = record or {}
+    storyboard = record.get("storyboard") or {}
+    return {"hls": f"{base}{asset_id}/{MASTER}",
+            "poster": None if record.get("audio_only") else f"{base}{asset_id}/{record.get('poster') or POSTER}",
+            "storyboard": f"{base}{asset_id}/{storyboard['vtt']}" if storyboard.get("vtt") else None,
+            "downloads": [{"name": d.get("name"), "url": f"{base}{asset_id}/{d['file']}",
+                           "width": d.get("width"), "height": d.get("height"), "size": d.get("size")}
+                          for d in record.get("downloads") or [] if d.get("file")],
+            "subtitles": [{"language": t.get("language"), "name": t.get("name"), "default": bool(t.get("default")),
+                           "url": f"{base}{asset_id}/{t['playlist']}", "vtt": f"{base}{asset_id}/{t['file']}"}
+                          for t in record.get("subtitles") or [] if t.get("playlist")]}
 
 
 def load_signing_key(settings: PixelFlowSettings, secrets: Any = None) -> bytes | None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from pixelflow.core.ffmpeg_args import file_url, measure_duration_args, probe_args
+from pixelflow.core.ffmpeg_log import ERROR_LEVELS, level_of
 from pixelflow.core.validation import PLAYLIST_DEMUXERS
 from pixelflow.errors import ErrorCode, PixelFlowError
 
@@ -181,13 +182,6 @@ class FFmpegResult:
     info: list[str] = field(default_factory=list)
 
 
-#: The level tag ``-loglevel level+...`` puts on each message, after its context prefixes.
-_LEVEL_TAG = re.compile(r"^(?:\[[^\[\]]* @ 0x[0-9a-f]+\] )*\[(panic|fatal|error|warning|info|verbose|debug|trace)\]")
-#: Levels whose messages are FFmpeg's errors: what :func:`classify_failure` and the damage checks
-#: read. Anything less severe is only kept as :attr:`FFmpegResult.info`.
-_ERROR_LEVELS = ("panic", "fatal", "error")
-
-
 class StderrLines:
     """FFmpeg's stderr, line by line, split by the level of each message: its errors, and the tail
     of everything less severe (kept apart, so that a warning or the description of an input
@@ -210,9 +204,9 @@ class StderrLines:
         line = line.rstrip()
         if not line:
             return
-        tag = _LEVEL_TAG.match(line)
-        if tag is not None:
-            self._is_error = tag.group(1) in _ERROR_LEVELS
+        level = level_of(line)
+        if level is not None:  # errors are what classify_failure and the damage checks read
+            self._is_error = level in ERROR_LEVELS
         (self.errors if self._is_error else self.info).append(line)
 
 

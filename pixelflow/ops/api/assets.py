@@ -27,9 +27,8 @@ from pixelflow.ops.api.auth import require_token
 from pixelflow.ops.api.events import ASSET_DELETED, asset_event, emit
 from pixelflow.ops.api.schemas import (AssetList, AssetOut, CreatePlaybackToken, ErrorOut, PlaybackTokenOut,
                                        UpdateAsset)
-from pixelflow.ops.playback import signed_playback_base
+from pixelflow.ops.playback import playback_urls, signed_playback_base
 from pixelflow.aws import is_missing
-from pixelflow.core.layout import MASTER, POSTER
 from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow import outbox, webhooks
 from pixelflow.records import ERRORED, PLAYBACK_POLICIES, PUBLIC, READY, SIGNED, Records, asset_fields_from_manifest
@@ -49,22 +48,6 @@ def playback_base(settings: PixelFlowSettings, request: Request) -> str:
     if settings.playback_base_url:
         return settings.playback_base_url.rstrip("/") + "/"
     return (settings.api_public_url or str(request.base_url)).rstrip("/") + "/assets/"
-
-
-def playback_urls(base: str, asset_id: str, record: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The master playlist, poster, storyboard, downloads and subtitles of ``asset_id`` (as its
-    ``record`` names them) under the playback base ``base``."""
-    record = record or {}
-    storyboard = record.get("storyboard") or {}
-    return {"hls": f"{base}{asset_id}/{MASTER}",
-            "poster": None if record.get("audio_only") else f"{base}{asset_id}/{record.get('poster') or POSTER}",
-            "storyboard": f"{base}{asset_id}/{storyboard['vtt']}" if storyboard.get("vtt") else None,
-            "downloads": [{"name": d.get("name"), "url": f"{base}{asset_id}/{d['file']}",
-                           "width": d.get("width"), "height": d.get("height"), "size": d.get("size")}
-                          for d in record.get("downloads") or [] if d.get("file")],
-            "subtitles": [{"language": t.get("language"), "name": t.get("name"), "default": bool(t.get("default")),
-                           "url": f"{base}{asset_id}/{t['playlist']}", "vtt": f"{base}{asset_id}/{t['file']}"}
-                          for t in record.get("subtitles") or [] if t.get("playlist")]}
 
 
 def asset_view(record: dict[str, Any], base: str, default_policy: str = PUBLIC) -> dict[str, Any]:
