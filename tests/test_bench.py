@@ -77,3 +77,26 @@ def test_design_alternatives_are_compared(bench_result):
     assert roles.count("ffmpeg") == 4  # one decoder, three encoders
     assert {q["variant"] for q in alt["quality"]} == {"fanout", "per-rung-decode"}
     assert (work / "report.md").read_text().startswith("Machine:")
+
+
+def test_latency_benchmark_times_every_stage_of_the_chain(tmp_path):
+    """``python -m bench.latency`` on a tiny clip, both modes, one upload each: every stage of the
+    chain is measured, in order, and the report holds the breakdown and the targets."""
+    out = tmp_path / "latency.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.latency", "--uploads", "1", "--seconds", "1", "--size", "320x240",
+         "--ladder", "240", "--bare-repeats", "1", "--work", str(tmp_path / "work"), "--json", str(out)],
+        cwd=ROOT, env=dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false"), capture_output=True, text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert set(data["uploads"]) == {"cold", "warm"}
+    for mode, [row] in data["uploads"].items():
+        order = ["flow_run_created", "picked_up", "running", "first_task", "first_ffmpeg", "encoded", "published"]
+        times = [row[stage] for stage in order]
+        assert all(t is not None for t in times) and times == sorted(times), (mode, row)
+    assert "| **S3 PUT -> ladder FFmpeg running** (target <= 3 s) |" in completed.stdout
+    assert "| bare FFmpeg command, same ladder and clip |" in completed.stdout
+    assert "flow run" in (tmp_path / "work" / "stack-warm" / "logs" / "flow-starter.log").read_text()
+    assert not (tmp_path / "work" / "stack-cold" / "logs" / "flow-starter.log").exists()

@@ -11,9 +11,12 @@ message must end in the dead-letter queue and nowhere else.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from datetime import datetime, timezone
+
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +25,7 @@ from pixelflow.local.processes import free_port
 from pixelflow.local.stack import Stack, StackConfig
 from tests.conftest import make_clip
 from tests.events_helpers import queue_counts, wait_for
+from tests.fault_helpers import find_processes
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
 
@@ -75,6 +79,10 @@ def test_upload_starts_exactly_one_run_that_publishes_the_asset(stack, media_dir
                    timeout=120, what="the flow run to complete")
     print(f"upload -> manifest: {time.time() - uploaded_at:.1f} s")
 
+    # Forked from the stack's flow starter, which had Prefect and the flow imported already.
+    started = (stack.config.log_dir / "flow-starter.log").read_text()
+    assert re.search(rf"flow run {run['id']}: pid \d+, warm start", started), started
+
     # Started by the deployment trigger, with typed parameters from the event payload.
     assert run["created_by"]["type"] == "AUTOMATION"
     assert run["created_by"]["display_value"] == "pixelflow-local-upload-created"
@@ -109,3 +117,25 @@ def test_upload_starts_exactly_one_run_that_publishes_the_asset(stack, media_dir
     bodies = [m["Body"] for m in sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10,
                                                      WaitTimeSeconds=1).get("Messages", [])]
     assert bodies == [malformed]
+
+
+def test_a_cancelled_run_stops_its_encode_and_publishes_nothing(stack, media_dir):
+    """Cancelling a run in Prefect (the UI's Cancel) reaches the run forked from the flow
+    starter: it ends Cancelled, its FFmpeg processes end with it, and no manifest is written."""
+    settings = stack.settings()
+    s3, _ = stack.clients()
+    clip = make_clip(media_dir / "stack-cancel.mp4", seconds=60, size="1280x720")
+    key = "incoming/cancel me.mp4"
+    etag = normalize_etag(s3.put_object(Bucket=settings.upload_bucket, Key=key, Body=clip.read_bytes())["ETag"])
+    asset = asset_id(settings.upload_bucket, key, etag, None)
+    scratch = str(Path(settings.scratch_dir) / asset)
+    wait_for(lambda: find_processes(scratch, "ffmpeg"), timeout=300, interval=0.2, what="the run's FFmpeg")
+    run = stack.prefect.flow_run_for(key, etag)
+    stack.prefect.api("POST", f"/flow_runs/{run['id']}/set_state",
+                      json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True})
+    ended = wait_for(lambda: (r := stack.prefect.api("GET", f"/flow_runs/{run['id']}"))["state_type"] in
+                     ("CANCELLED", "COMPLETED", "FAILED", "CRASHED") and r, timeout=120, what="the run to end")
+    assert ended["state_type"] == "CANCELLED", ended["state"]
+    wait_for(lambda: not find_processes(scratch, "ffmpeg"), timeout=30, what="the run's FFmpeg processes to end")
+    listed = s3.list_objects_v2(Bucket=settings.output_bucket, Prefix=f"{settings.asset_prefix}{asset}/")
+    assert not [o["Key"] for o in listed.get("Contents", []) if o["Key"].endswith("manifest.json")]

@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="the Prefect server's database: sqlite (embedded) or postgres (a local PostgreSQL "
                          "server, data in <home>/postgres) (default: PIXELFLOW_STACK_DATABASE, else sqlite)")
     up.add_argument("--project-dir", type=Path, help="PixelFlow checkout holding prefect.yaml (default: this checkout)")
+    up.add_argument("--cold-start", action="store_true",
+                    help="start each flow run as a new Python process (no flow starter: each run imports Prefect "
+                         "and the flow itself, 1 to 2 s more per run)")
     up.add_argument("--no-sample", action="store_true", help="do not upload and transcode a sample video")
     up.add_argument("--detach", action="store_true", help="leave the stack running in the background and exit")
     up.add_argument("--timeout", type=float, default=900, help="seconds to wait for the sample's manifest")
@@ -88,6 +91,7 @@ def run_up(args: argparse.Namespace) -> int:
         aws_endpoint=args.aws_endpoint,
         api_port=args.api_port or None,
         database=database,
+        warm_start=not args.cold_start,
     )
     if args.project_dir:
         config.project_dir = args.project_dir.resolve()

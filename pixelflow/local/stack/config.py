@@ -55,6 +55,8 @@ class StackConfig:
             ``postgres`` (a local PostgreSQL server, :mod:`pixelflow.local.postgres`, its cluster
             in ``<home>/postgres``; what a stack under load should use).
         postgres_port: Loopback port of that PostgreSQL server; a free one when ``None``.
+        warm_start: Start flow runs from a process that has already imported Prefect and the
+            flow (:mod:`pixelflow.local.flow_starter`) instead of a new Python process each.
     """
 
     home: Path = field(default_factory=lambda: Path(".pixelflow").resolve())
@@ -62,7 +64,7 @@ class StackConfig:
     moto_port: int = DEFAULT_MOTO_PORT
     prefect_port: int = DEFAULT_PREFECT_PORT
     aws_endpoint: str | None = None
-    worker_query_seconds: float = 1.0
+    worker_query_seconds: float = 0.5
     env: dict[str, str] = field(default_factory=dict)
     worker_env: dict[str, str] = field(default_factory=dict)
     heartbeat_seconds: int = 30
@@ -73,6 +75,14 @@ class StackConfig:
     api_port: int | None = None
     database: Literal["sqlite", "postgres"] = "sqlite"
     postgres_port: int | None = None
+    warm_start: bool = True
+
+    @property
+    def starter_socket(self) -> str:
+        """The flow starter's socket: a name in Linux's abstract namespace, one per stack home."""
+        import hashlib
+
+        return "@pixelflow-flow-starter-" + hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:16]
 
     @property
     def log_dir(self) -> Path:

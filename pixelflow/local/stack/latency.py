@@ -5,9 +5,17 @@ records, relative to the moment S3 answered the PUT:
 
 * ``event``: the Prefect server received the ``pixelflow.upload.created`` event (bridge);
 * ``flow_run_created``: the automation created the flow run (trigger);
-* ``running``: the flow run entered Running (worker poll, process start, flow import);
+* ``picked_up``: the worker took the run (its first Pending state: the worker's poll);
+* ``running``: the flow run entered Running (the run's process started, Prefect and the flow
+  loaded);
+* ``first_task``: the run's first task run started (``inspect-upload``);
 * ``first_ffmpeg``: the first ``ffmpeg`` process started (Linux ``/proc``; ffprobe excluded);
-* ``manifest``: ``manifest.json`` was published (the whole transcode).
+* ``encoded``: the ladder's FFmpeg process ended (the ``encode-ladder`` task run);
+* ``published``: ``publish-asset`` ended (``manifest.json`` and the master playlist written);
+* ``manifest``: this tool saw ``manifest.json`` (it polls S3).
+
+Times read from the Prefect API are the server's and the run's clock, ``/proc`` times the
+kernel's: one clock on one machine.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ from typing import Any, Callable
 from pixelflow.local.stack.services import Stack
 from pixelflow.local.stack.state import read_state
 
-STAGES = ("event", "flow_run_created", "running", "first_ffmpeg", "manifest")
+STAGES = ("event", "flow_run_created", "picked_up", "running", "first_task", "first_ffmpeg", "encoded", "published",
+          "manifest")
 
 
 class FfmpegWatcher:
@@ -91,11 +100,9 @@ class FfmpegWatcher:
 
 
 def _boot_time() -> float:
-    with open("/proc/stat") as stat:
-        for line in stat:
-            if line.startswith("btime "):
-                return float(line.split()[1])
-    raise RuntimeError("no btime in /proc/stat")
+    """The epoch time of boot, to the clock tick (``/proc/stat``'s ``btime`` is rounded to the
+    second, which would move every ``/proc`` time by up to 1 s)."""
+    return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def _epoch(value: str | None) -> float | None:
@@ -113,8 +120,10 @@ def measure(stack: Stack, sample: Path, uploads: int = 5, timeout: float = 900.0
 
     results = []
     tag = time.strftime("%Y%m%dT%H%M%S")
-    workers = {c.process.pid for c in stack.supervisor.children if c.name == "worker"} or {
-        p["pid"] for p in (read_state(stack.config.state_file) or {}).get("processes", []) if p.get("name") == "worker"}
+    # runs are the worker's children, or the flow starter's
+    starters = ("worker", "flow-starter")
+    workers = {c.process.pid for c in stack.supervisor.children if c.name in starters} or {
+        p["pid"] for p in (read_state(stack.config.state_file) or {}).get("processes", []) if p.get("name") in starters}
     with FfmpegWatcher(ancestors=workers or None) as watcher:
         for index in range(uploads):
             upload = stack.uploads.upload_file(sample, key=f"latency/{tag}-{index}{sample.suffix}")
@@ -127,18 +136,32 @@ def measure(stack: Stack, sample: Path, uploads: int = 5, timeout: float = 900.0
                 "resource": {"id": [resource_id(upload["bucket"], upload["key"])]},
             }})["events"]
             first_ffmpeg = watcher.first_after(put)
+            states, tasks = _history(stack, run["id"]) if run else ([], {})
+            pending = [_epoch(s["timestamp"]) for s in states if s["type"] == "PENDING"]
             row = {
                 "key": upload["key"],
                 "flow_run_id": run["id"] if run else None,
                 "event": _delta(_epoch(events[0]["received"]) if events else None, put),
                 "flow_run_created": _delta(_epoch(run.get("created")) if run else None, put),
+                "picked_up": _delta(min(pending) if pending else None, put),
                 "running": _delta(_epoch(run.get("start_time")) if run else None, put),
+                "first_task": _delta(min((t[0] for t in tasks.values() if t[0]), default=None), put),
                 "first_ffmpeg": _delta(first_ffmpeg, put),
+                "encoded": _delta(tasks.get("encode-ladder", (None, None))[1], put),
+                "published": _delta(tasks.get("publish-asset", (None, None))[1], put),
                 "manifest": _delta(manifest_seen, put),
             }
             log(" ".join(f"{k}={v}" for k, v in row.items()))
             results.append(row)
     return results
+
+
+def _history(stack: Stack, flow_run_id: str) -> tuple[list[dict[str, Any]], dict[str, tuple]]:
+    """A flow run's states, and its task runs' (start, end) epoch times by name."""
+    states = stack.prefect.api("GET", "/flow_run_states/", params={"flow_run_id": flow_run_id})
+    runs = stack.prefect.api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}},
+                                                                "limit": 200})
+    return states, {t["name"]: (_epoch(t.get("start_time")), _epoch(t.get("end_time"))) for t in runs}
 
 
 def _delta(value: float | None, origin: float) -> float | None:

@@ -196,7 +196,12 @@ def install_automations(api_url: str, heartbeat_seconds: int) -> list[str]:
 
 
 def ensure_work_pool(api_url: str) -> None:
-    """Create (or keep) the ``pixelflow-local`` process work pool.
+    """Create the ``pixelflow-local`` process work pool, or bring an existing one's template up
+    to date.
+
+    Its ``command`` is the flow starter's launcher (:mod:`pixelflow.local.flow_starter`): a run
+    is forked from the warm starter when the worker's environment names one, and starts as
+    ``python -m prefect.engine`` otherwise.
 
     Raises:
         StackError: When the Prefect server refuses it.
@@ -204,13 +209,19 @@ def ensure_work_pool(api_url: str) -> None:
     import httpx
     from prefect.workers.process import ProcessWorker
 
+    from pixelflow.local.flow_starter import launch_command
+
+    template = ProcessWorker.get_default_base_job_template()
+    template["variables"]["properties"]["command"]["default"] = launch_command()
     response = httpx.post(
         f"{api_url}/work_pools/",
-        json={"name": WORK_POOL, "type": "process", "base_job_template": ProcessWorker.get_default_base_job_template(),
+        json={"name": WORK_POOL, "type": "process", "base_job_template": template,
               "description": "PixelFlow's local transcodes (pixelflow stack up)."},
         timeout=30,
     )
-    if response.status_code not in (201, 409):
+    if response.status_code == 409:
+        response = httpx.patch(f"{api_url}/work_pools/{WORK_POOL}", json={"base_job_template": template}, timeout=30)
+    if response.status_code not in (201, 204):
         raise StackError(f"cannot create work pool {WORK_POOL}: HTTP {response.status_code} {response.text[:300]}")
 
 

@@ -227,6 +227,8 @@ class Stack:
             closed = settle_previous_runs(self.prefect, sources_lost=not config.aws_endpoint)
             if closed:
                 self.log(f"closed {closed} run(s) left over from a previous stack")
+            if config.warm_start:
+                self.start_flow_starter()
             self.start_worker(wait=False)
             self.start_bridge()
             self.start_dispatcher()
@@ -264,6 +266,10 @@ class Stack:
         # runs waiting for a concurrency slot, which must not be picked up again right away.
         worker_env.setdefault("PREFECT_WORKER_PREFETCH_SECONDS", "1")
         worker_env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(self.config.heartbeat_seconds)
+        if self.config.warm_start:  # the pool's command hands each run to the flow starter
+            from pixelflow.local.flow_starter import SOCKET_ENV
+
+            worker_env[SOCKET_ENV] = self.config.starter_socket
         worker_env.update(self.config.worker_env)
         worker_env.update(env or {})
         return worker_env
@@ -290,6 +296,15 @@ class Stack:
         if wait:
             self._wait_worker_online(name=name)
         return process
+
+    def start_flow_starter(self) -> subprocess.Popen:
+        """Start the flow starter (supervised): it imports Prefect and the flow once and forks
+        each run the worker hands it (:mod:`pixelflow.local.flow_starter`). It gets the worker's
+        environment, which is what its runs' Prefect settings are checked against."""
+        return self.supervisor.spawn(
+            "flow-starter",
+            [sys.executable, "-m", "pixelflow.local.flow_starter", "serve", "--socket", self.config.starter_socket],
+            self.worker_env(), restart=self.start_flow_starter)
 
     def stop_worker(self, kill: bool = False) -> None:
         """Stop the worker: SIGTERM (it lets its flow runs finish) or, with ``kill``, SIGKILL of

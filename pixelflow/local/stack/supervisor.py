@@ -25,7 +25,7 @@ from pixelflow.local.stack.state import proc_start, read_state, tail
 MAX_RESTARTS = 20
 
 #: Order of :meth:`Supervisor.stop_all`: the services that talk to the others go first.
-STOP_ORDER = {"reconciler": 0, "bridge": 0, "webhooks": 0, "worker": 1, "prefect-server": 2, "postgres": 3, "moto": 3}
+STOP_ORDER = {"reconciler": 0, "bridge": 0, "webhooks": 0, "worker": 1, "flow-starter": 2, "prefect-server": 2, "postgres": 3, "moto": 3}
 
 
 @dataclass
