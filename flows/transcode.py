@@ -35,6 +35,7 @@ from prefect.results import get_result_store
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.captions import late_captions
 from pixelflow.aws import s3_endpoint
 from pixelflow.core.captions import Captions, is_caption_key, subtitle_entries
 from pixelflow.core.downloads import content_disposition, download_path, download_renditions
@@ -239,6 +240,7 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         if not broken:
             if record("ready", manifest=existing).get("deleted"):
                 return _deleted(layout.asset_id)
+            existing = late_captions(settings, source, _late_folder(flow_run_id, attempt))["manifest"] or existing
             message = f"Asset {layout.asset_id} is already published; nothing to do."
             logger.info(message)
             return Completed(message=message, data=existing)
@@ -279,6 +281,8 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
     if recorded.get("deleted"):  # deleted while this run published it: withdraw what it published
         withdraw_deleted(settings.output_bucket, layout.prefix, layout.asset_id)
         return _deleted(layout.asset_id)
+    # Caption files sent while this run went on, after it read them: attached now (flows/captions.py).
+    published = late_captions(settings, source, _late_folder(flow_run_id, attempt))["manifest"] or published
     _asset_table(published)
     if published.get("flow_run_id") not in (None, flow_run_id):
         logger.info("asset %s was published by flow run %s, which announces it", layout.asset_id, published["flow_run_id"])
@@ -289,6 +293,12 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         "passthrough": recorded.get("passthrough"),
     })
     return published
+
+
+def _late_folder(flow_run_id: str, attempt: int) -> str:
+    """Where this attempt writes caption files attached after its manifest: a folder of its own,
+    as its captions may replace a language published in the attempt's folder."""
+    return f"{attempt_folder(flow_run_id, attempt)}-captions"
 
 
 def _deleted(asset: str):

@@ -468,6 +468,29 @@ def record_asset_state(settings: PixelFlowSettings, upload: Upload, status: str,
     return record
 
 
+def record_asset_update(settings: PixelFlowSettings, upload: Upload, revision: str, *,
+                        manifest: Mapping[str, Any] | None = None, error: Mapping[str, Any] | None = None,
+                        records: Records | None = None) -> dict[str, Any] | None:
+    """Record a change of a published asset after its run (what the ``attach-captions`` flow
+    calls): the new ``manifest``'s fields (its subtitles), or ``error`` (``{code, message}``: a
+    caption file sent after the video was refused; the asset stays ``ready`` as it was). Sends
+    ``video.asset.updated`` once per ``revision`` of the asset.
+
+    Returns:
+        The record as written, or ``None`` when the asset was deleted.
+    """
+    records = records or Records.from_settings(settings)
+    fields: dict[str, Any] = dict(asset_fields_from_manifest(manifest)) if manifest is not None else {}
+    fields["errors"] = {k: error[k] for k in ("code", "message")} if error else None
+    record = records.record_asset(upload.asset_id, READY, fields, first={"source": upload.to_dict()})
+    from pixelflow import outbox, webhooks
+
+    if record:
+        outbox.emit_safely(settings, webhooks.ASSET_UPDATED, "asset", record,
+                           f"{record.get('created_at', '')}:{revision}", records)
+    return record
+
+
 def api_upload(settings: PixelFlowSettings, records: Records, key: str) -> dict[str, Any] | None:
     """The API upload whose object is ``key`` in the upload bucket, if any."""
     upload_id = upload_id_from_key(key, settings.upload_key_prefix)

@@ -36,8 +36,11 @@ ASSET_CREATED = "video.asset.created"
 ASSET_READY = "video.asset.ready"
 ASSET_ERRORED = "video.asset.errored"
 ASSET_DELETED = "video.asset.deleted"
+#: A ready asset changed after its run (captions sent after the video attached), or a change of
+#: it was refused (a caption file sent after the video was malformed: ``errors``).
+ASSET_UPDATED = "video.asset.updated"
 EVENT_TYPES = (UPLOAD_CREATED, UPLOAD_ASSET_CREATED, UPLOAD_CANCELLED, ASSET_CREATED, ASSET_READY, ASSET_ERRORED,
-               ASSET_DELETED)
+               ASSET_DELETED, ASSET_UPDATED)
 
 #: How old a signature may be, in seconds, before :func:`verify` refuses it (replays).
 DEFAULT_TOLERANCE = 300

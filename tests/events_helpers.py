@@ -48,10 +48,12 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def upload_events(api_url: str, *, resource_ids: list[str] | None = None, event_ids: list[str] | None = None) -> list[dict]:
-    """``pixelflow.upload.created`` events stored by the Prefect server (``POST /events/filter``)."""
+def upload_events(api_url: str, *, resource_ids: list[str] | None = None, event_ids: list[str] | None = None,
+                  name: str = "pixelflow.upload.created") -> list[dict]:
+    """``pixelflow.upload.created`` events (or events called ``name``) stored by the Prefect
+    server (``POST /events/filter``)."""
     filt: dict[str, Any] = {
-        "event": {"name": ["pixelflow.upload.created"]},
+        "event": {"name": [name]},
         "occurred": {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"},
     }
     if resource_ids is not None:

@@ -78,13 +78,21 @@ def test_bad_caption_requests_are_refused_and_create_nothing(api, client, body, 
     assert (api.record_count(), api.object_keys()) == before
 
 
-def test_captions_need_a_waiting_upload(api, client):
+def test_captions_need_an_upload_that_is_waiting_or_has_its_video(api, client):
     assert client.post("/v1/uploads/0123456789abcdef01234567/captions",
                        json={"language": "en"}).json()["error"]["code"] == "upload_not_found"
     upload = _upload(client, size=10)
     assert httpx.put(upload["url"], content=b"0123456789", timeout=30).status_code == 200
+    # after the video: a URL for the same sidecar, valid from now on (attached to the asset)
     late = client.post(f"/v1/uploads/{upload['id']}/captions", json={"language": "en"})
-    assert late.status_code == 409 and late.json()["error"]["code"] == "upload_not_waiting"
+    assert late.status_code == 201, late.text
+    assert unquote(urlsplit(late.json()["data"]["url"]).path).endswith(f"/uploads/{upload['id']}/talk.en.vtt")
+    assert late.json()["data"]["expires_at"] >= upload["expires_at"]
+    assert client.get(f"/v1/uploads/{upload['id']}").json()["data"]["status"] == "asset_created"
+    cancelled = _upload(client, size=10)
+    assert client.delete(f"/v1/uploads/{cancelled['id']}").status_code in (200, 204)
+    refused = client.post(f"/v1/uploads/{cancelled['id']}/captions", json={"language": "en"})
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "upload_not_waiting"
     with api.client(token=None) as anonymous:
         assert anonymous.post(f"/v1/uploads/{upload['id']}/captions", json={"language": "en"}).status_code == 401
 

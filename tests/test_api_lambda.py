@@ -12,7 +12,7 @@ import pytest
 
 from pixelflow.ops import lambda_handlers
 from pixelflow.aws import s3_client, secretsmanager_client, sqs_client
-from pixelflow.core.s3events import S3Notification, event_id, parse_body
+from pixelflow.core.s3events import CAPTIONS_CREATED, S3Notification, event_id, parse_body
 from pixelflow.local.stack import provision
 from tests.api_helpers import make_settings
 from tests.events_helpers import closed_port, isolated_settings, upload_events, wait_for
@@ -69,14 +69,17 @@ def test_the_bridge_handler_forwards_real_sqs_event_payloads(moto_server, prefec
     stored = wait_for(lambda: (found := upload_events(prefect_server, event_ids=sorted(ours))) and len(found) == 2
                       and found, timeout=30, what="the forwarded events")
     assert sorted(e["payload"]["key"] for e in stored) == sorted(keys)
-    caption = [str(event_id(r)) for r in records if r.key == "incoming/a clip.en.vtt"]
-    assert len(caption) == 1 and upload_events(prefect_server, event_ids=caption) == []
+    # a caption file is a captions event (the attach-captions trigger's), never an upload event
+    caption = [r for r in records if r.key == "incoming/a clip.en.vtt"]
+    assert len(caption) == 1 and upload_events(prefect_server, event_ids=[str(event_id(caption[0]))]) == []
+    wait_for(lambda: upload_events(prefect_server, event_ids=[str(event_id(caption[0], CAPTIONS_CREATED))],
+                                   name=CAPTIONS_CREATED), timeout=30, what="the caption's event")
 
-    # With Prefect unreachable, every message that carries an upload is reported failed (retried).
+    # With Prefect unreachable, every message that carries an upload or a caption is reported failed (retried).
     down = lambda_handlers.bridge_handler(_lambda_event(messages, chain.queue_arn), None, settings=settings,
                                           post=lambda_handlers.poster(f"http://127.0.0.1:{closed_port()}/api",
                                                                       timeout=2))
-    uploads = {m["MessageId"] for m in messages if any(r.key in keys for r in
+    uploads = {m["MessageId"] for m in messages if any(r.key in keys + ["incoming/a clip.en.vtt"] for r in
                                                        getattr(parse_body(m["Body"]), "records", []))}
     assert {f["itemIdentifier"] for f in down["batchItemFailures"]} == uploads | set(malformed)
 

@@ -15,19 +15,22 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+import yaml
 
 from pixelflow.aws import s3_client, sqs_client
 from pixelflow.pipeline.bridge import Bridge
 from pixelflow.core.ids import asset_id, normalize_etag
-from pixelflow.core.s3events import resource_id
+from pixelflow.core.s3events import CAPTIONS_CREATED, UPLOAD_CREATED, resource_id
 from pixelflow.local.stack import provision
 
 from tests.events_helpers import TcpForwarder, closed_port, isolated_settings, queue_counts, upload_events, wait_for
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -133,7 +136,9 @@ def test_redelivered_and_multi_record_messages(chain, prefect_server):
 
 def test_a_caption_sidecar_starts_no_run_of_its_own(chain, prefect_server):
     """``talk.en.vtt`` and ``talk.SRT`` uploaded beside ``talk.mp4``: only the video becomes an
-    event (its run reads the captions); the caption files' notifications are ignored and deleted."""
+    upload event (its run reads the captions); each caption file becomes a
+    ``pixelflow.captions.created`` event, which no transcode trigger expects (the
+    ``attach-captions`` deployment's does)."""
     settings, provisioned, s3, sqs = chain
     keys = ["talks/talk.en.vtt", "talks/talk.fr.SRT", "talks/talk.mp4"]
     for key in keys:
@@ -145,13 +150,21 @@ def test_a_caption_sidecar_starts_no_run_of_its_own(chain, prefect_server):
         wait_for(lambda: _drained(sqs, provisioned.queue_url) and running.bridge.stats.deleted >= 4,
                  what="an empty queue")
         events = wait_for(lambda: upload_events(prefect_server, resource_ids=rids), what="the video's event")
+        captions = wait_for(lambda: (found := upload_events(prefect_server, resource_ids=rids,
+                                                            name=CAPTIONS_CREATED)) and len(found) == 2 and found,
+                            what="the caption files' events")
     finally:
         running.stop()
 
     assert [e["payload"]["key"] for e in events] == ["talks/talk.mp4"]
-    # every message is handled (deleted) and only the video's was forwarded: no other event comes
-    assert running.bridge.stats.forwarded_events == 1 and running.bridge.stats.ignored_records == 2
+    assert sorted(e["payload"]["key"] for e in captions) == ["talks/talk.en.vtt", "talks/talk.fr.SRT"]
+    assert running.bridge.stats.forwarded_events == 3 and running.bridge.stats.ignored_records == 0
     assert queue_counts(sqs, provisioned.dlq_url) == (0, 0)
+    # prefect.yaml: the transcode deployments' triggers expect upload events alone, the
+    # attach-captions deployments' caption events alone
+    for deployment in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]:
+        expected = CAPTIONS_CREATED if deployment["entrypoint"].startswith("flows/captions.py") else UPLOAD_CREATED
+        assert [t["expect"] for t in deployment["triggers"]] == [[expected]], deployment["entrypoint"]
 
 
 def test_one_bad_record_does_not_send_its_message_to_the_dead_letter_queue(chain, prefect_server):

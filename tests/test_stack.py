@@ -139,3 +139,31 @@ def test_a_cancelled_run_stops_its_encode_and_publishes_nothing(stack, media_dir
     wait_for(lambda: not find_processes(scratch, "ffmpeg"), timeout=30, what="the run's FFmpeg processes to end")
     listed = s3.list_objects_v2(Bucket=settings.output_bucket, Prefix=f"{settings.asset_prefix}{asset}/")
     assert not [o["Key"] for o in listed.get("Contents", []) if o["Key"].endswith("manifest.json")]
+
+
+def test_a_caption_sent_after_its_video_is_attached_by_its_own_deployment_without_a_transcode(stack, media_dir):
+    """``prefect deploy --name local`` deploys the ``attach-captions`` flow with its trigger too: a
+    caption file put beside a published video becomes a ``pixelflow.captions.created`` event, whose
+    run (created by that trigger) attaches it to the asset; no transcode run starts for it."""
+    settings = stack.settings()
+    s3, _ = stack.clients()
+    clip = make_clip(media_dir / "stack-captions.mp4", seconds=2, size="640x360")
+    key = "incoming/talk.mp4"
+    etag = normalize_etag(s3.put_object(Bucket=settings.upload_bucket, Key=key, Body=clip.read_bytes())["ETag"])
+    asset = asset_id(settings.upload_bucket, key, etag, None)
+    stack.uploads.wait_for_manifest(asset, timeout=600)
+    wait_for(lambda: (r := stack.prefect.flow_run_for(key, etag)) and r["state_type"] == "COMPLETED", timeout=120,
+             what="the video's run to complete")
+    transcodes = [r["id"] for r in _runs(stack)]
+
+    caption = "incoming/talk.en.vtt"
+    s3.put_object(Bucket=settings.upload_bucket, Key=caption, Body=b"WEBVTT\n\n00:00:00.500 --> 00:00:01.500\nHi\n")
+    master_key = f"{settings.asset_prefix}{asset}/master.m3u8"
+    wait_for(lambda: 'LANGUAGE="en"' in s3.get_object(Bucket=settings.output_bucket, Key=master_key)["Body"].read()
+             .decode(), timeout=300, what="the caption attached")
+    attach = stack.prefect.api("GET", "/deployments/name/attach-captions/local")
+    runs = stack.prefect.api("POST", "/flow_runs/filter", json={"deployments": {"id": {"any_": [attach["id"]]}}})
+    assert [(r["parameters"]["key"], r["created_by"]["display_value"]) for r in runs] == [
+        (caption, "pixelflow-local-captions-created")]
+    time.sleep(5)  # several worker polls: a transcode run for the caption would have been created by now
+    assert [r["id"] for r in _runs(stack)] == transcodes

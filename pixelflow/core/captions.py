@@ -72,12 +72,14 @@ class Captions:
         name: What players show (``English``).
         source_key: The caption object's key in the upload bucket.
         vtt: The WebVTT file to publish.
+        source_etag: The caption object's ETag (which revision of it was read).
     """
 
     language: str
     name: str
     source_key: str
     vtt: str
+    source_etag: str = ""
 
     @property
     def file(self) -> str:
@@ -96,7 +98,7 @@ class Captions:
         files = self.files(duration)
         return {"language": self.language, "name": self.name, "default": default, "file": self.file,
                 "size": len(files[self.file]), "playlist": self.playlist, "playlist_size": len(files[self.playlist]),
-                "source_key": self.source_key}
+                "source_key": self.source_key, "source_etag": self.source_etag}
 
 
 def invalid(name: str, reason: str, message: str, line: int | None = None) -> PixelFlowError:
@@ -154,6 +156,72 @@ def sidecar_of(video_key: str, key: str) -> tuple[str, str] | None:
     if not looks_like_tag(middle):
         return None
     return middle, fmt.lower()
+
+
+def caption_videos(caption_key: str, keys: list[str]) -> list[str]:
+    """The videos among ``keys`` that ``caption_key`` is a sidecar of (usually one: ``talk.mp4``
+    for ``talk.en.vtt``; the video's extension is not known from the caption's name).
+
+    >>> caption_videos("v/talk.en.vtt", ["v/talk.mp4", "v/talk.fr.vtt", "v/talk.v2.mp4", "v/talker.mp4"])
+    ['v/talk.mp4']
+    >>> caption_videos("v/talk.v2.en.vtt", ["v/talk.mp4", "v/talk.v2.mp4"])
+    ['v/talk.v2.mp4']
+    """
+    return sorted(k for k in keys if k != caption_key and not is_caption_key(k) and sidecar_of(k, caption_key))
+
+
+def videos_prefix(caption_key: str) -> str:
+    """The prefix under which every video a caption file may belong to is listed: its name up
+    to the first dot.
+
+    >>> videos_prefix("v/talk.v2.en.vtt")
+    'v/talk.'
+    """
+    folder, _, name = caption_key.rpartition("/")
+    head = name.split(".", 1)[0] + "."
+    return f"{folder}/{head}" if folder else head
+
+
+def caption_revision(key: str, etag: str | None) -> str:
+    """How a manifest remembers one revision of a caption object it took into account.
+
+    >>> caption_revision("v/talk.en.vtt", '"abc"')
+    'v/talk.en.vtt@abc'
+    """
+    return f"{key}@{(etag or '').strip().strip(chr(34))}"
+
+
+def captions_read(manifest: dict[str, Any]) -> set[str]:
+    """Every caption revision a published asset took into account: those it publishes and those
+    later ones replaced (``captions_read``), so that a replaced file is never attached again.
+
+    >>> sorted(captions_read({"subtitles": [{"source_key": "t.en.vtt", "source_etag": "e2"}],
+    ...                       "captions_read": ["t.en.vtt@e1"]}))
+    ['t.en.vtt@e1', 't.en.vtt@e2']
+    """
+    return set(manifest.get("captions_read") or []) | {
+        caption_revision(s["source_key"], s.get("source_etag")) for s in manifest.get("subtitles") or []
+        if s.get("source_key")}
+
+
+def merge_subtitles(existing: list[dict[str, Any]], added: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The subtitles of an asset once ``added`` entries are attached: a language it has is
+    replaced in place (keeping whether it is the default), a new one is appended; the first
+    language is the default when the asset had none.
+
+    >>> merged = merge_subtitles([{"language": "en", "default": True, "file": "a"}],
+    ...                          [{"language": "fr", "default": True}, {"language": "en", "default": False, "file": "b"}])
+    >>> [(s["language"], s["default"], s.get("file")) for s in merged]
+    [('en', True, 'b'), ('fr', False, None)]
+    """
+    merged = [dict(s) for s in existing]
+    for entry in added:
+        at = next((i for i, s in enumerate(merged) if s["language"] == entry["language"]), None)
+        if at is None:
+            merged.append({**entry, "default": not merged})
+        else:
+            merged[at] = {**entry, "default": bool(merged[at].get("default"))}
+    return merged
 
 
 def caption_language(tag: str, name: str) -> str:
@@ -317,7 +385,7 @@ def subtitle_entries(captions: list[Captions]) -> list[SubtitleEntry]:
 
 
 def load_captions(key: str, video_key: str, data: bytes, duration: float, *, max_bytes: int,
-                  max_cues: int) -> Captions:
+                  max_cues: int, etag: str | None = None) -> Captions:
     """One sidecar of ``video_key`` validated and converted (raises ``invalid_captions``)."""
     name = key.rsplit("/", 1)[-1]
     found = sidecar_of(video_key, key)
@@ -325,4 +393,4 @@ def load_captions(key: str, video_key: str, data: bytes, duration: float, *, max
         raise invalid(name, "not_a_sidecar", f"not a caption file of {video_key.rsplit('/', 1)[-1]}")
     language = caption_language(found[0], name)
     cues = parse_captions(data, found[1], duration, name=name, max_bytes=max_bytes, max_cues=max_cues)
-    return Captions(language, language_name(language), key, webvtt(cues))
+    return Captions(language, language_name(language), key, webvtt(cues), (etag or "").strip('"'))

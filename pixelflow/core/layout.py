@@ -20,7 +20,9 @@ what it wrote and the winner does not name; the winner removes what earlier atte
 it does not name. So no object a manifest names is ever written
 twice, whatever runs race (duplicate events, a run re-run after a missed heartbeat while its
 first process still writes, a manual retry), and a retry reuses the renditions an earlier
-attempt published where they are.
+attempt published where they are. The one exception is a caption file attached after the video
+(``tasks/captions.py``): its files go into the attach's own folder, then the manifest is
+replaced under ``If-Match`` on its ETag and the master playlist written again from it.
 
 Example:
     >>> layout = AssetLayout.of("0123456789abcdef01234567")

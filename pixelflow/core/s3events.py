@@ -35,6 +35,9 @@ from pixelflow.core.upload import Upload
 
 #: Name of the Prefect event emitted for every object created in the upload bucket.
 UPLOAD_CREATED = "pixelflow.upload.created"
+#: ... and for a caption file (``talk.en.vtt``) created there: the ``attach-captions`` flow's
+#: trigger, never a transcode's.
+CAPTIONS_CREATED = "pixelflow.captions.created"
 
 #: Prefix of the Prefect resource id of an upload: ``pixelflow.upload.<bucket>/<key>``.
 RESOURCE_PREFIX = "pixelflow.upload."
@@ -281,7 +284,7 @@ def resource_id(bucket: str, key: str) -> str:
     return f"{RESOURCE_PREFIX}{bucket}/{key}"
 
 
-def event_id(record: S3Record) -> uuid.UUID:
+def event_id(record: S3Record, event: str = UPLOAD_CREATED) -> uuid.UUID:
     """A deterministic Prefect event id for a record.
 
     The same upload (bucket, key, revision and S3 sequencer) always gives the same id, so a
@@ -294,9 +297,11 @@ def event_id(record: S3Record) -> uuid.UUID:
         True
         >>> event_id(r) != event_id(S3Record("ObjectCreated:Put", "up", "a.mp4", etag="e2", sequencer="0B"))
         True
+        >>> event_id(r) != event_id(r, CAPTIONS_CREATED)
+        True
     """
     material = "\x00".join(
-        [UPLOAD_CREATED, record.bucket, record.key, record.upload.revision, record.sequencer or ""]
+        [event, record.bucket, record.key, record.upload.revision, record.sequencer or ""]
     )
     return uuid.uuid5(EVENT_NAMESPACE, material)
 

@@ -2,7 +2,10 @@
 
 ``pixelflow bridge`` long-polls the upload queue. Every ``ObjectCreated`` record becomes a
 ``pixelflow.upload.created`` event, posted to the Prefect server's ``POST /events`` endpoint;
-the deployment trigger of the ``transcode`` deployment turns that event into a flow run.
+the deployment trigger of the ``transcode`` deployment turns that event into a flow run. A
+caption file (``talk.en.vtt``) becomes a ``pixelflow.captions.created`` event instead, which
+starts no transcode: the ``attach-captions`` deployment's trigger attaches it to its video's
+asset when that is already published (flows/captions.py).
 
 Delivery guarantees:
 
@@ -37,6 +40,7 @@ import httpx
 
 from pixelflow.core.captions import is_caption_key
 from pixelflow.core.s3events import (
+    CAPTIONS_CREATED,
     UPLOAD_CREATED,
     Malformed,
     S3Notification,
@@ -128,14 +132,16 @@ def _auth_headers() -> dict[str, str]:
 
 
 def build_event(record: S3Record) -> dict[str, Any]:
-    """The JSON document of the Prefect event for one created object.
+    """The JSON document of the Prefect event for one created object: ``pixelflow.upload.created``,
+    or ``pixelflow.captions.created`` for a caption file.
 
     Built and validated with Prefect's own event schema, so the server accepts it as is.
     """
     from prefect.events.schemas.events import Event
 
+    name = CAPTIONS_CREATED if is_caption_key(record.key) else UPLOAD_CREATED
     fields: dict[str, Any] = {
-        "event": UPLOAD_CREATED,
+        "event": name,
         "resource": resource_labels(record),
         "related": [
             {
@@ -145,7 +151,7 @@ def build_event(record: S3Record) -> dict[str, Any]:
             }
         ],
         "payload": event_payload(record),
-        "id": event_id(record),
+        "id": event_id(record, name),
     }
     when = occurred(record)
     if when is not None:
@@ -170,8 +176,6 @@ def skip_reason(record: S3Record, settings: PixelFlowSettings) -> str | None:
         return f"not the upload bucket {settings.upload_bucket}"
     if written_by_pixelflow(record, settings):
         return "written by PixelFlow itself"
-    if is_caption_key(record.key):
-        return "a caption file (its video's run reads it)"
     return None
 
 
