@@ -80,18 +80,23 @@ def test_design_alternatives_are_compared(bench_result):
 
 
 def test_latency_benchmark_times_every_stage_of_the_chain(tmp_path):
-    """``python -m bench.latency`` on a tiny clip, both modes, one upload each: every stage of the
-    chain is measured, in order, and the report holds the breakdown and the targets."""
+    """``python -m bench.latency`` on a tiny clip, every mode, one upload each: every stage of the
+    chain is measured, in order, and the report holds the breakdown, the targets and the ECS
+    chain up to the task the ECS worker starts."""
     out = tmp_path / "latency.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "bench.latency", "--uploads", "1", "--seconds", "1", "--size", "320x240",
+        [sys.executable, "-m", "bench.latency", "--modes", "cold,warm,ecs", "--uploads", "1", "--seconds", "1", "--size", "320x240",
          "--ladder", "240", "--bare-repeats", "1", "--work", str(tmp_path / "work"), "--json", str(out)],
         cwd=ROOT, env=dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false"), capture_output=True, text=True,
         timeout=600,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     data = json.loads(out.read_text())
-    assert set(data["uploads"]) == {"cold", "warm"}
+    assert set(data["uploads"]) == {"cold", "warm", "ecs"}
+    [ecs] = data["uploads"].pop("ecs")
+    times = [ecs[stage] for stage in ("event", "flow_run_created", "picked_up", "submitted")]
+    assert all(t is not None for t in times) and times == sorted(times), ecs
+    assert "| RunTask returned (task definition, ECS API) |" in completed.stdout
     for mode, [row] in data["uploads"].items():
         order = ["flow_run_created", "picked_up", "running", "first_task", "first_ffmpeg", "encoded", "published"]
         times = [row[stage] for stage in order]

@@ -12,17 +12,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
+from pixelflow.local.ecs import ACCOUNT, IMAGE, deploy_env
 from tests.deploy_helpers import base_job_template, create_ecs_pool, deploy_ecs, deployment_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-
-ACCOUNT = "123456789012"
-IMAGE = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/pixelflow-transcoder:2026-01-01t00-00-00-000000-00-00"
 
 
 def test_ecs_deployment_matches_the_local_one():
@@ -62,22 +59,9 @@ def test_base_job_template_sizes_tasks_for_4k():
 def ecs_network(moto_server):
     """What the CloudFormation stack provides: a cluster, a VPC with two subnets, a security
     group and the worker's task-events queue."""
-    import boto3
+    from pixelflow.local.ecs import ecs_network as network
 
-    suffix = uuid.uuid4().hex[:8]
-    ec2 = boto3.client("ec2", region_name="us-east-1")
-    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
-    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})  # as in the stack
-    subnets = [
-        ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=zone)["Subnet"]["SubnetId"]
-        for cidr, zone in (("10.42.0.0/20", "us-east-1a"), ("10.42.16.0/20", "us-east-1b"))
-    ]
-    group = ec2.create_security_group(GroupName=f"pixelflow-{suffix}", Description="tasks", VpcId=vpc)["GroupId"]
-    cluster = f"pixelflow-{suffix}"
-    boto3.client("ecs", region_name="us-east-1").create_cluster(clusterName=cluster)
-    events_queue = f"pixelflow-{suffix}-ecs-task-events"
-    boto3.client("sqs", region_name="us-east-1").create_queue(QueueName=events_queue)
-    return {"vpc": vpc, "subnets": subnets, "group": group, "cluster": cluster, "events_queue": events_queue}
+    return network()
 
 
 def test_ecs_worker_starts_the_transcode_task(moto_server, prefect_server, ecs_network, tmp_path):
@@ -85,19 +69,9 @@ def test_ecs_worker_starts_the_transcode_task(moto_server, prefect_server, ecs_n
     from prefect.client.orchestration import get_client
 
     pool = create_ecs_pool()
-    env = {
-        "PIXELFLOW_ECS_CLUSTER": ecs_network["cluster"],
-        "PIXELFLOW_TASK_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/pixelflow-task",
-        "PIXELFLOW_EXECUTION_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/pixelflow-execution",
-        "PIXELFLOW_VPC_ID": ecs_network["vpc"],
-        "PIXELFLOW_SUBNET_A": ecs_network["subnets"][0],
-        "PIXELFLOW_SUBNET_B": ecs_network["subnets"][1],
-        "PIXELFLOW_TASK_SECURITY_GROUP": ecs_network["group"],
-        "PIXELFLOW_UPLOAD_BUCKET": "pixelflow-uploads-test",
-        "PIXELFLOW_OUTPUT_BUCKET": "pixelflow-assets-test",
-        "PIXELFLOW_RECORDS_TABLE": "pixelflow-records-test",
-        "PIXELFLOW_WEBHOOK_QUEUE_NAME": "pixelflow-webhooks-test.fifo",
-    }
+    env = deploy_env(ecs_network, PIXELFLOW_UPLOAD_BUCKET="pixelflow-uploads-test",
+                     PIXELFLOW_OUTPUT_BUCKET="pixelflow-assets-test", PIXELFLOW_RECORDS_TABLE="pixelflow-records-test",
+                     PIXELFLOW_WEBHOOK_QUEUE_NAME="pixelflow-webhooks-test.fifo")
     deployment_id = deploy_ecs(tmp_path, pool, IMAGE, env)
     parameters = {"bucket": "pixelflow-uploads-test", "key": "cats/cat video.mov", "etag": '"0123abcd"'}
     with get_client(sync_client=True) as client:

@@ -48,6 +48,14 @@ def _launch(env: dict[str, str], cwd: Path, **popen) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
+def _gone(pid: int) -> bool:
+    """The process has ended (gone, or a zombie its parent has not reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def _stop(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGTERM)
     process.wait(30)
@@ -151,7 +159,7 @@ def test_sigterm_reaches_the_run_and_its_status_comes_back(sleeper_starter, tmp_
     assert int(session) == int(pid) != launched.pid  # its own session, so that its FFmpeg dies with it
     launched.send_signal(signal.SIGTERM)
     assert launched.wait(30) == 7
-    wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=10, what="the run's process to end")
+    wait_for(lambda: _gone(int(pid)), timeout=10, what="the run's process to end")
 
 
 def test_a_killed_launcher_takes_its_run_with_it(sleeper_starter, tmp_path):
@@ -162,8 +170,7 @@ def test_a_killed_launcher_takes_its_run_with_it(sleeper_starter, tmp_path):
     pid = int(marker.read_text().split()[0])
     launched.kill()
     launched.wait(10)
-    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
-             timeout=10, what="the run's process to be killed")
+    wait_for(lambda: _gone(pid), timeout=10, what="the run's process to be killed")
 
 
 def test_a_killed_starter_takes_its_runs_with_it(sleeper_starter, tmp_path):
@@ -175,7 +182,7 @@ def test_a_killed_starter_takes_its_runs_with_it(sleeper_starter, tmp_path):
     process.kill()
     process.wait(10)
     assert launched.wait(30) != 0  # the worker sees a crash, never a success
-    wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=10, what="the run's process to be killed")
+    wait_for(lambda: _gone(pid), timeout=10, what="the run's process to be killed")
 
 
 def test_changed_sources_get_a_cold_start_and_the_starter_starts_again(sleeper_starter, tmp_path):
