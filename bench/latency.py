@@ -49,6 +49,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the clip (default 5)")
     parser.add_argument("--size", default="1920x1080", help="frame size of the clip (default 1920x1080)")
     parser.add_argument("--ladder", default="360,720", help="PIXELFLOW_LADDER of the stacks (default 360,720)")
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite",
+                        help="the stacks' Prefect database (default sqlite; see the README's 'Which database')")
     parser.add_argument("--bare-repeats", type=int, default=3, help="runs of the bare command (default 3)")
     parser.add_argument("--work", type=Path, default=Path("bench/.work-latency"), help="working directory")
     parser.add_argument("--json", type=Path, help="also write every measurement as JSON here")
@@ -56,7 +58,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def measure_mode(mode: str, clip: Path, work: Path, uploads: int, ladder: str, log=print) -> list[dict]:
+def measure_mode(mode: str, clip: Path, work: Path, uploads: int, ladder: str, log=print,
+                 database: str = "sqlite") -> list[dict]:
     """Start a stack in ``mode``, time ``uploads`` uploads of ``clip``, stop it."""
     import shutil
 
@@ -67,7 +70,7 @@ def measure_mode(mode: str, clip: Path, work: Path, uploads: int, ladder: str, l
     home = work / f"stack-{mode}"
     shutil.rmtree(home, ignore_errors=True)
     config = StackConfig(home=home.resolve(), prefect_port=free_port(), moto_port=free_port(), api_port=None,
-                         warm_start=mode == "warm", reconcile_after_seconds=None,
+                         warm_start=mode == "warm", reconcile_after_seconds=None, database=database,
                          env={"PIXELFLOW_LADDER": ladder, "PIXELFLOW_SCRATCH_DIR": str((home / "scratch").resolve())})
     stack = Stack(config, log=lambda line: log(f"[{mode}] {line}"))
     stack.up()
@@ -82,7 +85,7 @@ def measure_mode(mode: str, clip: Path, work: Path, uploads: int, ladder: str, l
 ECS_STAGES = ("event", "flow_run_created", "picked_up", "submitted")
 
 
-def measure_ecs(clip: Path, work: Path, uploads: int, ladder: str, log=print) -> list[dict]:
+def measure_ecs(clip: Path, work: Path, uploads: int, ladder: str, log=print, database: str = "sqlite") -> list[dict]:
     """Time ``uploads`` uploads through the ECS worker, up to the task it starts (see the module)."""
     import os
     import re
@@ -99,7 +102,8 @@ def measure_ecs(clip: Path, work: Path, uploads: int, ladder: str, log=print) ->
     home = work / "stack-ecs"
     shutil.rmtree(home, ignore_errors=True)
     config = StackConfig(home=home.resolve(), prefect_port=free_port(), moto_port=free_port(), api_port=None,
-                         warm_start=False, reconcile_after_seconds=None, env={"PIXELFLOW_LADDER": ladder})
+                         warm_start=False, reconcile_after_seconds=None, database=database,
+                         env={"PIXELFLOW_LADDER": ladder})
     stack = Stack(config, log=lambda line: log(f"[ecs] {line}"))
     stack.up()
     worker = None
@@ -287,11 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         if mode not in ("cold", "warm", "ecs"):
             raise SystemExit(f"unknown mode {mode!r} (cold, warm, ecs)")
         if mode == "ecs":
-            results[mode] = measure_ecs(clip, work, args.uploads, args.ladder, log=say)
+            results[mode] = measure_ecs(clip, work, args.uploads, args.ladder, log=say, database=args.database)
         else:
-            results[mode] = measure_mode(mode, clip, work, args.uploads, args.ladder, log=say)
+            results[mode] = measure_mode(mode, clip, work, args.uploads, args.ladder, log=say, database=args.database)
     text = (f"{args.uploads} uploads per mode of a {args.seconds:g} s {args.size} clip, ladder {args.ladder}, "
-            f"one after the other\n\n" + report(results, bare))
+            f"one after the other, each from an idle stack; Prefect on {args.database}\n\n" + report(results, bare))
     if "ecs" in results:
         cold = summarize(results["cold"]) if "cold" in results else None
         text += "\n\n" + ecs_report(results["ecs"], cold)

@@ -110,8 +110,12 @@ def _epoch(value: str | None) -> float | None:
 
 
 def measure(stack: Stack, sample: Path, uploads: int = 5, timeout: float = 900.0,
-            log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+            log: Callable[[str], None] = print, settle: float = 3.0) -> list[dict[str, Any]]:
     """Upload ``sample`` ``uploads`` times, one after the other, and time every stage.
+
+    Each upload waits until the previous run has ended and ``settle`` seconds more: a run's
+    last moments (its final state, the task runs' and logs' events) keep the Prefect server
+    busy for a second or two, which would otherwise be counted against the next upload.
 
     Returns:
         One dict per upload: the key, the flow run id and seconds from the PUT to each stage.
@@ -153,7 +157,19 @@ def measure(stack: Stack, sample: Path, uploads: int = 5, timeout: float = 900.0
             }
             log(" ".join(f"{k}={v}" for k, v in row.items()))
             results.append(row)
+            if run and index + 1 < uploads:  # the next upload starts from an idle stack
+                _wait_final(stack, run["id"], timeout)
+                time.sleep(settle)
     return results
+
+
+def _wait_final(stack: Stack, flow_run_id: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = (stack.prefect.api("GET", f"/flow_runs/{flow_run_id}").get("state") or {}).get("type")
+        if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return
+        time.sleep(0.2)
 
 
 def _history(stack: Stack, flow_run_id: str) -> tuple[list[dict[str, Any]], dict[str, tuple]]:
