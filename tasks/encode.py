@@ -82,13 +82,16 @@ def _fresh_dir(path: Path) -> Path:
     return path
 
 
-def _check_source(result: ffmpeg.FFmpegResult, info: SourceInfo, stream: str = "video stream") -> None:
-    """The verdict of a full decode on the source: decoder errors mean ``corrupt_stream``; a
-    ``stream`` that ends well before its stated duration, ``truncated``."""
-    damage = ffmpeg.input_damage(result.errors, result.out_time, info.duration)
+def _check_source(result: ffmpeg.FFmpegResult, info: SourceInfo, stream: str = "video stream",
+                  expected: float | None = None) -> None:
+    """The verdict of a full decode on the source (or on a range of it ``expected`` seconds
+    long): decoder errors mean ``corrupt_stream``; a ``stream`` that ends well before its stated
+    duration, ``truncated``."""
+    expected = info.duration if expected is None else expected
+    damage = ffmpeg.input_damage(result.errors, result.out_time, expected)
     if damage is not None:
         raise damage
-    ffmpeg.check_duration(stream, result.out_time, info.duration)
+    ffmpeg.check_duration(stream, result.out_time, expected)
 
 
 @task(name="encode-ladder", task_run_name="encode-ladder", cache_policy=NO_CACHE)

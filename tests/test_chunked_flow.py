@@ -1,0 +1,307 @@
+"""Chunked encoding through the real flow: a source longer than ``PIXELFLOW_CHUNK_SECONDS`` is
+encoded as chunks (one task each, one decode of its range for every rung), and the published
+renditions are what one pass makes: every packet's timestamps, keyframes and segment
+boundaries, one init segment per rendition, the exact duration, and pictures within 0.003 SSIM
+of one pass's at every cut. A killed chunk is retried alone, a later run reuses the chunks an
+earlier one published, and a source damaged in a middle chunk publishes nothing."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from pixelflow.aws import s3_client
+from pixelflow.core.chunks import decode_time
+from pixelflow.core.ffmpeg_args import ladder_encode_args
+from pixelflow.core.hls import parse_master_playlist, parse_media_playlist
+from pixelflow.core.ids import asset_id
+from pixelflow.core.ladder import LadderConfig, plan_ladder
+from pixelflow.core.probe import interpret_probe
+from pixelflow.pipeline.ffmpeg import probe, run_ffmpeg
+from tests.bad_media import mdat_range
+from tests.conftest import make_clip
+from tests.fault_helpers import Killer
+from tests.test_flow_e2e import download_asset, ffmpeg_commands, ffprobe_json
+from tests.test_retry import task_runs
+
+pytestmark = pytest.mark.integration
+
+SECONDS = 26  # four chunks of 8 s (two 4 s segments each), the last one 2 s
+CHUNK_SECONDS = "8"
+LADDER = "240,360"
+
+
+@pytest.fixture(scope="module")
+def long_clip(media_dir) -> Path:
+    # 640x360 at 30 fps, its hue turning so that pictures at different times tell apart; the
+    # source's own keyframes every 5 s, off the chunks' cuts (a chunk's decode starts before it)
+    return make_clip(media_dir / "long-360p.mp4", seconds=SECONDS, size="640x360", vf="hue=h=t*20",
+                     extra_video_args=["-g", "150"])
+
+
+@pytest.fixture
+def chunked(monkeypatch, tmp_path):
+    monkeypatch.setenv("PIXELFLOW_LADDER", LADDER)
+    monkeypatch.setenv("PIXELFLOW_CHUNK_SECONDS", CHUNK_SECONDS)
+    monkeypatch.setenv("PIXELFLOW_SCRATCH_DIR", str(tmp_path / "scratch"))
+    return tmp_path / "scratch"
+
+
+def _upload(path: Path, bucket: str, key: str) -> str:
+    s3 = s3_client()
+    s3.upload_file(str(path), bucket, key)
+    return s3.head_object(Bucket=bucket, Key=key)["ETag"]
+
+
+def _one_pass(source: Path, out: Path) -> dict[str, Path]:
+    """The same ladder encoded by the single-pass ladder process, rung folder by name."""
+    info = interpret_probe(probe(str(source), "mov"))
+    config = LadderConfig(heights=tuple(int(h) for h in LADDER.split(",")))
+    plan = plan_ladder(*info.video.display_size, info.video.frame_rate, config)
+    dirs = {r.name: out / r.name for r in plan}
+    for folder in dirs.values():
+        folder.mkdir(parents=True)
+    run_ffmpeg(ladder_encode_args(str(source), info, plan, config, [str(d) for d in dirs.values()]), timeout=600,
+               sandbox="off")
+    return dirs
+
+
+def _joined(playlist: Path, dest: Path) -> tuple[Path, list[Path]]:
+    """A rendition's init segment and segments (as its playlist names them) as one fMP4 file,
+    and the segment files."""
+    parsed = parse_media_playlist(playlist.read_text())
+    segments = [(playlist.parent / uri).resolve() for uri, _ in parsed.segments]
+    with open(dest, "wb") as out:
+        for part in [(playlist.parent / parsed.init).resolve(), *segments]:
+            out.write(part.read_bytes())
+    return dest, segments
+
+
+def _packets(path: Path) -> list[tuple[int, int, int, bool]]:
+    """``(pts, dts, duration, keyframe)`` of every video packet, in the file's time base."""
+    data = ffprobe_json(path, select_streams="v:0", show_entries="packet=pts,dts,duration,flags")
+    return [(int(p["pts"]), int(p["dts"]), int(p["duration"]), "K" in p["flags"]) for p in data["packets"]]
+
+
+def _ssim_per_frame(a: Path, b: Path, size: str, log: Path) -> list[float]:
+    """SSIM of every picture of ``a`` against ``b`` scaled to ``size`` (the rung's)."""
+    subprocess.run(["nice", "-n", "10", "ffmpeg", "-hide_banner", "-v", "error", "-i", str(a), "-i", str(b),
+                    "-filter_complex", f"[1:v]scale={size.replace('x', ':')}:flags=bicubic,format=yuv420p[ref];"
+                    f"[0:v]format=yuv420p,setpts=PTS-STARTPTS[enc];[ref]setpts=PTS-STARTPTS[r];"
+                    f"[enc][r]ssim=stats_file={log}", "-f", "null", "-"], check=True)
+    return [float(line.split("All:")[1].split()[0]) for line in log.read_text().splitlines()]
+
+
+def test_a_long_source_is_encoded_in_chunks_that_one_pass_cannot_be_told_from(prefect_server, buckets, long_clip,
+                                                                              chunked, tmp_path):
+    from flows.transcode import transcode
+
+    up, out = buckets
+    etag = _upload(long_clip, up, "talks/long talk.mp4")
+    state = transcode(bucket=up, key="talks/long talk.mp4", etag=etag, return_state=True)
+    assert state.is_completed(), state.message
+    manifest = state.result()
+    aid = asset_id(up, "talks/long talk.mp4", etag)
+    run = manifest["folder"]
+    # the manifest records how the asset was encoded: four chunks, each its range and attempt
+    assert manifest["encoding"] == "chunked"
+    assert [(c["index"], c["start"], c["end"], c["first_segment"], c["attempt"], c["folder"])
+            for c in manifest["chunks"]] == [(0, 0.0, 8.0, 0, 1, run), (1, 8.0, 16.0, 2, 1, run),
+                                             (2, 16.0, 24.0, 4, 1, run), (3, 24.0, 26.0, 6, 1, run)]
+    # one task run per chunk, each run once; the audio encoded once, for the whole file
+    names = sorted(r.name for r in task_runs(state.state_details.flow_run_id))
+    assert [n for n in names if n.startswith("encode-chunk")] == [f"encode-chunk-{i}" for i in range(4)]
+    assert names.count("transcode-audio") == 1 and "encode-ladder" not in names
+    # the chunks are the only decodes of the source's video: the audio's process maps the audio
+    # alone, the poster's seeks to one picture, the storyboard is made from the 240p rendition
+    reads = [c for c in ffmpeg_commands(str(state.state_details.flow_run_id)) if re.search(r"-i file:\S+/source ", c)]
+    assert len([c for c in reads if "-start_number" in c]) == 4
+    assert all("-start_number" in c or " -vn " in c or "-frames:v 1" in c for c in reads), reads
+
+    local = tmp_path / "asset"
+    keys = download_asset(out, f"assets/{aid}/", local)
+    # one init segment per rendition: chunk 0's serves every chunk
+    assert sorted(k.split(f"{aid}/", 1)[1] for k in keys if k.endswith("init.mp4")) == [
+        f"{run}/240p/init.mp4", f"{run}/360p/init.mp4", f"{run}/audio/init.mp4"]
+    variants = parse_master_playlist((local / "master.m3u8").read_text())
+    assert [v["RESOLUTION"] for v in variants] == ["426x240", "640x360"]
+    one_pass = _one_pass(long_clip, tmp_path / "one-pass")
+    source_duration = float(ffprobe_json(long_clip)["format"]["duration"])
+    keyframes, boundary_ssim = {}, {}
+    for v in variants:
+        rung = Path(v["URI"]).parent.name
+        playlist = local / v["URI"]
+        text = playlist.read_text()
+        assert "#EXT-X-DISCONTINUITY" not in text and text.count("#EXT-X-MAP") == 1 and "#EXT-X-ENDLIST" in text
+        parsed = parse_media_playlist(text)
+        # segment numbers continuous from 0 over the chunks; the duration the source's, within a frame
+        assert [int(uri[-9:-4]) for uri, _ in parsed.segments] == list(range(7))
+        assert parsed.duration == pytest.approx(source_duration, abs=1 / 30)
+        joined, segments = _joined(playlist, tmp_path / f"{rung}-chunked.mp4")
+        decoded = subprocess.run(["ffmpeg", "-v", "error", "-i", str(joined), "-f", "null", "-"], capture_output=True,
+                                 text=True)
+        assert decoded.returncode == 0 and decoded.stderr.strip() == ""
+        # every packet as one pass wrote it: timestamps, durations and keyframes continuous
+        # through every cut, with one init segment (that of one pass, byte for byte)
+        reference, _ = _joined(one_pass[rung] / "index.m3u8", tmp_path / f"{rung}-one-pass.mp4")
+        packets = _packets(joined)
+        assert packets == _packets(reference)
+        assert (playlist.parent / parsed.init).read_bytes() == (one_pass[rung] / "init.mp4").read_bytes()
+        pts = sorted(p[0] for p in packets)
+        assert len({b - a for a, b in zip(pts, pts[1:])}) == 1  # no gap, no overlap anywhere
+        # each segment's fragment starts where one pass's does (tfdt)
+        one_pass_segments = sorted(one_pass[rung].glob("seg_*.m4s"))
+        assert [decode_time(s.read_bytes()) for s in segments] == [decode_time(s.read_bytes()) for s in one_pass_segments]
+        keyframes[rung] = [p[0] for p in packets if p[3]]
+        # quality at the cuts: the pictures around each cut against the source, as one pass's
+        chunked_ssim = _ssim_per_frame(joined, long_clip, v["RESOLUTION"], tmp_path / f"{rung}-c.log")
+        one_ssim = _ssim_per_frame(reference, long_clip, v["RESOLUTION"], tmp_path / f"{rung}-o.log")
+        assert len(chunked_ssim) == len(one_ssim) == SECONDS * 30
+        around = [f for cut in (240, 480, 720) for f in range(cut - 3, cut + 3)]
+        boundary_ssim[rung] = (sum(chunked_ssim[f] for f in around) / len(around),
+                               sum(one_ssim[f] for f in around) / len(around))
+        assert boundary_ssim[rung][0] >= boundary_ssim[rung][1] - 0.003
+        assert sum(chunked_ssim) / len(chunked_ssim) >= sum(one_ssim) / len(one_ssim) - 0.003
+    print("SSIM of the 6 pictures around each cut against the source (chunked, one pass):", boundary_ssim)
+    # keyframes aligned across the rungs, every 2 s (the rungs share a time base here: 30 fps)
+    assert keyframes["240p"] == keyframes["360p"] and len(keyframes["360p"]) == 13
+    # the audio, encoded once, lasts the source
+    audio = parse_media_playlist((local / manifest["audio"]["playlist"]).read_text())
+    assert audio.duration == pytest.approx(source_duration, abs=0.05)
+    stored = json.loads((local / "manifest.json").read_text())
+    assert stored["chunks"] == manifest["chunks"] and stored["status"] == "ready"
+
+
+def test_a_killed_chunk_is_retried_alone_and_a_later_run_reuses_the_published_chunks(
+        prefect_server, buckets, long_clip, chunked, monkeypatch):
+    from flows.transcode import transcode
+
+    up, out = buckets
+
+    def run_killing(key: str, seek: str):
+        """Transcode the clip as ``key`` while the FFmpeg process of the chunk starting at ``seek``
+        is killed part way through."""
+        etag = _upload(long_clip, up, key)
+        killer = Killer(str(chunked), f"-ss {seek}", after=0.3)
+        killer.start()
+        state = transcode(bucket=up, key=key, etag=etag, return_state=True)
+        killer.join(5)
+        assert killer.killed
+        return state, etag
+
+    # chunk 1's process killed: its task alone runs again
+    state, _ = run_killing("talks/killed.mp4", "8.000000")
+    assert state.is_completed(), state.message
+    runs = {r.name: r for r in task_runs(state.state_details.flow_run_id)}
+    assert runs["encode-chunk-1"].run_count == 2
+    assert all(runs[f"encode-chunk-{i}"].run_count == 1 for i in (0, 2, 3))
+
+    # Without retries, chunk 2's process killed fails the run; a later run of the upload
+    # encodes chunk 2 alone and takes the others from the first run's persisted results.
+    monkeypatch.setenv("PIXELFLOW_TASK_RETRIES", "0")
+    key = "talks/retried.mp4"
+    failed, etag = run_killing(key, "16.000000")
+    assert failed.is_failed()
+    aid = asset_id(up, key, etag)
+    assert "Contents" not in s3_client().list_objects_v2(Bucket=out, Prefix=f"assets/{aid}/manifest.json")
+    state = transcode(bucket=up, key=key, etag=etag, return_state=True)
+    assert state.is_completed(), state.message
+    encoded = sorted(r.name for r in task_runs(state.state_details.flow_run_id) if r.name.startswith("encode-chunk"))
+    assert encoded == ["encode-chunk-2"]
+    chunks = state.result()["chunks"]
+    first_folder = {c["folder"] for c in chunks if c["index"] != 2}
+    assert len(first_folder) == 1 and first_folder != {state.result()["folder"]}
+    assert [c["folder"] for c in chunks if c["index"] == 2] == [state.result()["folder"]]
+    # the stitched playlist names the reused segments where the first run put them, and plays
+    listed = {o["Key"].split(f"{aid}/", 1)[1]: o["Size"]
+              for o in s3_client().list_objects_v2(Bucket=out, Prefix=f"assets/{aid}/")["Contents"]}
+    for rendition in state.result()["renditions"]:
+        assert all(path in listed for path in rendition["files"])
+        assert rendition["segments"] == 7
+
+
+def _damaged_in_the_middle(source: Path, dest: Path) -> Path:
+    """``source`` without its audio, its coded pictures overwritten with noise at the middle of
+    the file (about 13 s in: the second chunk of four)."""
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(source), "-map", "0:v", "-c", "copy", str(dest)],
+                   check=True)
+    data = bytearray(dest.read_bytes())
+    start, end = mdat_range(bytes(data))
+    noise = random.Random(11)
+    middle = start + (end - start) // 2
+    for i in range(middle, middle + 8192):
+        data[i] = noise.randrange(256)
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+def test_a_source_damaged_in_a_middle_chunk_is_rejected_and_nothing_is_published(prefect_server, buckets, long_clip,
+                                                                                  chunked, tmp_path):
+    from flows.transcode import transcode
+
+    up, out = buckets
+    damaged = _damaged_in_the_middle(long_clip, tmp_path / "damaged.mp4")
+    etag = _upload(damaged, up, "talks/damaged.mp4")
+    state = transcode(bucket=up, key="talks/damaged.mp4", etag=etag, return_state=True)
+    assert state.is_failed() and state.message.startswith("corrupt_stream"), state.message
+    aid = asset_id(up, "talks/damaged.mp4", etag)
+    runs = {r.name: r for r in task_runs(state.state_details.flow_run_id)}
+    assert runs["encode-chunk-1"].state.is_failed() and runs["encode-chunk-1"].run_count == 1  # never retried
+    # nothing of the asset is in the output bucket (what other chunks made was removed); the
+    # rejection is recorded
+    assert "Contents" not in s3_client().list_objects_v2(Bucket=out, Prefix=f"assets/{aid}/")
+    record = json.loads(s3_client().get_object(Bucket=out, Key=f"records/{aid}/error.json")["Body"].read())
+    assert record["code"] == "corrupt_stream"
+
+
+@pytest.mark.browser
+def test_a_chunked_asset_plays_through_every_cut_in_chromium_without_a_stall(prefect_server, buckets, media_dir,
+                                                                             browser, monkeypatch, tmp_path):
+    """hls.js in Chromium plays a chunked asset (four chunks of two 2 s segments, two rungs) from
+    its start to its end at twice the speed: no ``waiting`` once playing, no hls.js error, and
+    the end reached."""
+    from pixelflow.player import make_server, serve_in_thread, server_url
+    from pixelflow.settings import PixelFlowSettings
+    from flows.transcode import transcode
+
+    for name, value in {"PIXELFLOW_LADDER": LADDER, "PIXELFLOW_PRESET": "ultrafast", "PIXELFLOW_SEGMENT_SECONDS": "2",
+                        "PIXELFLOW_CHUNK_SECONDS": "4", "PIXELFLOW_SCRATCH_DIR": str(tmp_path / "scratch")}.items():
+        monkeypatch.setenv(name, value)
+    clip = make_clip(media_dir / "chunked-play.mp4", seconds=16, size="640x360", vf="hue=h=t*20")
+    up, _ = buckets
+    etag = _upload(clip, up, "talks/play.mp4")
+    manifest = transcode(bucket=up, key="talks/play.mp4", etag=etag)
+    assert [c["start"] for c in manifest["chunks"]] == [0.0, 4.0, 8.0, 12.0]
+    server = make_server(PixelFlowSettings(), port=0, s3=s3_client())
+    serve_in_thread(server)
+    context = browser.new_context(viewport={"width": 800, "height": 600})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(server_url(server, manifest["asset_id"]))
+        page.wait_for_selector("body[data-state=playing]", timeout=20_000)
+        page.evaluate("""() => {
+            const video = document.getElementById('video');
+            window.playback = {waiting: [], hlsErrors: [], ended: false};
+            video.addEventListener('waiting', () => window.playback.waiting.push(video.currentTime));
+            video.addEventListener('ended', () => { window.playback.ended = true; });
+            window.pixelflow.hls.on(window.Hls.Events.ERROR, (_e, data) => window.playback.hlsErrors.push(data.details));
+            video.playbackRate = 2;
+        }""")
+        page.wait_for_function("window.playback.ended", timeout=60_000)
+        playback = page.evaluate("window.playback")
+        duration = page.eval_on_selector("#video", "v => v.duration")
+    finally:
+        context.close()
+        server.shutdown()
+        server.server_close()
+    assert not errors, errors
+    assert playback["waiting"] == [] and playback["hlsErrors"] == [], playback
+    assert duration == pytest.approx(16.0, abs=0.1)
