@@ -84,7 +84,8 @@ class ChunkedRun(_Run):
         if info.audio is not None:
             done, _ = _published_renditions(self.layout.asset_id, ["audio"], self.fingerprint, self.listed)
             if "audio" not in done:
-                audio_encoded = self.encode_audio.submit(self.local, info, self.config, self.work / "audio", self.limits)
+                audio_encoded = self.encode_audio.submit(self.local, info, self.config, self.work / "audio", self.limits,
+                                                         vouch=True)
             audio_upload = self.upload("audio", audio_encoded)
         images = {POSTER: _retried(make_poster, settings).submit(self.local, info, poster_rendition(self.plan),
                                                                  self.scratch / POSTER, self.limits)}
