@@ -250,14 +250,19 @@ def _damaged_in_the_middle(source: Path, dest: Path) -> Path:
     the file (about 13 s in: the second chunk of four)."""
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(source), "-map", "0:v", "-c", "copy", str(dest)],
                    check=True)
-    data = bytearray(dest.read_bytes())
+    return _noise_in_the_middle(dest, 8192, seed=11)
+
+
+def _noise_in_the_middle(path: Path, count: int, seed: int) -> Path:
+    """``path`` (an MP4) with ``count`` bytes at the middle of its media data overwritten with noise."""
+    data = bytearray(path.read_bytes())
     start, end = mdat_range(bytes(data))
-    noise = random.Random(11)
+    noise = random.Random(seed)
     middle = start + (end - start) // 2
-    for i in range(middle, middle + 8192):
+    for i in range(middle, middle + count):
         data[i] = noise.randrange(256)
-    dest.write_bytes(bytes(data))
-    return dest
+    path.write_bytes(bytes(data))
+    return path
 
 
 def test_a_source_damaged_in_a_middle_chunk_is_rejected_and_nothing_is_published(prefect_server, buckets, long_clip,
@@ -317,6 +322,28 @@ def _play_to_the_end(browser, asset: str, rate: float, timeout: float) -> tuple[
         server.server_close()
     assert not errors, errors
     return playback, duration
+
+
+def test_a_source_whose_audio_is_damaged_is_rejected_by_the_audios_decode(prefect_server, buckets, long_clip,
+                                                                            chunked, tmp_path):
+    """The chunks decode the video alone: the audio's own process vouches for the audio."""
+    from flows.transcode import transcode
+
+    up, out = buckets
+    tone = tmp_path / "tone.m4a"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"sine=duration={SECONDS}:sample_rate=48000",
+                    "-c:a", "aac", "-movflags", "+faststart", str(tone)], check=True)
+    _noise_in_the_middle(tone, 2048, seed=7)
+    damaged = tmp_path / "damaged-audio.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(long_clip), "-i", str(tone), "-map", "0:v", "-map", "1:a",
+                    "-c", "copy", str(damaged)], check=True)  # the damaged AAC frames copied as they are
+    etag = _upload(damaged, up, "talks/damaged-audio.mp4")
+    state = transcode(bucket=up, key="talks/damaged-audio.mp4", etag=etag, return_state=True)
+    assert state.is_failed() and state.message.startswith("corrupt_stream"), state.message
+    runs = {r.name: r for r in task_runs(state.state_details.flow_run_id)}
+    assert runs["transcode-audio"].state.is_failed() and runs["transcode-audio"].run_count == 1
+    aid = asset_id(up, "talks/damaged-audio.mp4", etag)
+    assert "Contents" not in s3_client().list_objects_v2(Bucket=out, Prefix=f"assets/{aid}/")
 
 
 @pytest.mark.browser
