@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from pixelflow.aws import s3_client
 from pixelflow.core.chunks import (Chunk, ChunkOutput, ChunkRendition, sample_description, segment_number,
                                    stitch_rendition)
-from pixelflow.core.ffmpeg_args import PLAYLIST, chunk_encode_args, storyboard_from_rendition_args
+from pixelflow.core.ffmpeg_args import INIT_SEGMENT, PLAYLIST, chunk_encode_args, storyboard_from_rendition_args
 from pixelflow.core.ladder import LadderConfig, Rendition
 from pixelflow.core.layout import in_folder
 from pixelflow.core.manifest import RenditionOutput
@@ -25,7 +25,7 @@ from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow.pipeline import ffmpeg
 from tasks._policy import RETRIES, RETRY_DELAYS, retry_transient
 from tasks.encode import _Progress, _check_source, _fresh_dir, _image, _joined
-from tasks.publish import _list_prefix, _transfer_config, _upload
+from tasks.publish import _list_prefix, _remove_unnamed, _transfer_config, _upload
 
 
 class ChunkProgress:
@@ -92,10 +92,10 @@ def encode_chunk(chunk: Chunk, source_path: Path, info: SourceInfo, renditions: 
     for rendition, out_dir in zip(renditions, dirs):
         parts.append(_take_part(rendition, out_dir, chunk, out_root, folder))
     output = ChunkOutput(chunk, attempt, folder, tuple(parts), round(result.out_time, 3))
-    s3, config_ = s3_client(), _transfer_config()
+    s3, transfer = s3_client(), _transfer_config()
     try:
         for path in output.objects():
-            _upload(s3, out_root / path, bucket, f"{prefix}{path}", config_)
+            _upload(s3, out_root / path, bucket, f"{prefix}{path}", transfer)
     except ClientError as exc:
         raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Uploading chunk {chunk.index} failed: {exc}") from None
     advance(chunk.duration)
@@ -107,11 +107,11 @@ def encode_chunk(chunk: Chunk, source_path: Path, info: SourceInfo, renditions: 
 def _take_part(rendition: Rendition, out_dir: Path, chunk: Chunk, out_root: Path, folder: str) -> ChunkRendition:
     """A rung's part of the chunk, checked, its files moved to where the asset has them."""
     files = {p.name: p for p in out_dir.iterdir() if p.is_file()}
-    if PLAYLIST not in files or "init.mp4" not in files:
+    if PLAYLIST not in files or INIT_SEGMENT not in files:
         raise PixelFlowError(ErrorCode.TRANSCODE_FAILED, f"FFmpeg wrote no {rendition.name} part of chunk {chunk.index}.")
     part = ChunkRendition.from_playlist(rendition.name, files[PLAYLIST].read_text(), in_folder(folder, rendition.name),
                                         {name: p.stat().st_size for name, p in files.items()},
-                                        sample_description(files["init.mp4"].read_bytes()), with_init=chunk.index == 0)
+                                        sample_description(files[INIT_SEGMENT].read_bytes()), with_init=chunk.index == 0)
     numbers = list(range(chunk.first_segment, chunk.first_segment + len(part.segments)))
     if not part.segments or len(part.segments) > chunk.segments or [
             segment_number(path) for path, _, _ in part.segments] != numbers:
@@ -199,8 +199,10 @@ def discard_chunks(bucket: str, prefix: str, folders: list[str]) -> int:
     """Remove what the chunks of a rejected source put in the asset's ``folders``: a source found
     damaged in one chunk publishes nothing, whatever its other chunks made. Returns how many."""
     s3 = s3_client()
-    keys = [f"{prefix}{folder}/{path}" for folder in folders for path in _list_prefix(s3, bucket, f"{prefix}{folder}/")]
-    for start in range(0, len(keys), 1000):
-        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
-    get_run_logger().info("removed the %d objects the chunks of a rejected source left", len(keys))
-    return len(keys)
+    try:  # a manifest naming nothing: every object listed is removed
+        removed = _remove_unnamed(s3, bucket, prefix, {}, [f"{folder}/{path}" for folder in folders
+                                                           for path in _list_prefix(s3, bucket, f"{prefix}{folder}/")])
+    except ClientError as exc:
+        raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Removing the rejected source's chunks failed: {exc}") from None
+    get_run_logger().info("removed the %d objects the chunks of a rejected source left", removed)
+    return removed

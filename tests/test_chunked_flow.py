@@ -14,7 +14,6 @@ import random
 import re
 import subprocess
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
