@@ -76,6 +76,12 @@ SOURCES: dict[str, SourceSpec] = {
         SourceSpec("1080p60", 1920, 1080, 60, 8000, description="1920x1080 30 fps, 60 s, H.264 8 Mbit/s + AAC",
                    piece="1080p10", loops=6),
         SourceSpec("1080p10", 1920, 1080, 10, 8000, description="1920x1080 30 fps, 10 s, H.264 8 Mbit/s + AAC"),
+        # the long sources of the chunked-encoding benchmark (python -m bench.chunks)
+        SourceSpec("720p120", 1280, 720, 120, 4000, description="1280x720 30 fps, 120 s, H.264 4 Mbit/s + AAC",
+                   piece="720p10", loops=12),
+        SourceSpec("720p60", 1280, 720, 60, 4000, description="1280x720 30 fps, 60 s, H.264 4 Mbit/s + AAC",
+                   piece="720p10", loops=6),
+        SourceSpec("720p10", 1280, 720, 10, 4000, description="1280x720 30 fps, 10 s, H.264 4 Mbit/s + AAC"),
         SourceSpec("tiny", 1280, 720, 1, 3000, description="1280x720 30 fps, 1 s, H.264 3 Mbit/s + AAC (smoke test)"),
     )
 }

@@ -262,7 +262,10 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         info = validate(local, source.size, limits, settings.ffmpeg_memory_bytes, settings.ffmpeg_sandbox)
         captions = _retried(read_captions, settings)(source, info.duration, settings.captions_max_bytes,
                                                      settings.captions_max_cues, settings.captions_max_languages)
-        run = _Run(settings, layout, local, info, scratch, listed, started, attempt_folder(flow_run_id, attempt))
+        run_type = _Run
+        if info.video is not None and 0 < settings.chunk_seconds < info.duration:  # a long source: in chunks
+            from flows.chunked import ChunkedRun as run_type
+        run = run_type(settings, layout, local, info, scratch, listed, started, attempt_folder(flow_run_id, attempt))
         videos, audio, images = run.encode_and_upload()
         published = run.publish(source, videos, audio, images, flow_run_id, captions)
     except PixelFlowError as error:
@@ -329,6 +332,7 @@ class _Run:
         self.encode = _retried(transcode_rendition, settings)
         self.encode_audio = _retried(transcode_audio, settings)
         self.storyboard = None
+        self.manifest_extra: dict[str, Any] = {}  # what the manifest records besides (a chunked encode's chunks)
         if settings.storyboard_interval and self.plan:
             smallest = min(self.plan, key=lambda r: r.width * r.height)
             self.storyboard = Storyboard.plan(info.duration, smallest.width, smallest.height,
@@ -437,6 +441,7 @@ class _Run:
                                    "vtt": in_folder(folder, STORYBOARD_VTT)}
         extra["poster"] = in_folder(folder, POSTER) if POSTER in images else None  # None: an audio-only asset
         extra["downloads"] = self.downloads(source, videos, audio)
+        extra.update(self.manifest_extra)
         subtitles = subtitle_entries(list(captions))
         for entry, caption in zip(subtitles, captions):
             files.update({in_folder(folder, path): body for path, body in caption.files(self.info.duration).items()})

@@ -129,6 +129,13 @@ class PixelFlowSettings(BaseSettings):
                                              "process, in seconds.")
     thumbnail_memory_bytes: int = Field(2 * 1024**3, ge=0, description="Address space limit (RLIMIT_AS) of a "
                                         "thumbnail's FFmpeg process, in bytes; 0 for none.")
+    # Chunked encoding of long sources (pixelflow/core/chunks.py, docs/chunks.md).
+    chunk_seconds: float = Field(
+        300.0, ge=0, description="Sources longer than this many seconds have their video encoded in chunks of this "
+        "length (rounded down to whole segments, at least one), each chunk its own task, the audio once for the whole "
+        "file; 0: every source in one pass.")
+    chunk_workers: int = Field(2, ge=1, description="Chunks of one run encoded at once (each one FFmpeg process "
+                               "decoding its range and encoding every rung).")
     max_attempts: int = Field(4, description="Attempts of one transcode run (crash re-runs and retries) before it gives up.")
     task_retries: int = Field(2, description="Automatic retries of a failed transcode or transfer task (transient errors only).")
 

@@ -82,13 +82,16 @@ def _fresh_dir(path: Path) -> Path:
     return path
 
 
-def _check_source(result: ffmpeg.FFmpegResult, info: SourceInfo, stream: str = "video stream") -> None:
-    """The verdict of a full decode on the source: decoder errors mean ``corrupt_stream``; a
-    ``stream`` that ends well before its stated duration, ``truncated``."""
-    damage = ffmpeg.input_damage(result.errors, result.out_time, info.duration)
+def _check_source(result: ffmpeg.FFmpegResult, info: SourceInfo, stream: str = "video stream",
+                  expected: float | None = None) -> None:
+    """The verdict of a full decode on the source (or on a range of it ``expected`` seconds
+    long): decoder errors mean ``corrupt_stream``; a ``stream`` that ends well before its stated
+    duration, ``truncated``."""
+    expected = info.duration if expected is None else expected
+    damage = ffmpeg.input_damage(result.errors, result.out_time, expected)
     if damage is not None:
         raise damage
-    ffmpeg.check_duration(stream, result.out_time, info.duration)
+    ffmpeg.check_duration(stream, result.out_time, expected)
 
 
 @task(name="encode-ladder", task_run_name="encode-ladder", cache_policy=NO_CACHE)
@@ -178,7 +181,7 @@ def transcode_rendition(rendition: Rendition, config: LadderConfig, source_path:
 @task(name="transcode-audio", task_run_name="transcode-audio", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, out_dir: Path, limits: ffmpeg.ProcessLimits,
-                    ladder: LadderProcess | None = None) -> RenditionOutput:
+                    ladder: LadderProcess | None = None, vouch: bool = False) -> RenditionOutput:
     """The audio rendition: the default (else first) audio track as stereo AAC in fMP4 HLS. Taken
     over from the shared ``ladder`` process when it carries the audio, else (a retry, or an
     audio-only source) encoded in a process of its own. For an audio-only source that decode is
@@ -187,7 +190,8 @@ def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, o
     With loudness normalisation (``config.loudness``), the shared process only measures the
     audio; it is then encoded here, in an audio-only process, through ``loudnorm``'s second pass
     (measured alone first when the shared process did not measure it), and the rendition carries
-    the measurement for the manifest."""
+    the measurement for the manifest. With ``vouch`` (a chunked encode, whose chunks decode the
+    video alone), decoder errors in the audio reject the source too."""
     logger = get_run_logger()
     shared = _take_over(ladder, "audio", limits)
     measured = normalised = None
@@ -203,6 +207,8 @@ def transcode_audio(source_path: Path, info: SourceInfo, config: LadderConfig, o
                             output_dir=str(out_dir))
         if info.video is None:
             _check_source(result, info, "audio stream")
+        elif vouch and (damage := ffmpeg.input_damage(result.errors)) is not None:
+            raise damage
         if measured is not None and not measured.silent:
             normalised = _loudnorm(result, "normalising the audio")
     output = _summarize(out_dir, "audio", "audio")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from pixelflow.core.chunks import Chunk, chunk_input_args, chunk_output_args
 from pixelflow.core.ladder import LadderConfig, Rendition
 from pixelflow.core.loudness import Loudnorm, LoudnessTarget, measure_filter, normalise_filter
 from pixelflow.core.probe import SourceInfo
@@ -130,17 +131,31 @@ def prefilters(info: SourceInfo) -> list[str]:
     return chain
 
 
-def rung_filters(rendition: Rendition) -> list[str]:
-    """Per-rung filters: frame rate, size (display aspect kept, square pixels), pixel format."""
+def rung_filters(rendition: Rendition, fps_start: bool = False) -> list[str]:
+    """Per-rung filters: frame rate, size (display aspect kept, square pixels), pixel format.
+    With ``fps_start``, the rung's first picture is at the input's time 0 (a chunk's start:
+    :func:`fps_filter`)."""
     return [
-        f"fps={rendition.fps_text}",
+        fps_filter(rendition, fps_start),
         f"scale={rendition.width}:{rendition.height}:flags=bicubic",
         "setsar=1",
         "format=yuv420p",
     ]
 
 
-def ladder_graph(info: SourceInfo, renditions: list[Rendition]) -> tuple[str, list[str]]:
+def fps_filter(rendition: Rendition, fps_start: bool = False) -> str:
+    """The rung's ``fps`` filter; with ``fps_start``, its pictures are timed from the input's
+    time 0, a picture repeated there if the source has none (a chunk starting in a gap of a
+    variable frame rate source), so every chunk of a rung starts on its cut.
+
+    >>> from fractions import Fraction
+    >>> fps_filter(Rendition("360p", 360, 640, 360, Fraction(30), 900, 1800, 60), fps_start=True)
+    'fps=30/1:start_time=0'
+    """
+    return f"fps={rendition.fps_text}" + (":start_time=0" if fps_start else "")
+
+
+def ladder_graph(info: SourceInfo, renditions: list[Rendition], fps_start: bool = False) -> tuple[str, list[str]]:
     """The ladder process's filter graph: every rung's pictures from one decode, and the output labels
     (``v0``, ``v1``, ... in the order of ``renditions``).
 
@@ -175,20 +190,20 @@ def ladder_graph(info: SourceInfo, renditions: list[Rendition]) -> tuple[str, li
     pre = prefilters(info)
     source = f"[0:{info.video.index}]"
     if len(renditions) == 1:
-        return source + ",".join(pre + rung_filters(renditions[0])) + "[v0]", labels
+        return source + ",".join(pre + rung_filters(renditions[0], fps_start)) + "[v0]", labels
     top = max(range(len(renditions)), key=lambda i: renditions[i].width * renditions[i].height)
     rest = [i for i in range(len(renditions)) if i != top]
     largest = renditions[top]
     if all(renditions[i].fps <= largest.fps and renditions[i].width <= largest.width
            and renditions[i].height <= largest.height for i in rest):
-        first = pre + [f"fps={largest.fps_text}", f"scale={largest.width}:{largest.height}:flags=bicubic",
+        first = pre + [fps_filter(largest, fps_start), f"scale={largest.width}:{largest.height}:flags=bicubic",
                        f"split={len(renditions)}"]
         chains = [source + ",".join(first) + "[top]" + "".join(f"[s{i}]" for i in rest),
                   f"[top]setsar=1,format=yuv420p[{labels[top]}]"]
-        chains += [f"[s{i}]" + ",".join(rung_filters(renditions[i])) + f"[{labels[i]}]" for i in rest]
+        chains += [f"[s{i}]" + ",".join(rung_filters(renditions[i], fps_start)) + f"[{labels[i]}]" for i in rest]
         return ";".join(chains), labels
     head = source + ",".join(pre + [f"split={len(renditions)}"]) + "".join(f"[s{i}]" for i in range(len(renditions)))
-    chains = [head] + [f"[s{i}]" + ",".join(rung_filters(r)) + f"[{labels[i]}]" for i, r in enumerate(renditions)]
+    chains = [head] + [f"[s{i}]" + ",".join(rung_filters(r, fps_start)) + f"[{labels[i]}]" for i, r in enumerate(renditions)]
     return ";".join(chains), labels
 
 
@@ -275,9 +290,11 @@ def ladder_encode_args(source: str, info: SourceInfo, renditions: list[Rendition
 _ONLY_MAPPED = ["-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1"]
 
 
-def rung_output_args(rendition: Rendition, config: LadderConfig, out_dir: str) -> list[str]:
-    """One rung's output, after its ``-map``: libx264 video only, as fMP4 HLS in ``out_dir``."""
-    return ["-an", *_ONLY_MAPPED] + x264_args(rendition, config) + hls_output_args(config, out_dir)
+def rung_output_args(rendition: Rendition, config: LadderConfig, out_dir: str, chunk: Chunk | None = None) -> list[str]:
+    """One rung's output, after its ``-map``: libx264 video only, as fMP4 HLS in ``out_dir``;
+    with ``chunk``, that chunk's part of the rendition (:mod:`pixelflow.core.chunks`)."""
+    return (["-an", *_ONLY_MAPPED] + x264_args(rendition, config)
+            + hls_output_args(config, out_dir, chunk_output_args(chunk) if chunk is not None else []))
 
 
 def audio_output_args(config: LadderConfig, out_dir: str) -> list[str]:
@@ -296,9 +313,9 @@ def loudness_measure_output_args(target: LoudnessTarget) -> list[str]:
     return ["-vn", *_ONLY_MAPPED, "-filter:a", measure_filter(target), "-f", "null", "-"]
 
 
-def hls_output_args(config: LadderConfig, out_dir: str) -> list[str]:
+def hls_output_args(config: LadderConfig, out_dir: str, extra: list[str] | None = None) -> list[str]:
     out = PurePosixPath(out_dir)
-    return [
+    return [*(extra or []),
         "-f", "hls",
         "-hls_time", f"{config.segment_seconds:g}",
         "-hls_playlist_type", "vod",
@@ -337,6 +354,40 @@ def encode_args(source: str, info: SourceInfo, rendition: Rendition, config: Lad
     return (base_args() + input_args(source, info.demuxer, max_pixels=config.decode_max_pixels)
             + ["-map", f"0:{info.video.index}", "-filter:v", chain]
             + rung_output_args(rendition, config, out_dir))
+
+
+def chunk_encode_args(source: str, info: SourceInfo, renditions: list[Rendition], config: LadderConfig,
+                      out_dirs: list[str], chunk: Chunk) -> list[str]:
+    """One chunk of a long source (:mod:`pixelflow.core.chunks`): one decode of its range and
+    every rung's part of the rendition, each written to its folder of ``out_dirs``, with the
+    encoder settings of :func:`ladder_encode_args` (video only: the audio is encoded once, for
+    the whole file).
+
+    Example:
+        >>> from fractions import Fraction
+        >>> from pixelflow.core.ladder import plan_ladder
+        >>> from pixelflow.core.probe import interpret_probe
+        >>> info = interpret_probe({"format": {"format_name": "mov", "duration": "20"}, "streams": [
+        ...     {"index": 0, "codec_type": "video", "codec_name": "h264", "width": 1280, "height": 720,
+        ...      "r_frame_rate": "30/1", "pix_fmt": "yuv420p"}]})
+        >>> plan = plan_ladder(1280, 720, Fraction(30), LadderConfig(heights=(360, 720)))
+        >>> chunk = Chunk(1, 8_000_000, 16_000_000, 2, 2)
+        >>> args = chunk_encode_args("/s/source", info, plan, LadderConfig(), ["/o/360p", "/o/720p"], chunk)
+        >>> args[args.index("-i") - 6:args.index("-i") - 2]
+        ['-ss', '8.000000', '-t', '8.000000']
+        >>> args[args.index("-filter_complex") + 1].split(";")[0]
+        '[0:0]fps=30/1:start_time=0,scale=1280:720:flags=bicubic,split=2[top][s0]'
+        >>> [args[i + 1] for i, a in enumerate(args) if a in ("-start_number", "-output_ts_offset")]
+        ['2', '8.000000', '2', '8.000000']
+    """
+    if len(renditions) != len(out_dirs) or not renditions:
+        raise ValueError("one output folder per rendition")
+    graph, labels = ladder_graph(info, renditions, fps_start=chunk.start_us > 0)
+    args = (base_args() + input_args(source, info.demuxer, chunk_input_args(chunk), max_pixels=config.decode_max_pixels)
+            + ["-filter_complex", graph])
+    for label, rendition, out_dir in zip(labels, renditions, out_dirs):
+        args += ["-map", f"[{label}]"] + rung_output_args(rendition, config, out_dir, chunk)
+    return args
 
 
 def audio_input_args(source: str, info: SourceInfo, config: LadderConfig, log_level: str = "error") -> list[str]:
@@ -433,6 +484,21 @@ def storyboard_args(source: str, info: SourceInfo, board: Storyboard, out_path: 
     chain = ",".join(prefilters(info) + [board.filter()])
     return (base_args(progress=False) + input_args(source, info.demuxer, max_pixels=max_pixels)
             + ["-map", f"0:{info.video.index}", "-filter:v", chain] + poster_output_args(out_path))
+
+
+def storyboard_from_rendition_args(joined: str, board: Storyboard, out_path: str) -> list[str]:
+    """The storyboard sheet from a finished rendition, ``joined`` (its init segment and segments as
+    one fMP4 file, read with the ``mov`` demuxer and nothing but the file protocol): a chunked
+    encode's smallest rung, whose pictures the sheet is made of, so that it costs no decode of
+    the source.
+
+    >>> board = Storyboard.plan(600.0, 640, 360, interval=5)
+    >>> args = storyboard_from_rendition_args("/o/360p.mp4", board, "/o/storyboard.jpg")
+    >>> args[args.index("-i") + 1:args.index("-i") + 4], args[-1]
+    (['file:/o/360p.mp4', '-map', '0:v:0'], 'file:/o/storyboard.jpg')
+    """
+    return (base_args(progress=False) + input_args(joined, "mov") + ["-map", "0:v:0", "-filter:v", board.filter()]
+            + poster_output_args(out_path))
 
 
 def remux_args(video: str | None, audio: str | None, out_path: str) -> list[str]:
