@@ -56,12 +56,29 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
-def _transcode(args: argparse.Namespace, bucket: str, key: str) -> int:
-    """Run the flow on ``s3://bucket/key`` against the current Prefect API and report the outcome."""
+def run_in_process(bucket: str, key: str, etag: str | None = None, version_id: str | None = None, **options):
+    """Run the ``transcode`` flow in this process, as ``pixelflow transcode`` does.
+
+    Without flow-run heartbeats: they tell a worker's automations that a run's process is gone,
+    and an in-process run has no worker (Prefect records an interrupted one itself). Prefect
+    3.8 joins its heartbeat thread at the end of every flow run, which waits out the thread's
+    current 1 s sleep: up to 1 s added to every command.
+
+    Args:
+        options: Passed to the flow call (e.g. ``return_state=True``).
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
     from flows.transcode import transcode
 
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        return transcode(bucket=bucket, key=key, etag=etag, version_id=version_id, **options)
+
+
+def _transcode(args: argparse.Namespace, bucket: str, key: str) -> int:
+    """Run the flow on ``s3://bucket/key`` against the current Prefect API and report the outcome."""
     try:
-        manifest = transcode(bucket=bucket, key=key, etag=args.etag, version_id=args.version_id)
+        manifest = run_in_process(bucket, key, args.etag, args.version_id)
     except PixelFlowError as error:
         return fail(args, error)
     except Exception as exc:  # the flow run failed for another reason: its logs say why
