@@ -94,10 +94,10 @@ def measure_ecs(clip: Path, work: Path, uploads: int, ladder: str, log=print, da
 
     from prefect.context import refresh_global_settings_context
 
-    from pixelflow.core.s3events import resource_id
     from pixelflow.local import ecs
     from pixelflow.local.processes import free_port
     from pixelflow.local.stack import Stack, StackConfig
+    from pixelflow.local.stack.latency import epoch, event_received, run_history, seconds_after
 
     home = work / "stack-ecs"
     shutil.rmtree(home, ignore_errors=True)
@@ -143,18 +143,15 @@ def measure_ecs(clip: Path, work: Path, uploads: int, ladder: str, log=print, da
                     continue
                 logs = stack.prefect.api("POST", "/logs/filter", json={
                     "logs": {"flow_run_id": {"any_": [run["id"]]}}, "sort": "TIMESTAMP_ASC", "limit": 50})
-                submitted = next((_epoch(l["timestamp"]) for l in logs
+                submitted = next((epoch(l["timestamp"]) for l in logs
                                   if re.search(r"submitted to infrastructure", l["message"])), None)
-            events = stack.prefect.api("POST", "/events/filter", json={"filter": {
-                "event": {"name": ["pixelflow.upload.created"]},
-                "resource": {"id": [resource_id(upload["bucket"], upload["key"])]}}})["events"]
-            states = stack.prefect.api("GET", "/flow_run_states/", params={"flow_run_id": run["id"]}) if run else []
-            pending = [_epoch(s["timestamp"]) for s in states if s["type"] == "PENDING"]
+            states, _ = run_history(stack, run["id"]) if run else ([], {})
+            pending = [epoch(s["timestamp"]) for s in states if s["type"] == "PENDING"]
             row = {"key": upload["key"], "flow_run_id": run["id"] if run else None,
-                   "event": _since(_epoch(events[0]["received"]) if events else None, put),
-                   "flow_run_created": _since(_epoch(run["created"]) if run else None, put),
-                   "picked_up": _since(min(pending) if pending else None, put),
-                   "submitted": _since(submitted, put)}
+                   "event": seconds_after(event_received(stack, upload), put),
+                   "flow_run_created": seconds_after(epoch(run["created"]) if run else None, put),
+                   "picked_up": seconds_after(min(pending) if pending else None, put),
+                   "submitted": seconds_after(submitted, put)}
             log("[ecs] " + " ".join(f"{k}={v}" for k, v in row.items()))
             rows.append(row)
         return rows
@@ -174,16 +171,6 @@ def _cloudformation_worker_env() -> dict[str, str]:
 
     text = (Path(__file__).resolve().parents[1] / "deployments" / "aws" / "pixelflow.yaml").read_text()
     return dict(re.findall(r"\{Name: (PREFECT_WORKER_[A-Z_]+), Value: \"([^\"]*)\"\}", text))
-
-
-def _epoch(value: str | None) -> float | None:
-    from datetime import datetime
-
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
-
-
-def _since(value: float | None, origin: float) -> float | None:
-    return None if value is None else round(value - origin, 2)
 
 
 def bare_seconds(clip: Path, ladder: str, work: Path, repeats: int) -> list[float]:
@@ -210,12 +197,9 @@ def bare_seconds(clip: Path, ladder: str, work: Path, repeats: int) -> list[floa
 
 def summarize(rows: list[dict]) -> dict[str, float | None]:
     """Median seconds after the PUT of each stage, and of each span of :data:`SPANS`."""
-    from pixelflow.local.stack.latency import STAGES
+    from pixelflow.local.stack.latency import summarize as stage_medians
 
-    summary: dict[str, float | None] = {}
-    for stage in STAGES:
-        values = [r[stage] for r in rows if r.get(stage) is not None]
-        summary[stage] = round(statistics.median(values), 2) if values else None
+    summary: dict[str, float | None] = dict(stage_medians(rows))
     for label, start, end in SPANS:
         values = [r[end] - (0.0 if start == "put" else r[start]) for r in rows
                   if r.get(end) is not None and (start == "put" or r.get(start) is not None)]

@@ -21,7 +21,7 @@ from pixelflow.core.manifest import master_from_manifest, object_headers
 from pixelflow.core.upload import Upload
 from pixelflow.errors import ErrorCode, PixelFlowError
 from tasks._policy import RETRIES, RETRY_DELAYS, retry_transient
-from tasks.publish import _put_master
+from tasks.publish import put_master
 
 #: Attempts at replacing the manifest when other attaches keep replacing it first (``If-Match``).
 REPLACE_ATTEMPTS = 8
@@ -112,7 +112,7 @@ def _settle_master(s3, bucket: str, prefix: str, manifest: dict[str, Any], etag:
     of the new one too. Every writer checking after its own write, the last master playlist
     written is always the current manifest's, whatever order the writes land in."""
     for _ in range(REPLACE_ATTEMPTS):
-        _put_master(s3, bucket, prefix, master_from_manifest(manifest).encode())
+        put_master(s3, bucket, prefix, master_from_manifest(manifest).encode())
         current = _manifest(s3, bucket, f"{prefix}{MANIFEST}")
         if current is None or current[1] == etag:
             return

@@ -183,12 +183,12 @@ def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], buck
             # the run whose manifest this is may have stopped before its master playlist (this
             # run's own earlier try, when S3 failed the answer to a write it carried out)
             if not _exists(s3, bucket, f"{prefix}{MASTER}"):
-                _put_master(s3, bucket, prefix, master_from_manifest(existing).encode())
+                put_master(s3, bucket, prefix, master_from_manifest(existing).encode())
             get_run_logger().info("asset %s was published by another run meanwhile; removed the %d objects this "
                                   "attempt wrote that it does not name", manifest["asset_id"], removed)
             return existing
         raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Writing the manifest failed: {exc}") from None
-    _put_master(s3, bucket, prefix, master)
+    put_master(s3, bucket, prefix, master)
     get_run_logger().info("published asset %s: s3://%s/%s%s", manifest["asset_id"], bucket, prefix, MASTER)
     # What earlier attempts left and the asset does not name (a failed attempt's partial
     # rendition, a rebuilt asset's old objects) is removed; an attempt still writing loses the
@@ -203,7 +203,8 @@ def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], buck
     return manifest
 
 
-def _put_master(s3, bucket: str, prefix: str, master: bytes) -> None:
+def put_master(s3, bucket: str, prefix: str, master: bytes) -> None:
+    """Write the asset's master playlist (always derived from its manifest by the caller)."""
     try:
         s3.put_object(Bucket=bucket, Key=f"{prefix}{MASTER}", Body=master, **object_headers(MASTER))
     except ClientError as exc:
@@ -240,5 +241,5 @@ def _remove_unnamed(s3, bucket: str, prefix: str, manifest: dict[str, Any], path
 def restore_master(manifest: dict[str, Any], bucket: str, prefix: str) -> None:
     """Write the master playlist of a published asset whose run stopped between its manifest and
     its master playlist: the same bytes that run would have written (a function of the manifest)."""
-    _put_master(s3_client(), bucket, prefix, master_from_manifest(manifest).encode())
+    put_master(s3_client(), bucket, prefix, master_from_manifest(manifest).encode())
     get_run_logger().info("restored the master playlist of asset %s", manifest.get("asset_id"))

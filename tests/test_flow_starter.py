@@ -162,12 +162,17 @@ def test_sigterm_reaches_the_run_and_its_status_comes_back(sleeper_starter, tmp_
     wait_for(lambda: _gone(int(pid)), timeout=10, what="the run's process to end")
 
 
-def test_a_killed_launcher_takes_its_run_with_it(sleeper_starter, tmp_path):
-    env, _, _ = sleeper_starter
+def _start_sleeper(env: dict[str, str], tmp_path: Path) -> tuple[subprocess.Popen, int]:
+    """Launch a run of the sleeper starter; return its launcher and, once it runs, its pid."""
     marker = tmp_path / "marker"
     launched = _launch({**env, "SLEEPER_MARKER": str(marker)}, tmp_path)
     wait_for(marker.exists, timeout=30, what="the run to start")
-    pid = int(marker.read_text().split()[0])
+    return launched, int(marker.read_text().split()[0])
+
+
+def test_a_killed_launcher_takes_its_run_with_it(sleeper_starter, tmp_path):
+    env, _, _ = sleeper_starter
+    launched, pid = _start_sleeper(env, tmp_path)
     launched.kill()
     launched.wait(10)
     wait_for(lambda: _gone(pid), timeout=10, what="the run's process to be killed")
@@ -175,10 +180,7 @@ def test_a_killed_launcher_takes_its_run_with_it(sleeper_starter, tmp_path):
 
 def test_a_killed_starter_takes_its_runs_with_it(sleeper_starter, tmp_path):
     env, _, process = sleeper_starter
-    marker = tmp_path / "marker"
-    launched = _launch({**env, "SLEEPER_MARKER": str(marker)}, tmp_path)
-    wait_for(marker.exists, timeout=30, what="the run to start")
-    pid = int(marker.read_text().split()[0])
+    launched, pid = _start_sleeper(env, tmp_path)
     process.kill()
     process.wait(10)
     assert launched.wait(30) != 0  # the worker sees a crash, never a success

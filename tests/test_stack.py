@@ -124,10 +124,9 @@ def test_a_cancelled_run_stops_its_encode_and_publishes_nothing(stack, media_dir
     starter: it ends Cancelled, its FFmpeg processes end with it, and no manifest is written."""
     settings = stack.settings()
     s3, _ = stack.clients()
-    clip = make_clip(media_dir / "stack-cancel.mp4", seconds=60, size="1280x720")
-    key = "incoming/cancel me.mp4"
-    etag = normalize_etag(s3.put_object(Bucket=settings.upload_bucket, Key=key, Body=clip.read_bytes())["ETag"])
-    asset = asset_id(settings.upload_bucket, key, etag, None)
+    upload = stack.uploads.upload_file(make_clip(media_dir / "stack-cancel.mp4", seconds=60, size="1280x720"),
+                                       key="incoming/cancel me.mp4")
+    key, etag, asset = upload["key"], upload["etag"], upload["asset_id"]
     scratch = str(Path(settings.scratch_dir) / asset)
     wait_for(lambda: find_processes(scratch, "ffmpeg"), timeout=300, interval=0.2, what="the run's FFmpeg")
     run = stack.prefect.flow_run_for(key, etag)
@@ -147,10 +146,9 @@ def test_a_caption_sent_after_its_video_is_attached_by_its_own_deployment_withou
     run (created by that trigger) attaches it to the asset; no transcode run starts for it."""
     settings = stack.settings()
     s3, _ = stack.clients()
-    clip = make_clip(media_dir / "stack-captions.mp4", seconds=2, size="640x360")
-    key = "incoming/talk.mp4"
-    etag = normalize_etag(s3.put_object(Bucket=settings.upload_bucket, Key=key, Body=clip.read_bytes())["ETag"])
-    asset = asset_id(settings.upload_bucket, key, etag, None)
+    upload = stack.uploads.upload_file(make_clip(media_dir / "stack-captions.mp4", seconds=2, size="640x360"),
+                                       key="incoming/talk.mp4")
+    key, etag, asset = upload["key"], upload["etag"], upload["asset_id"]
     stack.uploads.wait_for_manifest(asset, timeout=600)
     wait_for(lambda: (r := stack.prefect.flow_run_for(key, etag)) and r["state_type"] == "COMPLETED", timeout=120,
              what="the video's run to complete")

@@ -96,12 +96,7 @@ def launch() -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, forward)
-    while True:
-        try:
-            line = reader.readline()
-            break
-        except InterruptedError:  # pragma: no cover - retried by Python itself (PEP 475)
-            continue
+    line = reader.readline()  # a forwarded signal interrupts it; Python resumes the read (PEP 475)
     ended = json.loads(line) if line else {}
     if "signal" in ended:
         signal.signal(ended["signal"], signal.SIG_DFL)

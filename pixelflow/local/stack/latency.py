@@ -105,7 +105,7 @@ def _boot_time() -> float:
     return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def _epoch(value: str | None) -> float | None:
+def epoch(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
 
 
@@ -120,7 +120,6 @@ def measure(stack: Stack, sample: Path, uploads: int = 5, timeout: float = 900.0
     Returns:
         One dict per upload: the key, the flow run id and seconds from the PUT to each stage.
     """
-    from pixelflow.core.s3events import resource_id
 
     results = []
     tag = time.strftime("%Y%m%dT%H%M%S")
@@ -135,25 +134,22 @@ def measure(stack: Stack, sample: Path, uploads: int = 5, timeout: float = 900.0
             stack.uploads.wait_for_manifest(upload["asset_id"], timeout=timeout)
             manifest_seen = time.time()
             run = stack.prefect.flow_run_for(upload["key"], upload["etag"])
-            events = stack.prefect.api("POST", "/events/filter", json={"filter": {
-                "event": {"name": ["pixelflow.upload.created"]},
-                "resource": {"id": [resource_id(upload["bucket"], upload["key"])]},
-            }})["events"]
+            received = event_received(stack, upload)
             first_ffmpeg = watcher.first_after(put)
-            states, tasks = _history(stack, run["id"]) if run else ([], {})
-            pending = [_epoch(s["timestamp"]) for s in states if s["type"] == "PENDING"]
+            states, tasks = run_history(stack, run["id"]) if run else ([], {})
+            pending = [epoch(s["timestamp"]) for s in states if s["type"] == "PENDING"]
             row = {
                 "key": upload["key"],
                 "flow_run_id": run["id"] if run else None,
-                "event": _delta(_epoch(events[0]["received"]) if events else None, put),
-                "flow_run_created": _delta(_epoch(run.get("created")) if run else None, put),
-                "picked_up": _delta(min(pending) if pending else None, put),
-                "running": _delta(_epoch(run.get("start_time")) if run else None, put),
-                "first_task": _delta(min((t[0] for t in tasks.values() if t[0]), default=None), put),
-                "first_ffmpeg": _delta(first_ffmpeg, put),
-                "encoded": _delta(tasks.get("encode-ladder", (None, None))[1], put),
-                "published": _delta(tasks.get("publish-asset", (None, None))[1], put),
-                "manifest": _delta(manifest_seen, put),
+                "event": seconds_after(received, put),
+                "flow_run_created": seconds_after(epoch(run.get("created")) if run else None, put),
+                "picked_up": seconds_after(min(pending) if pending else None, put),
+                "running": seconds_after(epoch(run.get("start_time")) if run else None, put),
+                "first_task": seconds_after(min((t[0] for t in tasks.values() if t[0]), default=None), put),
+                "first_ffmpeg": seconds_after(first_ffmpeg, put),
+                "encoded": seconds_after(tasks.get("encode-ladder", (None, None))[1], put),
+                "published": seconds_after(tasks.get("publish-asset", (None, None))[1], put),
+                "manifest": seconds_after(manifest_seen, put),
             }
             log(" ".join(f"{k}={v}" for k, v in row.items()))
             results.append(row)
@@ -172,15 +168,26 @@ def _wait_final(stack: Stack, flow_run_id: str, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def _history(stack: Stack, flow_run_id: str) -> tuple[list[dict[str, Any]], dict[str, tuple]]:
+def event_received(stack: Stack, upload: dict[str, Any]) -> float | None:
+    """When the Prefect server received the upload's ``pixelflow.upload.created`` event."""
+    from pixelflow.core.s3events import resource_id
+
+    events = stack.prefect.api("POST", "/events/filter", json={"filter": {
+        "event": {"name": ["pixelflow.upload.created"]},
+        "resource": {"id": [resource_id(upload["bucket"], upload["key"])]},
+    }})["events"]
+    return epoch(events[0]["received"]) if events else None
+
+
+def run_history(stack: Stack, flow_run_id: str) -> tuple[list[dict[str, Any]], dict[str, tuple]]:
     """A flow run's states, and its task runs' (start, end) epoch times by name."""
     states = stack.prefect.api("GET", "/flow_run_states/", params={"flow_run_id": flow_run_id})
     runs = stack.prefect.api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}},
                                                                 "limit": 200})
-    return states, {t["name"]: (_epoch(t.get("start_time")), _epoch(t.get("end_time"))) for t in runs}
+    return states, {t["name"]: (epoch(t.get("start_time")), epoch(t.get("end_time"))) for t in runs}
 
 
-def _delta(value: float | None, origin: float) -> float | None:
+def seconds_after(value: float | None, origin: float) -> float | None:
     return None if value is None else round(value - origin, 2)
 
 
