@@ -61,6 +61,13 @@ class ChunkedRun(_Run):
                 found[chunk.index] = output
         return found
 
+    def chunk_task(self):
+        """What each chunk is submitted to (:func:`flows.chunk.chunk_task`): ``encode-chunk`` on
+        this run's task runner, or ``dispatch-chunk`` to a ``transcode-chunk`` flow run of its own."""
+        from flows.chunk import chunk_task
+
+        return chunk_task(self.settings, self.source)
+
     def encode_and_upload(self):
         """Encode the chunks not published yet, the audio and the poster, and stitch each
         rung's chunks into its rendition.
@@ -79,7 +86,7 @@ class ChunkedRun(_Run):
         progress = ChunkProgress()
         for index, output in reused.items():
             progress.update(index, output.chunk.duration)
-        encode = _retried(encode_chunk, settings).with_options(refresh_cache=True)
+        encode = self.chunk_task()
         audio_encoded = audio_upload = None
         if info.audio is not None:
             done, _ = _published_renditions(self.layout.asset_id, ["audio"], self.fingerprint, self.listed)

@@ -265,7 +265,8 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         run_type = _Run
         if info.video is not None and 0 < settings.chunk_seconds < info.duration:  # a long source: in chunks
             from flows.chunked import ChunkedRun as run_type
-        run = run_type(settings, layout, local, info, scratch, listed, started, attempt_folder(flow_run_id, attempt))
+        run = run_type(settings, layout, local, info, scratch, listed, started, attempt_folder(flow_run_id, attempt),
+                       source)
         videos, audio, images = run.encode_and_upload()
         published = run.publish(source, videos, audio, images, flow_run_id, captions)
     except PixelFlowError as error:
@@ -314,8 +315,9 @@ class _Run:
     """The encode and publish steps of one run, over one downloaded and validated source."""
 
     def __init__(self, settings: PixelFlowSettings, layout: AssetLayout, local: Path, info: SourceInfo, scratch: Path,
-                 listed: dict[str, int], started: float, folder: str):
+                 listed: dict[str, int], started: float, folder: str, source: Upload | None = None):
         self.settings, self.layout, self.local, self.info = settings, layout, local, info
+        self.source = source  # the upload as inspected (a chunk's own flow run downloads it again)
         # This attempt writes into a folder of the asset that is its alone (write-once assets:
         # pixelflow.core.layout); its files are made under the same path in ``out_root``.
         self.folder = folder

@@ -136,6 +136,12 @@ class PixelFlowSettings(BaseSettings):
         "file; 0: every source in one pass.")
     chunk_workers: int = Field(2, ge=1, description="Chunks of one run encoded at once (each one FFmpeg process "
                                "decoding its range and encoding every rung).")
+    chunk_dispatch: Literal["auto", "tasks", "runs"] = Field(
+        "auto", description="Where the chunks of a long source are encoded: `tasks`, on the run's own task runner "
+        "(threads of its process or container); `runs`, each chunk its own flow run of the `transcode-chunk` "
+        "deployment named like the run's own deployment, on the same work pool (its own container on ECS, its own "
+        "process locally); `auto`, `runs` when the run was started from a deployment and that `transcode-chunk` "
+        "deployment exists, else `tasks`.")
     max_attempts: int = Field(4, description="Attempts of one transcode run (crash re-runs and retries) before it gives up.")
     task_retries: int = Field(2, description="Automatic retries of a failed transcode or transfer task (transient errors only).")
 

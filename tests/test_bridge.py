@@ -163,6 +163,9 @@ def test_a_caption_sidecar_starts_no_run_of_its_own(chain, prefect_server):
     # prefect.yaml: the transcode deployments' triggers expect upload events alone, the
     # attach-captions deployments' caption events alone
     for deployment in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]:
+        if deployment["entrypoint"].startswith("flows/chunk.py"):  # started by transcode runs alone
+            assert "triggers" not in deployment, deployment["name"]
+            continue
         expected = CAPTIONS_CREATED if deployment["entrypoint"].startswith("flows/captions.py") else UPLOAD_CREATED
         assert [t["expect"] for t in deployment["triggers"]] == [[expected]], deployment["entrypoint"]
 

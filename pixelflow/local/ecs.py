@@ -33,10 +33,11 @@ def prefect_project() -> dict[str, Any]:
     return yaml.safe_load(PREFECT_YAML.read_text())
 
 
-def deployment_config(name: str) -> dict[str, Any]:
-    """The (first) deployment ``name`` of prefect.yaml: the ``transcode`` one."""
+def deployment_config(name: str, entrypoint: str | None = None) -> dict[str, Any]:
+    """The (first) deployment ``name`` of prefect.yaml (the ``transcode`` one), or the one of
+    ``entrypoint`` (``flows/chunk.py:transcode_chunk``)."""
     for deployment in prefect_project()["deployments"]:
-        if deployment["name"] == name:
+        if deployment["name"] == name and entrypoint in (None, deployment["entrypoint"]):
             return deployment
     raise KeyError(name)
 
@@ -91,7 +92,8 @@ def create_ecs_pool(name: str | None = None) -> str:
     return name
 
 
-def deploy_ecs(work_dir: Path, pool: str, image: str, env: dict[str, str], triggers: bool = False) -> str:
+def deploy_ecs(work_dir: Path, pool: str, image: str, env: dict[str, str], triggers: bool = False,
+               chunks: bool = False) -> str:
     """Register prefect.yaml's ``ecs`` transcode deployment with ``prefect deploy`` and return its id.
 
     Args:
@@ -101,6 +103,8 @@ def deploy_ecs(work_dir: Path, pool: str, image: str, env: dict[str, str], trigg
         env: The ``PIXELFLOW_*`` values the deployment reads from the environment at deploy time.
         triggers: Keep its upload trigger enabled (otherwise events posted by others start no
             runs of it).
+        chunks: Register the ``transcode-chunk/ecs`` deployment too (each chunk of a long
+            source in its own task).
 
     Raises:
         RuntimeError: When ``prefect deploy`` fails.
@@ -108,14 +112,18 @@ def deploy_ecs(work_dir: Path, pool: str, image: str, env: dict[str, str], trigg
     import yaml
 
     project = prefect_project()
-    ecs = copy.deepcopy(deployment_config("ecs"))
-    ecs.pop("build", None)
-    ecs.pop("push", None)
-    ecs["work_pool"]["job_variables"]["image"] = image
-    for trigger in ecs.get("triggers", []):
-        trigger["enabled"] = triggers
+    deployments = []
+    for entrypoint in ["flows/transcode.py:transcode"] + (["flows/chunk.py:transcode_chunk"] if chunks else []):
+        ecs = copy.deepcopy(deployment_config("ecs", entrypoint))
+        ecs.pop("build", None)
+        ecs.pop("push", None)
+        ecs["work_pool"]["name"] = pool  # `--pool` applies to one deployment only
+        ecs["work_pool"]["job_variables"]["image"] = image
+        for trigger in ecs.get("triggers", []):
+            trigger["enabled"] = triggers
+        deployments.append(ecs)
     derived = {key: value for key, value in project.items() if key not in ("deployments", "build", "push")}
-    derived["deployments"] = [ecs]
+    derived["deployments"] = deployments
     prefect_file = work_dir / "prefect-ecs.yaml"
     prefect_file.write_text(yaml.safe_dump(derived, sort_keys=False))
 

@@ -41,7 +41,7 @@ from pathlib import Path
 #: Environment variable naming the starter's socket (the launcher's and the starter's).
 SOCKET_ENV = "PIXELFLOW_FLOW_STARTER_SOCKET"
 #: The modules a starter imports before it takes runs.
-PRELOAD = ("prefect.engine", "prefect.flow_engine", "flows.transcode", "flows.captions")
+PRELOAD = ("prefect.engine", "prefect.flow_engine", "flows.transcode", "flows.captions", "flows.chunk")
 _HEADER = struct.Struct("!I")
 _MAX_REQUEST = 4 << 20
 
