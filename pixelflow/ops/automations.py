@@ -1,8 +1,10 @@
 """Prefect automations that keep crashed transcodes from staying crashed.
 
-* ``pixelflow-crashed-without-heartbeat``: a transcode run that stops sending heartbeats (its
-  worker, container or machine is gone) is marked Crashed. Flow runs send heartbeats every
-  ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` seconds (set it, e.g. to 30, in the worker's environment).
+* ``pixelflow-crashed-without-heartbeat``: a transcode run (or a chunk's ``transcode-chunk``
+  run) that stops sending heartbeats (its worker, container or machine is gone) is marked
+  Crashed (a crashed chunk run is started again by its transcode run, never rescheduled). Flow
+  runs send heartbeats every ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` seconds (set it, e.g. to 30,
+  in the worker's environment).
 * ``pixelflow-rerun-crashed``: a Crashed transcode run is scheduled again; a worker picks it up
   and only what was not published yet is redone. The flow itself gives up after
   ``PIXELFLOW_MAX_ATTEMPTS`` attempts: the run ends Failed with ``too_many_attempts`` and a
@@ -20,8 +22,14 @@ ZOMBIE = "pixelflow-crashed-without-heartbeat"
 RERUN = "pixelflow-rerun-crashed"
 
 
-def _flow_related() -> dict[str, str]:
-    return {"prefect.resource.role": "flow", "prefect.resource.name": FLOW_NAME}
+#: The flow of one chunk of a long source in a run of its own (flows/chunk.py): a lost one is
+#: marked Crashed too, so that its transcode run's dispatch starts it again; it is never
+#: rescheduled itself.
+CHUNK_FLOW_NAME = "transcode-chunk"
+
+
+def _flow_related(*names: str) -> dict[str, str | list[str]]:
+    return {"prefect.resource.role": "flow", "prefect.resource.name": list(names) if names else FLOW_NAME}
 
 
 def ops_automations(heartbeat_seconds: int = 30) -> list:
@@ -34,12 +42,13 @@ def ops_automations(heartbeat_seconds: int = 30) -> list:
                 "prefect.flow-run.Crashed"}
     zombie = AutomationCore(
         name=ZOMBIE,
-        description="Marks a transcode run Crashed when its heartbeats stop (worker, container or machine lost).",
+        description="Marks a transcode or transcode-chunk run Crashed when its heartbeats stop (worker, container or "
+                    "machine lost).",
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
             expect={"prefect.flow-run.heartbeat", *terminal},
             match={"prefect.resource.id": ["prefect.flow-run.*"]},
-            match_related=_flow_related(),
+            match_related=_flow_related(FLOW_NAME, CHUNK_FLOW_NAME),
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
