@@ -1,5 +1,6 @@
-"""Helpers for the event-chain tests: isolated queues, queue counts, Prefect event queries and a
-TCP forwarder that plays a Prefect API that goes away and comes back."""
+"""Helpers for the event-chain tests: isolated queues, queue counts, Prefect event queries, a
+local stack of a test module's own, and a TCP forwarder that plays a Prefect API that goes away
+and comes back."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import httpx
 
@@ -28,6 +31,36 @@ def isolated_settings(**overrides: Any) -> PixelFlowSettings:
     }
     values.update(overrides)
     return PixelFlowSettings(**values)
+
+
+def stack_config(moto_server: str, home: Path, name: str, **env: str):
+    """A local stack's configuration on the session's moto server with fresh bucket and queue
+    names (``<name>-up-<suffix>``...), its scratch under ``home``, and ``env`` on top."""
+    from pixelflow.local.processes import free_port
+    from pixelflow.local.stack import StackConfig
+
+    suffix = uuid.uuid4().hex[:8]
+    return StackConfig(home=home, prefect_port=free_port(), aws_endpoint=moto_server, env={
+        "PIXELFLOW_UPLOAD_BUCKET": f"{name}-up-{suffix}",
+        "PIXELFLOW_OUTPUT_BUCKET": f"{name}-out-{suffix}",
+        "PIXELFLOW_QUEUE_NAME": f"{name}-uploads-{suffix}",
+        "PIXELFLOW_DLQ_NAME": f"{name}-uploads-dlq-{suffix}",
+        "PIXELFLOW_SCRATCH_DIR": str(home / "scratch"),
+        **env,
+    })
+
+
+@contextmanager
+def running_stack(config) -> Iterator[Any]:
+    """The stack of ``config`` up (its log lines printed) for the ``with`` block, then down."""
+    from pixelflow.local.stack import Stack
+
+    instance = Stack(config, log=lambda message: print(f"stack: {message}", flush=True))
+    instance.up()
+    try:
+        yield instance
+    finally:
+        instance.down()
 
 
 def queue_counts(sqs, queue_url: str) -> tuple[int, int]:

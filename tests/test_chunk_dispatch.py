@@ -18,17 +18,15 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from pixelflow.core.hls import parse_media_playlist
 from pixelflow.core.ids import asset_id, normalize_etag
-from pixelflow.local.processes import free_port
-from pixelflow.local.stack import Stack, StackConfig
+from pixelflow.local.stack import Stack
 from tests.conftest import make_clip
-from tests.events_helpers import wait_for
+from tests.events_helpers import running_stack, stack_config, wait_for
 from tests.test_chunked_flow import _damaged_in_the_middle
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
@@ -41,21 +39,10 @@ SECONDS = 16
 
 @pytest.fixture(scope="module")
 def stack(moto_server, tmp_path_factory):
-    suffix = uuid.uuid4().hex[:8]
-    home = tmp_path_factory.mktemp("dispatch-stack")
-    config = StackConfig(home=home, prefect_port=free_port(), aws_endpoint=moto_server, env={
-        "PIXELFLOW_UPLOAD_BUCKET": f"dispatch-up-{suffix}",
-        "PIXELFLOW_OUTPUT_BUCKET": f"dispatch-out-{suffix}",
-        "PIXELFLOW_QUEUE_NAME": f"dispatch-uploads-{suffix}",
-        "PIXELFLOW_DLQ_NAME": f"dispatch-uploads-dlq-{suffix}",
-        "PIXELFLOW_BRIDGE_WAIT_SECONDS": "1",
-        "PIXELFLOW_SCRATCH_DIR": str(home / "scratch"),
-        **CHUNKED,
-    })
-    instance = Stack(config, log=lambda message: print(f"stack: {message}", flush=True))
-    instance.up()
-    yield instance
-    instance.down()
+    config = stack_config(moto_server, tmp_path_factory.mktemp("dispatch-stack"), "dispatch",
+                          PIXELFLOW_BRIDGE_WAIT_SECONDS="1", **CHUNKED)
+    with running_stack(config) as instance:
+        yield instance
 
 
 @pytest.fixture(scope="module")

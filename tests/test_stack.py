@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from datetime import datetime, timezone
 
 from pathlib import Path
@@ -21,10 +20,9 @@ from pathlib import Path
 import pytest
 
 from pixelflow.core.ids import asset_id, normalize_etag
-from pixelflow.local.processes import free_port
-from pixelflow.local.stack import Stack, StackConfig
+from pixelflow.local.stack import Stack
 from tests.conftest import make_clip
-from tests.events_helpers import queue_counts, wait_for
+from tests.events_helpers import queue_counts, running_stack, stack_config, wait_for
 from tests.fault_helpers import find_processes
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
@@ -32,28 +30,11 @@ pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
 
 @pytest.fixture(scope="module")
 def stack(moto_server, tmp_path_factory):
-    suffix = uuid.uuid4().hex[:8]
-    home = tmp_path_factory.mktemp("stack")
-    config = StackConfig(
-        home=home,
-        prefect_port=free_port(),
-        aws_endpoint=moto_server,
-        env={
-            "PIXELFLOW_UPLOAD_BUCKET": f"stack-up-{suffix}",
-            "PIXELFLOW_OUTPUT_BUCKET": f"stack-out-{suffix}",
-            "PIXELFLOW_QUEUE_NAME": f"stack-uploads-{suffix}",
-            "PIXELFLOW_DLQ_NAME": f"stack-uploads-dlq-{suffix}",
-            "PIXELFLOW_MAX_RECEIVE_COUNT": "2",
-            "PIXELFLOW_BRIDGE_WAIT_SECONDS": "1",
-            "PIXELFLOW_BRIDGE_VISIBILITY_TIMEOUT": "3",
-            "PIXELFLOW_LADDER": "240,360",
-            "PIXELFLOW_SCRATCH_DIR": str(home / "scratch"),
-        },
-    )
-    instance = Stack(config, log=lambda message: print(f"stack: {message}", flush=True))
-    instance.up()
-    yield instance
-    instance.down()
+    config = stack_config(moto_server, tmp_path_factory.mktemp("stack"), "stack", PIXELFLOW_MAX_RECEIVE_COUNT="2",
+                          PIXELFLOW_BRIDGE_WAIT_SECONDS="1", PIXELFLOW_BRIDGE_VISIBILITY_TIMEOUT="3",
+                          PIXELFLOW_LADDER="240,360")
+    with running_stack(config) as instance:
+        yield instance
 
 
 def _runs(stack: Stack) -> list[dict]:
