@@ -4,7 +4,7 @@ Through a real local stack (Prefect server, process worker forking from the flow
 bridge, moto): an upload longer than ``PIXELFLOW_CHUNK_SECONDS`` is published from one
 ``transcode-chunk`` flow run per chunk, each a child of the upload's ``transcode`` run, with
 the renditions the run's own task runner makes; a child whose process is killed is run again
-alone; a source damaged in its middle is rejected as the in-run path rejects it, leaving nothing
+alone, and a retry of a run whose chunk failed every try redoes that chunk alone; a source damaged in its middle is rejected as the in-run path rejects it, leaving nothing
 in the output bucket. On the production pool, the real ECS worker submits one ECS task per
 chunk (moto's ECS records them and runs nothing).
 """
@@ -141,33 +141,52 @@ def test_each_chunk_is_its_own_flow_run_and_the_asset_is_the_in_run_one(stack, c
     assert all(len(durations) == 8 for durations in dispatched.values()), dispatched
 
 
-def test_a_child_whose_process_is_killed_is_run_again_alone(stack, clip, tmp_path):
-    damaged_free = tmp_path / "killed.mp4"  # other bytes than the first test's clip: another asset
+def test_a_killed_child_is_run_again_alone_and_a_retry_of_the_run_redoes_only_its_chunk(stack, clip, tmp_path):
+    from prefect.client.orchestration import SyncPrefectClient
+
+    from pixelflow.ops.runs import retry_flow_run
+
+    other = tmp_path / "killed.mp4"  # other bytes than the first test's clip: another asset
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(clip), "-c", "copy", "-metadata", "title=killed",
-                    str(damaged_free)], check=True)
-    etag, asset = _upload(stack, damaged_free, "long/killed.mp4")
+                    str(other)], check=True)
+    etag, asset = _upload(stack, other, "long/killed.mp4")
     parent = wait_for(lambda: stack.prefect.flow_run_for("long/killed.mp4", etag), timeout=120,
                       what="the transcode run")
-
-    # chunk 1's child, forked from the flow starter: its process killed as soon as it runs
-    (child,) = wait_for(lambda: [c for c in _children(stack, parent["id"]) if _chunk_index(c) == 1], timeout=180,
-                        what="chunk 1's flow run")
     log = stack.config.log_dir / "flow-starter.log"
-    pid = int(wait_for(lambda: re.search(rf"flow run {child['id']}: pid (\d+)", log.read_text()), timeout=120,
-                       interval=0.05, what="chunk 1's process").group(1))
-    time.sleep(0.5)
-    os.kill(pid, signal.SIGKILL)
 
-    manifest = stack.uploads.wait_for_manifest(asset, timeout=300)
-    parent = _parent(stack, "long/killed.mp4", etag, ("COMPLETED",))
+    def kill_chunk_1(tries: int) -> None:
+        """Kill the process of chunk 1's next flow run, forked from the flow starter, as it runs."""
+        (child,) = wait_for(lambda: [c for c in _children(stack, parent["id"]) if _chunk_index(c) == 1][tries - 1:],
+                            timeout=180, what=f"chunk 1's flow run number {tries}")
+        pid = int(wait_for(lambda: re.search(rf"flow run {child['id']}: pid (\d+)", log.read_text()), timeout=120,
+                           interval=0.05, what="chunk 1's process").group(1))
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+
+    # every try of chunk 1 killed (PIXELFLOW_TASK_RETRIES=2: three tries): each crashed child is
+    # followed by a new one for chunk 1 alone, then the run fails
+    for tries in (1, 2, 3):
+        kill_chunk_1(tries)
+    failed = _parent(stack, "long/killed.mp4", etag, ("FAILED", "COMPLETED"))
+    assert failed["state_type"] == "FAILED" and failed["state"]["message"].startswith("transcode_failed: ")
     children = _children(stack, parent["id"])
     by_chunk = {i: [r["state_type"] for r in children if _chunk_index(r) == i] for i in range(4)}
-    # the killed child crashed and a new one encoded chunk 1; every other chunk ran once
-    assert by_chunk == {0: ["COMPLETED"], 1: ["CRASHED", "COMPLETED"], 2: ["COMPLETED"], 3: ["COMPLETED"]}, by_chunk
+    assert by_chunk == {0: ["COMPLETED"], 1: ["CRASHED"] * 3, 2: ["COMPLETED"], 3: ["COMPLETED"]}, by_chunk
     dispatches = {t["name"]: t for t in _task_runs(stack, parent["id"]) if t["name"].startswith("dispatch-chunk")}
-    assert dispatches["dispatch-chunk-1"]["run_count"] == 2
+    assert dispatches["dispatch-chunk-1"]["run_count"] == 3
     assert all(dispatches[f"dispatch-chunk-{i}"]["run_count"] == 1 for i in (0, 2, 3))
-    assert [c["index"] for c in manifest["chunks"]] == [0, 1, 2, 3]
+
+    # A retry of the run (its second attempt) dispatches chunk 1 alone; the others are the
+    # first attempt's, from their flow runs' persisted results.
+    with SyncPrefectClient(stack.api_url) as client:
+        assert retry_flow_run(client, parent["id"]).scheduled
+    manifest = stack.uploads.wait_for_manifest(asset, timeout=300)
+    _parent(stack, "long/killed.mp4", etag, ("COMPLETED",))
+    second = [r for r in _children(stack, parent["id"]) if r["parameters"]["attempt"] == 2]
+    assert [(_chunk_index(r), r["state_type"]) for r in second] == [(1, "COMPLETED")]
+    folders = {c["index"]: c["folder"] for c in manifest["chunks"]}
+    assert folders[1] == manifest["folder"] == second[0]["parameters"]["folder"]
+    assert len({folders[i] for i in (0, 2, 3)}) == 1 and folders[0] != manifest["folder"]
     assert all(r["segments"] == 8 for r in manifest["renditions"])
 
 
