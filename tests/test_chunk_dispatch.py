@@ -116,8 +116,8 @@ def test_each_chunk_is_its_own_flow_run_and_the_asset_is_the_in_run_one(stack, c
         assert [t["name"] for t in _task_runs(stack, child["id"]) if t["name"].startswith("encode-chunk")] == [
             f"encode-chunk-{_chunk_index(child)}"]
     starter = (stack.config.log_dir / "flow-starter.log").read_text()
-    pids = {re.search(rf"flow run {c['id']}: pid (\d+)", starter).group(1) for c in children}
-    assert len(pids) == 4
+    pids = {re.search(rf"flow run {c['id']}: pid (\d+), warm start", starter).group(1) for c in children}
+    assert len(pids) == 4  # each forked from the flow starter, which imported flows/chunk.py
 
     # The same upload through the run's own task runner (the flow called in-process: no
     # deployment, so no dispatch): the same renditions, segment for segment.
@@ -291,6 +291,7 @@ def test_on_the_ecs_pool_the_worker_starts_one_task_per_chunk(moto_server, prefe
                           }["PREFECT__FLOW_RUN_ID"] for t in tasks)
         # one task per chunk, each the chunk's own flow run; the parent runs here, not there
         assert started == sorted(str(r.id) for r in dispatched), (started, output)
+        assert all("/pixelflow-transcode:" in t["taskDefinitionArn"] for t in tasks)  # the pool's task definition
     finally:
         os.killpg(engine.pid, signal.SIGKILL)
         engine.wait(30)
