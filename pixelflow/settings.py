@@ -136,6 +136,11 @@ class PixelFlowSettings(BaseSettings):
         "file; 0: every source in one pass.")
     chunk_workers: int = Field(2, ge=1, description="Chunks of one run encoded at once (each one FFmpeg process "
                                "decoding its range and encoding every rung).")
+    progressive: bool = Field(
+        False, description="Make a chunked asset playable before it is done: its master playlist and EVENT media "
+        "playlists are published once the first chunk (and the audio) is, grow as later chunks finish, and are "
+        "closed with #EXT-X-ENDLIST at the end (docs/chunks.md). Viewers may watch a source that is later found "
+        "damaged and withdrawn; off: an asset is visible only once whole.")
     max_attempts: int = Field(4, description="Attempts of one transcode run (crash re-runs and retries) before it gives up.")
     task_retries: int = Field(2, description="Automatic retries of a failed transcode or transfer task (transient errors only).")
 
