@@ -75,6 +75,7 @@ def _paused(fragment: str, scratch: Path, timeout: float = 60.0) -> int:
 @pytest.mark.browser
 def test_a_progressive_asset_plays_in_chromium_before_its_run_ends_and_its_playlists_only_grow(
         prefect_server, buckets, media_dir, browser, progressive):
+    from pixelflow.commands.status import format_state
     from pixelflow.ops.api.assets import asset_view
     from pixelflow.ops.assets import get_asset
     from pixelflow.player import make_server, serve_in_thread, server_url
@@ -111,6 +112,7 @@ def test_a_progressive_asset_plays_in_chromium_before_its_run_ends_and_its_playl
         assert view["playable"] and view["playback"]["hls"] == f"http://api.test/assets/{aid}/master.m3u8"
         state = get_asset(aid, PixelFlowSettings(), s3_client())
         assert (state.status, state.playable) == ("processing", True)
+        assert format_state(state) == "processing (playable)"  # pixelflow status, ls
 
         # Chromium plays it while the run is held
         server = make_server(PixelFlowSettings(), port=0, s3=s3_client())
