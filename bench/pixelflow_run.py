@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -144,6 +145,34 @@ def download_prefix(bucket: str, prefix: str, dest: Path) -> None:
             s3.download_file(bucket, obj["Key"], str(target))
 
 
+class ObjectWatch(threading.Thread):
+    """When objects whose keys end with one of ``suffixes`` first appear in ``bucket``, in
+    seconds from ``started`` (one listing every ``interval`` seconds: that is the resolution)."""
+
+    def __init__(self, bucket: str, suffixes: tuple[str, ...], started: float, interval: float = 0.1):
+        super().__init__(daemon=True)
+        self.bucket, self.suffixes, self.started, self.interval = bucket, suffixes, started, interval
+        self.seen: dict[str, float] = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        from pixelflow.aws import s3_client
+
+        s3 = s3_client()
+        while not self._halt.is_set():
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+                for obj in page.get("Contents", []):
+                    suffix = next((s for s in self.suffixes if obj["Key"].endswith(s)), None)
+                    if suffix is not None and suffix not in self.seen:
+                        self.seen[suffix] = round(time.time() - self.started, 2)
+            self._halt.wait(self.interval)
+
+    def stop(self) -> dict[str, float]:
+        self._halt.set()
+        self.join(10)
+        return dict(self.seen)
+
+
 @dataclass
 class FlowRun:
     """One measured PixelFlow run."""
@@ -153,10 +182,12 @@ class FlowRun:
     timeline: dict
     services_cpu: float
     output_dir: Path | None
+    seen: dict[str, float] = field(default_factory=dict)
 
 
 def run_pixelflow(stack: Stack, source_key: str, ladder: str | None, work: Path, label: str,
-                  keep_output: Path | None = None, timeout: float = 3600) -> FlowRun:
+                  keep_output: Path | None = None, timeout: float = 3600, settings: dict[str, str] | None = None,
+                  watch: tuple[str, ...] = ()) -> FlowRun:
     """Transcode one fresh copy of ``source_key`` through the flow in its own process.
 
     Args:
@@ -167,6 +198,9 @@ def run_pixelflow(stack: Stack, source_key: str, ladder: str | None, work: Path,
         label: Names the run's log and key.
         keep_output: Download the published asset here (else it is only measured, then deleted).
         timeout: Kill the run past this many seconds.
+        settings: More ``PIXELFLOW_*`` settings of the run.
+        watch: Key suffixes (``/master.m3u8``) whose first appearance in the output bucket is
+            timed (:class:`ObjectWatch`; ``FlowRun.seen``).
     """
     from pixelflow.aws import s3_client
 
@@ -191,11 +225,16 @@ def run_pixelflow(stack: Stack, source_key: str, ladder: str | None, work: Path,
         env["PIXELFLOW_LADDER"] = ladder
     else:
         env.pop("PIXELFLOW_LADDER", None)
+    env.update(settings or {})
     result_path = work / f"{label}-{run_id}.json"
     cpu_before = stack.services_cpu()
     started = time.time()
+    watcher = ObjectWatch(out_bucket, watch, started) if watch else None
+    if watcher is not None:
+        watcher.start()
     measurement = run_group([[sys.executable, "-m", "bench.flow_child", stack.upload_bucket, key, str(result_path)]],
                             work / f"{label}-{run_id}.log", env=env, cwd=str(ROOT), timeout=timeout)
+    seen = watcher.stop() if watcher is not None else {}
     services_cpu = stack.services_cpu() - cpu_before
     result = json.loads(result_path.read_text()) if result_path.exists() else {"state": "CRASHED"}
     line = timeline(stack, result["flow_run_id"], started) if result.get("flow_run_id") else {}
@@ -208,4 +247,4 @@ def run_pixelflow(stack: Stack, source_key: str, ladder: str | None, work: Path,
         kept = keep_output
     _empty_bucket(out_bucket)
     s3.delete_object(Bucket=stack.upload_bucket, Key=key)
-    return FlowRun(measurement, result, line, services_cpu, kept)
+    return FlowRun(measurement, result, line, services_cpu, kept, seen)

@@ -17,12 +17,14 @@ removed, so nothing of the source is left there.
 
 from __future__ import annotations
 
+import math
+
 from prefect import get_run_logger
 from prefect.futures import as_completed, wait
 from prefect.results import get_result_store
 
 from pixelflow.core.chunks import ChunkOutput, plan_chunks
-from pixelflow.core.layout import POSTER, missing_objects
+from pixelflow.core.layout import MASTER, POSTER, missing_objects
 from pixelflow.core.ladder import poster_rendition
 from pixelflow.core.storyboard import STORYBOARD_IMAGE
 from pixelflow.errors import PixelFlowError
@@ -30,6 +32,7 @@ from flows.transcode import _published_renditions, _raise_first_failure, _retrie
 from tasks.chunks import (ChunkProgress, chunk_cache_key, discard_chunks, encode_chunk, stitch_chunks,
                           storyboard_from_rendition)
 from tasks.encode import make_poster
+from tasks.progressive import close_audio_playlist, publish_progress
 from tasks.records import encode_percent, progress_recorder, report_progress
 
 
@@ -40,6 +43,11 @@ class ChunkedRun(_Run):
         super().__init__(*args, **kwargs)
         self.chunks = plan_chunks(self.info.duration, self.plan, self.config, self.settings.chunk_seconds)
         self.attempt = int(self.folder.rsplit("-", 1)[-1])
+        # Progressive: the EVENT playlists' target duration, fixed from the first one published.
+        self.progressive = self.settings.progressive and bool(self.chunks)
+        self.event_target = math.ceil(self.config.segment_seconds)
+        self.published = 0  # chunks published as EVENT playlists so far (from chunk 0)
+        self.done: dict[int, ChunkOutput] = {}
         get_run_logger().info("asset %s: %d chunks of %d segments", self.layout.asset_id, len(self.chunks),
                               self.chunks[0].segments if self.chunks else 0)
 
@@ -97,15 +105,17 @@ class ChunkedRun(_Run):
         images = {POSTER: _retried(make_poster, settings).submit(self.local, info, poster_rendition(self.plan),
                                                                  self.scratch / POSTER, self.limits)}
         encoded = []
-        with report_progress(encode_percent(progress, info.duration),
-                             progress_recorder(settings.records_table, self.layout.asset_id)):
+        self.done = dict(reused)
+        self.percent = encode_percent(progress, info.duration)
+        with report_progress(self.percent, progress_recorder(settings.records_table, self.layout.asset_id)):
             running, rejected = [], False
+            self.advance(audio_upload)  # chunks an earlier attempt published play at once
             for chunk in [c for c in self.chunks if c.index not in reused]:
                 while len(running) >= settings.chunk_workers and not rejected:
                     finished = next(as_completed(running))
                     finished.wait()
                     running.remove(finished)
-                    rejected = _rejected(finished)
+                    rejected = self.finished(finished, audio_upload)
                 if rejected:  # a chunk found the source damaged: no chunk after it is started
                     break
                 encoded.append(encode.submit(chunk, self.local, info, self.plan, self.config, self.out_root,
@@ -113,19 +123,26 @@ class ChunkedRun(_Run):
                                              self.layout.asset_id, self.fingerprint, self.folder, self.attempt,
                                              progress))
                 running.append(encoded[-1])
+            for finished in as_completed(running):
+                finished.wait()
+                if not rejected:
+                    rejected = self.finished(finished, audio_upload)
             others = [f for f in (audio_encoded, audio_upload) if f is not None] + list(images.values())
             wait(encoded + others)
         try:
             _raise_first_failure(encoded + others)
         except PixelFlowError as error:
-            if error.is_rejection:
-                _retried(discard_chunks, settings)(settings.output_bucket, self.layout.prefix,
-                                                   sorted({self.folder} | {o.folder for o in reused.values()}))
+            self.withdraw(error, sorted({self.folder} | {o.folder for o in reused.values()}))
             raise
         outputs = sorted([*reused.values(), *(f.result() for f in encoded)], key=lambda o: o.chunk.index)
         self.manifest_extra = {"encoding": "chunked", "chunks": [o.manifest_entry() for o in outputs]}
+        target = self.event_target if self.progressive else None
         stitched = [_retried(stitch_chunks, settings).submit(r, outputs, self.out_root, settings.output_bucket,
-                                                             self.layout.prefix, self.folder) for r in self.plan]
+                                                             self.layout.prefix, self.folder, target)
+                    for r in self.plan]
+        if self.progressive and audio_upload is not None:  # its viewers' audio playlist, closed
+            audio_upload = _retried(close_audio_playlist, settings).submit(
+                audio_upload, self.out_root, settings.output_bucket, self.layout.prefix)
         if self.storyboard is not None:  # from the smallest rung's pictures, as the ladder process makes it
             smallest = min(range(len(self.plan)), key=lambda i: self.plan[i].width * self.plan[i].height)
             images[STORYBOARD_IMAGE] = _retried(storyboard_from_rendition, settings).submit(
@@ -135,6 +152,59 @@ class ChunkedRun(_Run):
         _raise_first_failure(stitched + list(images.values()))
         return ([s.result() for s in stitched], audio_upload.result() if audio_upload else None,
                 {name: image.result() for name, image in images.items()})
+
+
+    # --- progressive publication (PIXELFLOW_PROGRESSIVE) ---------------------------------------
+    def finished(self, future, audio_upload) -> bool:
+        """A chunk's task ended: published as far as the chunks run on from chunk 0 (progressive),
+        or whether it found the source damaged."""
+        if _rejected(future):
+            return True
+        if future.state.is_completed():
+            output = future.result()
+            self.done[output.chunk.index] = output
+            self.advance(audio_upload)
+        return False
+
+    def advance(self, audio_upload) -> None:
+        """With ``PIXELFLOW_PROGRESSIVE``: publish the chunks done from chunk 0 on as EVENT
+        playlists and the master playlist, once the audio is in the bucket (the first time, the
+        asset's record turns ``playable``). A failure to publish progress only delays playback:
+        the asset is still published whole at the end."""
+        if not self.progressive:
+            return
+        ready = 0
+        while ready in self.done:
+            ready += 1
+        if ready <= self.published:
+            return
+        audio = None
+        if audio_upload is not None:
+            audio_upload.wait()
+            if not audio_upload.state.is_completed():
+                return
+            audio = audio_upload.result()
+        chunks = [self.done[i] for i in range(ready)]
+        publishing = _retried(publish_progress, self.settings).submit(
+            ready, self.plan, chunks, audio, self.out_root, self.settings.output_bucket, self.layout.prefix,
+            self.folder, self.event_target)
+        publishing.wait()
+        if not publishing.state.is_completed():
+            get_run_logger().warning("could not publish chunks 0 to %d yet; the asset plays once complete", ready - 1)
+            return
+        first, self.published = not self.published, ready
+        if first and self.on_playable is not None:
+            self.on_playable(self.percent(), publishing.result())
+
+    def withdraw(self, error: PixelFlowError, folders: list[str]) -> None:
+        """What a failed encode leaves: a rejected source's chunks are removed, and a progressive
+        asset's master playlist (it plays nothing any more; a retry of a failed run publishes it
+        again)."""
+        removed = [MASTER] if self.published else []
+        if error.is_rejection:
+            _retried(discard_chunks, self.settings)(self.settings.output_bucket, self.layout.prefix, folders, removed)
+        elif removed:
+            _retried(discard_chunks, self.settings)(self.settings.output_bucket, self.layout.prefix, [], removed)
 
 
 def _rejected(future) -> bool:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -267,6 +267,7 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
             from flows.chunked import ChunkedRun as run_type
         run = run_type(settings, layout, local, info, scratch, listed, started, attempt_folder(flow_run_id, attempt),
                        source)
+        run.on_playable = lambda percent, until: _playable(record, source, percent, until)
         videos, audio, images = run.encode_and_upload()
         published = run.publish(source, videos, audio, images, flow_run_id, captions)
     except PixelFlowError as error:
@@ -297,6 +298,15 @@ def transcode(bucket: str, key: str, etag: str | None = None, version_id: str | 
         "passthrough": recorded.get("passthrough"),
     })
     return published
+
+
+def _playable(record: Callable[..., dict[str, Any]], source: Upload, percent: float, until: float) -> None:
+    """A progressive asset plays from now on (its master playlist is published): its record says
+    so (``playable``), and so does a ``pixelflow.asset.playable`` event."""
+    recorded = record("preparing", progress=round(percent, 1), playable=True)
+    get_run_logger().info("asset %s is playable (%.1f s of it so far)", source.asset_id, until)
+    _emit("pixelflow.asset.playable", source, {"status": "preparing", "playable": True, "seconds": round(until, 3),
+                                              "passthrough": recorded.get("passthrough")})
 
 
 def _late_folder(flow_run_id: str, attempt: int) -> str:
@@ -335,6 +345,8 @@ class _Run:
         self.encode_audio = _retried(transcode_audio, settings)
         self.storyboard = None
         self.manifest_extra: dict[str, Any] = {}  # what the manifest records besides (a chunked encode's chunks)
+        # Called once a progressive asset plays (percent encoded, seconds playable): flows/chunked.py.
+        self.on_playable: Callable[[float, float], None] | None = None
         if settings.storyboard_interval and self.plan:
             smallest = min(self.plan, key=lambda r: r.width * r.height)
             self.storyboard = Storyboard.plan(info.duration, smallest.width, smallest.height,

@@ -420,7 +420,8 @@ def table_definition() -> dict[str, Any]:
 
 def record_asset_state(settings: PixelFlowSettings, upload: Upload, status: str, *, progress: float | None = None,
                        manifest: Mapping[str, Any] | None = None, error: PixelFlowError | Mapping[str, Any] | None = None,
-                       flow_run_id: str | None = None, records: Records | None = None) -> dict[str, Any] | None:
+                       flow_run_id: str | None = None, records: Records | None = None,
+                       playable: bool = False) -> dict[str, Any] | None:
     """Record a state change of ``upload``'s asset (what the transcode flow calls).
 
     The first write links the asset to the API upload its key belongs to (its ``passthrough``
@@ -434,6 +435,8 @@ def record_asset_state(settings: PixelFlowSettings, upload: Upload, status: str,
         manifest: The published manifest (``ready``).
         error: Why it failed (``errored``): a :class:`PixelFlowError` or ``{"code", "message"}``.
         flow_run_id: The flow run making the asset.
+        playable: While preparing: its master playlist is published and plays what is encoded
+            so far (a progressive asset, docs/chunks.md). A ready asset is always playable.
         records: The store (default: :meth:`Records.from_settings`).
 
     Returns:
@@ -443,7 +446,7 @@ def record_asset_state(settings: PixelFlowSettings, upload: Upload, status: str,
     records = records or Records.from_settings(settings)
     asset_id = upload.asset_id
     fields: dict[str, Any] = {"progress": progress if status == PREPARING else (100 if status == READY else None),
-                              "flow_run_id": flow_run_id}
+                              "flow_run_id": flow_run_id, "playable": status == READY or (status == PREPARING and playable)}
     if status == READY and manifest is not None:
         fields.update(asset_fields_from_manifest(manifest))
     fields["errors"] = None

@@ -142,6 +142,11 @@ class PixelFlowSettings(BaseSettings):
         "deployment named like the run's own deployment, on the same work pool (its own container on ECS, its own "
         "process locally); `auto`, `runs` when the run was started from a deployment and that `transcode-chunk` "
         "deployment exists, else `tasks`.")
+    progressive: bool = Field(
+        False, description="Make a chunked asset playable before it is done: its master playlist and EVENT media "
+        "playlists are published once the first chunk (and the audio) is, grow as later chunks finish, and are "
+        "closed with #EXT-X-ENDLIST at the end (docs/chunks.md). Viewers may watch a source that is later found "
+        "damaged and withdrawn; off: an asset is visible only once whole.")
     max_attempts: int = Field(4, description="Attempts of one transcode run (crash re-runs and retries) before it gives up.")
     task_retries: int = Field(2, description="Automatic retries of a failed transcode or transfer task (transient errors only).")
 

@@ -130,20 +130,18 @@ def _take_part(rendition: Rendition, out_dir: Path, chunk: Chunk, out_root: Path
 @task(name="stitch-rendition", task_run_name="stitch-{rendition.name}", retries=RETRIES,
       retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def stitch_chunks(rendition: Rendition, chunks: list[ChunkOutput], out_root: Path, bucket: str, prefix: str,
-                  folder: str) -> RenditionOutput:
+                  folder: str, event_target: int | None = None) -> RenditionOutput:
     """One rung's rendition from its part of every chunk: the media playlist over all of them
-    (:func:`pixelflow.core.chunks.stitch_rendition`), put in ``folder`` of the asset; the
-    segments stay where their chunks put them."""
+    (:func:`pixelflow.core.chunks.stitch_rendition`; a progressive asset's closed EVENT
+    playlist with ``event_target``), put in ``folder`` of the asset; the segments stay where
+    their chunks put them."""
     playlist_path = in_folder(folder, f"{rendition.name}/{PLAYLIST}")
     parts = [c.part(rendition.name) for c in sorted(chunks, key=lambda c: c.chunk.index)]
     try:
-        text, measured = stitch_rendition(rendition.name, parts, playlist_path)
+        text, measured = stitch_rendition(rendition.name, parts, playlist_path, event_target)
     except ValueError as exc:
         raise PixelFlowError(ErrorCode.TRANSCODE_FAILED, f"The chunks do not make one rendition: {exc}") from None
-    init = out_root / parts[0].init
-    codecs = avc1_from_init(init.read_bytes()) if init.exists() else _read_init_codecs(bucket, prefix, parts[0].init)
-    if codecs is None:
-        raise PixelFlowError(ErrorCode.TRANSCODE_FAILED, f"The {rendition.name} init segment has no H.264 configuration.")
+    codecs = init_codecs(out_root, bucket, prefix, parts[0].init)
     local = out_root / playlist_path
     local.parent.mkdir(parents=True, exist_ok=True)
     local.write_text(text)
@@ -161,13 +159,19 @@ def stitch_chunks(rendition: Rendition, chunks: list[ChunkOutput], out_root: Pat
                            frame_rate=round(rendition.fps_float, 3))
 
 
-def _read_init_codecs(bucket: str, prefix: str, path: str) -> str | None:
-    """The codec string of an init segment an earlier attempt published (a reused chunk 0)."""
+def init_codecs(out_root: Path, bucket: str, prefix: str, path: str) -> str:
+    """The codec string of a chunked rendition's init segment (``path`` inside the asset): the
+    local one this run encoded, else the one an earlier attempt published (a reused chunk 0)."""
+    local = out_root / path
     try:
-        body = s3_client().get_object(Bucket=bucket, Key=f"{prefix}{path}")["Body"].read()
+        body = local.read_bytes() if local.exists() else s3_client().get_object(
+            Bucket=bucket, Key=f"{prefix}{path}")["Body"].read()
     except ClientError as exc:
         raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Reading the published {path} failed: {exc}") from None
-    return avc1_from_init(body)
+    codecs = avc1_from_init(body)
+    if codecs is None:
+        raise PixelFlowError(ErrorCode.TRANSCODE_FAILED, f"The init segment {path} has no H.264 configuration.")
+    return codecs
 
 
 @task(name="storyboard", task_run_name="storyboard", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
@@ -195,13 +199,21 @@ def storyboard_from_rendition(rendition: RenditionOutput, out_root: Path, bucket
 
 @task(name="discard-chunks", task_run_name="discard-chunks", retries=RETRIES, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def discard_chunks(bucket: str, prefix: str, folders: list[str]) -> int:
-    """Remove what the chunks of a rejected source put in the asset's ``folders``: a source found
-    damaged in one chunk publishes nothing, whatever its other chunks made. Returns how many."""
+def discard_chunks(bucket: str, prefix: str, folders: list[str], also: list[str] = ()) -> int:
+    """Remove what the chunks of a rejected source put in the asset's ``folders``, and the paths
+    ``also`` named (a progressive asset's master playlist): a source found damaged in one chunk
+    publishes nothing, whatever its other chunks made. Returns how many."""
     s3 = s3_client()
     try:  # a manifest naming nothing: every object listed is removed
         removed = _remove_unnamed(s3, bucket, prefix, {}, [f"{folder}/{path}" for folder in folders
                                                            for path in _list_prefix(s3, bucket, f"{prefix}{folder}/")])
+        if also:
+            response = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": f"{prefix}{p}"} for p in also],
+                                                                "Quiet": True})
+            if response.get("Errors"):
+                raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Removing {', '.join(also)} failed: "
+                                     f"{response['Errors'][:3]}")
+            removed += len(also)
     except ClientError as exc:
         raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Removing the rejected source's chunks failed: {exc}") from None
     get_run_logger().info("removed the %d objects the chunks of a rejected source left", removed)

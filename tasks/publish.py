@@ -203,10 +203,11 @@ def publish_asset(files: dict[str, bytes | Path], manifest: dict[str, Any], buck
     return manifest
 
 
-def put_master(s3, bucket: str, prefix: str, master: bytes) -> None:
-    """Write the asset's master playlist (always derived from its manifest by the caller)."""
+def put_master(s3, bucket: str, prefix: str, master: bytes, growing: bool = False) -> None:
+    """Write the asset's master playlist (derived from its manifest by the caller, or, while a
+    progressive asset is ``growing``, from what is published of it)."""
     try:
-        s3.put_object(Bucket=bucket, Key=f"{prefix}{MASTER}", Body=master, **object_headers(MASTER))
+        s3.put_object(Bucket=bucket, Key=f"{prefix}{MASTER}", Body=master, **object_headers(MASTER, growing))
     except ClientError as exc:
         raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Writing the master playlist failed: {exc}") from None
 

@@ -40,14 +40,15 @@ def _logger():
 
 def record_asset(table: str, upload_key_prefix: str, upload: Upload, status: str, *,
                  progress: float | None = None, manifest: Mapping[str, Any] | None = None,
-                 error: PixelFlowError | None = None, flow_run_id: str | None = None) -> dict[str, Any]:
+                 error: PixelFlowError | None = None, flow_run_id: str | None = None,
+                 playable: bool = False) -> dict[str, Any]:
     """Record the asset's new state in ``table``; its record (with the API upload's
     ``passthrough``), ``{}`` when the records could not be written (logged), :data:`DELETED`
     when the asset was deleted."""
     settings = PixelFlowSettings().model_copy(update={"records_table": table, "upload_key_prefix": upload_key_prefix})
     try:
         record = record_asset_state(settings, upload, status, progress=progress, manifest=manifest, error=error,
-                                    flow_run_id=flow_run_id)
+                                    flow_run_id=flow_run_id, playable=playable)
     except Exception as exc:  # noqa: BLE001 - the index lags; the reconciler repairs it from S3
         _logger().warning("could not record asset %s as %s (%s: %s); pixelflow reconcile will repair it",
                                  upload.asset_id, status, type(exc).__name__, exc)

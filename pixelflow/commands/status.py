@@ -54,8 +54,11 @@ def format_duration(seconds: float | None) -> str:
 
 
 def format_state(info: assets.AssetInfo) -> str:
-    """``ready``, ``processing``, or ``rejected (not_media)``."""
-    return f"{info.status} ({info.error['code']})" if info.error else info.status
+    """``ready``, ``processing`` (``processing (playable)`` once a progressive asset plays), or
+    ``rejected (not_media)``."""
+    if info.error:
+        return f"{info.status} ({info.error['code']})"
+    return f"{info.status} (playable)" if info.status == assets.PROCESSING and info.playable else info.status
 
 
 def _when(info: assets.AssetInfo) -> str:

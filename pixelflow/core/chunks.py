@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
 
-from pixelflow.core.hls import bandwidths, parse_media_playlist
+from pixelflow.core.hls import bandwidths, event_playlist, parse_media_playlist
 from pixelflow.core.ladder import LadderConfig, Rendition
 
 #: Microseconds per second: FFmpeg's time options are read to the microsecond.
@@ -369,9 +369,12 @@ class ChunkOutput:
         return {**self.chunk.to_dict(), "attempt": self.attempt, "folder": self.folder}
 
 
-def stitch_rendition(name: str, parts: list[ChunkRendition], playlist_path: str) -> tuple[str, dict[str, Any]]:
+def stitch_rendition(name: str, parts: list[ChunkRendition], playlist_path: str,
+                     event_target: int | None = None) -> tuple[str, dict[str, Any]]:
     """One VOD media playlist over every chunk's part of a rung (in chunk order), and the
-    rendition's measurements.
+    rendition's measurements. With ``event_target`` (a progressive asset, docs/chunks.md), the
+    playlist is the closed ``EVENT`` playlist its viewers have seen grow
+    (:func:`pixelflow.core.hls.event_playlist`, that target duration at least).
 
     The playlist (at ``playlist_path`` inside the asset) names chunk 0's init segment and every
     segment by a URL relative to it (segments a retry reused stay in the folder of the attempt
@@ -434,6 +437,8 @@ def stitch_rendition(name: str, parts: list[ChunkRendition], playlist_path: str)
         lines += [f"#EXTINF:{duration:.6f},", posixpath.relpath(path, here)]
     lines.append("#EXT-X-ENDLIST")
     text = "\n".join(lines) + "\n"
+    if event_target is not None:
+        text = event_playlist(text, target=event_target)
     sizes = [size for _, _, size in segments]
     durations = [duration for _, duration, _ in segments]
     peak, average = bandwidths(sizes, durations, parts[0].init_size)

@@ -49,6 +49,67 @@ def parse_media_playlist(text: str) -> MediaPlaylist:
     return MediaPlaylist(init=init, segments=segments, target_duration=target)
 
 
+def event_playlist(text: str, *, until: float | None = None, ended: bool = True, target: int = 0) -> str:
+    """A VOD media playlist as an ``EVENT`` playlist: what a progressive asset publishes while
+    its chunks are encoded (a playlist that only grows), and, with ``ended``, closed with
+    ``#EXT-X-ENDLIST`` once the asset is complete.
+
+    Args:
+        text: A media playlist (FFmpeg's, or :func:`pixelflow.core.chunks.stitch_rendition`'s).
+        until: Keep only the segments that start before this time (seconds, to the
+            millisecond), the rest not yet published; ``None`` keeps every segment.
+        ended: Close the playlist (``#EXT-X-ENDLIST``): no segment will be added.
+        target: The least ``EXT-X-TARGETDURATION``: an EVENT playlist keeps the one it was first
+            published with, so each version states the planned segment length at least.
+
+    >>> text = ('#EXTM3U\\n#EXT-X-VERSION:7\\n#EXT-X-TARGETDURATION:4\\n#EXT-X-PLAYLIST-TYPE:VOD\\n'
+    ...         '#EXT-X-MAP:URI="init.mp4"\\n#EXTINF:4.0,\\ns0.m4s\\n#EXTINF:4.0,\\ns1.m4s\\n#EXTINF:1.5,\\ns2.m4s\\n'
+    ...         '#EXT-X-ENDLIST\\n')
+    >>> print(event_playlist(text, until=5.0, ended=False, target=5), end="")
+    #EXTM3U
+    #EXT-X-VERSION:7
+    #EXT-X-TARGETDURATION:5
+    #EXT-X-PLAYLIST-TYPE:EVENT
+    #EXT-X-MAP:URI="init.mp4"
+    #EXTINF:4.0,
+    s0.m4s
+    #EXTINF:4.0,
+    s1.m4s
+    >>> event_playlist(text).splitlines()[-3:]
+    ['#EXTINF:1.5,', 's2.m4s', '#EXT-X-ENDLIST']
+    """
+    lines: list[str] = []
+    start = 0.0
+    pending: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line == "#EXT-X-ENDLIST":
+            continue
+        if line.startswith("#EXT-X-TARGETDURATION:"):
+            line = f"#EXT-X-TARGETDURATION:{max(int(float(line.split(':', 1)[1])), target)}"
+        elif line.startswith("#EXT-X-PLAYLIST-TYPE:"):
+            line = "#EXT-X-PLAYLIST-TYPE:EVENT"
+        if line.startswith("#EXTINF:"):
+            pending.append(line)
+            duration = float(line.split(":", 1)[1].split(",")[0])
+            continue
+        if pending and not line.startswith("#"):  # a segment: kept if it starts before ``until``
+            if until is None or start < until - 1e-3:  # (to the millisecond: summed durations drift)
+                lines += pending + [line]
+            start += duration
+            pending = []
+            continue
+        if pending:  # a tag between #EXTINF and its URI belongs to the segment
+            pending.append(line)
+            continue
+        lines.append(line)
+    if not any(line.startswith("#EXT-X-PLAYLIST-TYPE:") for line in lines):
+        lines.insert(1, "#EXT-X-PLAYLIST-TYPE:EVENT")
+    if ended:
+        lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
 def bandwidths(segment_sizes: list[int], durations: list[float], init_size: int = 0) -> tuple[int, int]:
     """Peak and average bits per second of a rendition, measured from its segments.
 

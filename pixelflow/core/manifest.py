@@ -196,17 +196,22 @@ CONTENT_TYPES = {
 #: asset is picked up.
 IMMUTABLE = "public, max-age=31536000, immutable"
 SHORT = "public, max-age=60"
+GROWING = "public, max-age=1"
 
 
-def object_headers(name: str) -> dict[str, str]:
-    """``Content-Type`` and ``Cache-Control`` for a published file.
+def object_headers(name: str, growing: bool = False) -> dict[str, str]:
+    """``Content-Type`` and ``Cache-Control`` for a published file; a playlist that is still
+    ``growing`` (a progressive asset's, docs/chunks.md) is cached a second at most, as a live
+    playlist is.
 
     >>> object_headers("720p/seg_00001.m4s")
     {'ContentType': 'video/iso.segment', 'CacheControl': 'public, max-age=31536000, immutable'}
     >>> object_headers("master.m3u8")["CacheControl"]
     'public, max-age=60'
+    >>> object_headers("720p/index.m3u8", growing=True)["CacheControl"]
+    'public, max-age=1'
     """
     suffix = name[name.rfind("."):] if "." in name else ""
     content_type = CONTENT_TYPES.get(suffix, "application/octet-stream")
-    cache = SHORT if suffix in (".m3u8", ".json", ".vtt") else IMMUTABLE
+    cache = GROWING if growing else SHORT if suffix in (".m3u8", ".json", ".vtt") else IMMUTABLE
     return {"ContentType": content_type, "CacheControl": cache}

@@ -14,7 +14,9 @@ An asset's state is derived from three places, so no database is needed:
   "source"?: {"bucket", "key", "etag", "version_id"}, "recorded_at"?, ...}``. Without a
   ``status``, codes from :data:`pixelflow.errors.REJECTION_CODES` mean *rejected* (the source is
   unacceptable) and any other code means *failed*.
-* **processing** — a source in the upload bucket whose asset id has neither record yet.
+* **processing** — a source in the upload bucket whose asset id has neither record yet;
+  ``playable`` when a progressive run (``PIXELFLOW_PROGRESSIVE``, docs/chunks.md) has published
+  its master playlist already (its media playlists grow until the manifest is written).
 
 Everything else is unknown (:class:`AssetNotFound`). An upload's asset id is
 :attr:`pixelflow.core.upload.Upload.asset_id` (its bucket, key and ETag/VersionId).
@@ -76,6 +78,8 @@ class AssetInfo:
         storyboard: The manifest's ``storyboard`` entry (its files' names and layout), when it has one.
         downloads: The MP4 downloads (``name``, ``file``, ``size``, ``width``, ``height``).
         audio_only: Whether the asset is audio alone (no video renditions, no poster).
+        playable: Whether its master playlist plays: once ready, and while a progressive run
+            publishes it chunk by chunk.
         poster: Where the poster is inside the asset (``<attempt folder>/poster.jpg``), ``None``
             when it has none.
         created: When the asset was published, rejected or uploaded (UTC).
@@ -91,6 +95,7 @@ class AssetInfo:
     storyboard: dict[str, Any] | None = None
     downloads: list[dict[str, Any]] = field(default_factory=list)
     audio_only: bool = False
+    playable: bool = False
     poster: str | None = None
     created: datetime | None = None
     error: dict[str, Any] | None = None
@@ -149,6 +154,7 @@ def _from_manifest(asset_id: str, manifest: dict[str, Any], modified: datetime) 
         storyboard=manifest.get("storyboard"),
         downloads=list(manifest.get("downloads") or []),
         audio_only=not manifest.get("renditions") and bool(manifest.get("audio")),
+        playable=True,
         poster=poster if isinstance(poster, str) else None,
         created=created or modified,
         source=manifest.get("source"),
@@ -237,7 +243,21 @@ def asset_state(asset_id: str, settings: PixelFlowSettings, s3, source: dict[str
     upload = Upload.from_head(source["bucket"], source["key"], head)
     if upload.asset_id != asset_id:
         return None
-    return AssetInfo(asset_id=asset_id, status=PROCESSING, created=head.get("LastModified"), source=upload.to_dict())
+    return _processing(asset_id, settings, s3, head.get("LastModified"), upload.to_dict())
+
+
+def _processing(asset_id: str, settings: PixelFlowSettings, s3, created: datetime | None,
+                source: dict[str, Any]) -> AssetInfo:
+    """An asset whose upload is being processed: playable once a progressive run published its
+    master playlist (before its manifest)."""
+    try:
+        s3.head_object(Bucket=settings.output_bucket, Key=settings.layout(asset_id).master_key)
+        playable = True
+    except ClientError as exc:
+        if not is_missing(exc):
+            raise
+        playable = False
+    return AssetInfo(asset_id=asset_id, status=PROCESSING, created=created, source=source, playable=playable)
 
 
 def read_manifest(asset_id: str, settings: PixelFlowSettings, s3) -> dict[str, Any] | None:
@@ -330,7 +350,7 @@ def get_asset(asset_id: str, settings: PixelFlowSettings, s3) -> AssetInfo:
         return info
     for found_id, source, uploaded in iter_sources(settings, s3):
         if found_id == asset_id:
-            return AssetInfo(asset_id=asset_id, status=PROCESSING, created=uploaded, source=source)
+            return _processing(asset_id, settings, s3, uploaded, source)
     raise AssetNotFound(f"No asset {asset_id} (nothing published, rejected or uploaded with this id).")
 
 

@@ -31,7 +31,8 @@ from pixelflow.ops.playback import playback_urls, signed_playback_base
 from pixelflow.aws import is_missing
 from pixelflow.errors import ErrorCode, PixelFlowError
 from pixelflow import outbox, webhooks
-from pixelflow.records import ERRORED, PLAYBACK_POLICIES, PUBLIC, READY, SIGNED, Records, asset_fields_from_manifest
+from pixelflow.records import (ERRORED, PLAYBACK_POLICIES, PREPARING, PUBLIC, READY, SIGNED, Records,
+                               asset_fields_from_manifest)
 from pixelflow.settings import PixelFlowSettings
 
 logger = logging.getLogger("pixelflow.ops.api")
@@ -59,8 +60,13 @@ def asset_view(record: dict[str, Any], base: str, default_policy: str = PUBLIC) 
     policy = record.get("playback_policy")
     data["playback_policy"] = policy if policy in PLAYBACK_POLICIES else default_policy
     data["audio_only"] = bool(record.get("audio_only"))
+    # A progressive asset plays while it is prepared (its master playlist grows: docs/chunks.md).
+    data["playable"] = record.get("status") == READY or (record.get("status") == PREPARING
+                                                          and bool(record.get("playable")))
     data["playback"] = (playback_urls(base, asset_id, record)
-                        if record.get("status") == READY and data["playback_policy"] == PUBLIC else None)
+                        if data["playable"] and data["playback_policy"] == PUBLIC else None)
+    if data["playback"] and record.get("status") != READY:  # no poster before the asset is published
+        data["playback"]["poster"] = None
     return data
 
 

@@ -148,7 +148,10 @@ class AssetData(BaseModel):
     max_resolution: str | None = None
     renditions: list[dict[str, Any]] = Field(default_factory=list)
     audio_only: bool = Field(False, description="An upload with audio and no video: its one rendition is audio.")
-    playback: Playback | None = Field(None, description="Once ready, for public assets (signed ones: playback "
+    playable: bool = Field(False, description="Whether players can load it: once ready, and while preparing when "
+                           "PIXELFLOW_PROGRESSIVE publishes a long asset as its chunks are encoded (the playlists "
+                           "grow until the asset is ready).")
+    playback: Playback | None = Field(None, description="Once playable, for public assets (signed ones: playback "
                                       "tokens give the URLs).")
     playback_policy: PlaybackPolicy = "public"
     passthrough: str | None = None

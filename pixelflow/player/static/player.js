@@ -205,6 +205,11 @@
       showError("Could not read the asset", info.code || `http_${response.status}`, info.message);
     } else if (info.status === "ready") {
       play(info);
+    } else if (info.status === "processing" && info.playable) {
+      // A progressive asset (docs/chunks.md): its playlists grow while the rest is encoded.
+      play(info);
+      statusLine.textContent = "Playable while processing… more of it arrives as it is encoded.";
+      setTimeout(watch, POLL_MS);
     } else if (info.status === "rejected") {
       showError("This upload was rejected", info.error.code, info.error.message);
     } else if (info.status === "failed") {
@@ -216,6 +221,29 @@
       statusLine.textContent = "Processing… this page starts playback when the asset is ready.";
       setTimeout(load, POLL_MS);
     }
+  }
+
+  // While a playable asset is still processing: its state, until it is ready (or withdrawn,
+  // which its playlists' 404s show as an error).
+  async function watch() {
+    const response = await fetch(statusUrl(), { cache: "no-store" }).catch(() => null);
+    const info = response && response.ok ? await response.json().catch(() => null) : null;
+    if (info && info.status === "ready") {
+      state.info = info;
+      const parts = ["Ready"];
+      if (info.duration) parts.push(formatDuration(info.duration));
+      if (info.renditions && info.renditions.length) parts.push(`${info.renditions.length} renditions`);
+      statusLine.textContent = parts.join(" · ");
+      document.body.dataset.complete = "true";
+      return;
+    }
+    if (info && (info.status === "rejected" || info.status === "failed")) {
+      if (state.hls) state.hls.destroy();
+      showError(info.status === "rejected" ? "This upload was rejected" : "Processing failed", info.error.code,
+        info.error.message);
+      return;
+    }
+    setTimeout(watch, POLL_MS);
   }
 
   video.addEventListener("resize", updateNowPlaying);
