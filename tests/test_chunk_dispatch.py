@@ -39,8 +39,9 @@ SECONDS = 16
 
 @pytest.fixture(scope="module")
 def stack(moto_server, tmp_path_factory):
+    # progressive: the EVENT playlists grow from the chunks' results as their flow runs end
     config = stack_config(moto_server, tmp_path_factory.mktemp("dispatch-stack"), "dispatch",
-                          PIXELFLOW_BRIDGE_WAIT_SECONDS="1", **CHUNKED)
+                          PIXELFLOW_BRIDGE_WAIT_SECONDS="1", PIXELFLOW_PROGRESSIVE="true", **CHUNKED)
     with running_stack(config) as instance:
         yield instance
 
@@ -139,6 +140,11 @@ def test_each_chunk_is_its_own_flow_run_and_the_asset_is_the_in_run_one(stack, c
     dispatched = _segments(s3, settings.output_bucket, f"{settings.asset_prefix}{asset}/", manifest)
     assert dispatched == _segments(s3_client(), out, f"assets/{in_run['asset_id']}/", in_run)
     assert all(len(durations) == 8 for durations in dispatched.values()), dispatched
+    # published progressively from the dispatched chunks: EVENT playlists, closed at the end
+    for rendition in manifest["renditions"]:
+        text = s3.get_object(Bucket=settings.output_bucket,
+                             Key=f"{settings.asset_prefix}{asset}/{rendition['playlist']}")["Body"].read().decode()
+        assert "#EXT-X-PLAYLIST-TYPE:EVENT" in text and text.rstrip().endswith("#EXT-X-ENDLIST")
 
 
 def test_a_killed_child_is_run_again_alone_and_a_retry_of_the_run_redoes_only_its_chunk(stack, clip, tmp_path):
