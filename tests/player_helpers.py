@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -97,3 +98,24 @@ def use_library(env: pytest.MonkeyPatch, library: dict[str, Any]) -> None:
     env.setenv("PIXELFLOW_OUTPUT_BUCKET", library["settings"].output_bucket)
     for name, value in TEST_LADDER.items():
         env.setenv(name, value)
+
+
+@contextmanager
+def player_page(browser, asset: str) -> Iterator[tuple[Any, list[str]]]:
+    """The player page of ``asset`` in Chromium, served by a player server of its own (the
+    current settings), and the page errors it raises; both closed on exit."""
+    from pixelflow.player import make_server, serve_in_thread, server_url
+
+    server = make_server(PixelFlowSettings(), port=0, s3=s3_client())
+    serve_in_thread(server)
+    context = browser.new_context(viewport={"width": 800, "height": 600})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(server_url(server, asset))
+        yield page, errors
+    finally:
+        context.close()
+        server.shutdown()
+        server.server_close()

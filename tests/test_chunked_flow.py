@@ -29,6 +29,7 @@ from pixelflow.pipeline.ffmpeg import probe, run_ffmpeg
 from tests.bad_media import mdat_range
 from tests.conftest import make_clip
 from tests.fault_helpers import Killer
+from tests.player_helpers import player_page
 from tests.test_flow_e2e import download_asset, ffmpeg_commands, ffprobe_json
 from tests.test_retry import task_runs
 
@@ -288,17 +289,7 @@ def _play_to_the_end(browser, asset: str, rate: float, timeout: float) -> tuple[
     times its speed, through the player server; returns what happened once playing
     (``waiting`` events, hls.js errors, fatal or not, the time ranges buffered at the end) and
     the duration the video element read."""
-    from pixelflow.player import make_server, serve_in_thread, server_url
-    from pixelflow.settings import PixelFlowSettings
-
-    server = make_server(PixelFlowSettings(), port=0, s3=s3_client())
-    serve_in_thread(server)
-    context = browser.new_context(viewport={"width": 800, "height": 600})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        page.goto(server_url(server, asset))
+    with player_page(browser, asset) as (page, errors):
         page.wait_for_selector("body[data-state=playing]", timeout=20_000)
         page.evaluate("""rate => {
             const video = document.getElementById('video');
@@ -315,10 +306,6 @@ def _play_to_the_end(browser, asset: str, rate: float, timeout: float) -> tuple[
         page.wait_for_function("window.playback.ended", timeout=timeout * 1000)
         playback = page.evaluate("window.playback")
         duration = page.eval_on_selector("#video", "v => v.duration")
-    finally:
-        context.close()
-        server.shutdown()
-        server.server_close()
     assert not errors, errors
     return playback, duration
 

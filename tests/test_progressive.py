@@ -20,6 +20,7 @@ from pixelflow.records import Records
 from pixelflow.settings import PixelFlowSettings
 from tests.conftest import make_clip
 from tests.fault_helpers import find_processes
+from tests.player_helpers import player_page
 from tests.test_chunked_flow import _damaged_in_the_middle, _upload
 
 pytestmark = pytest.mark.integration
@@ -78,7 +79,6 @@ def test_a_progressive_asset_plays_in_chromium_before_its_run_ends_and_its_playl
     from pixelflow.commands.status import format_state
     from pixelflow.ops.api.assets import asset_view
     from pixelflow.ops.assets import get_asset
-    from pixelflow.player import make_server, serve_in_thread, server_url
 
     up, out = buckets
     clip = make_clip(media_dir / "progressive.mp4", seconds=16, size="640x360", vf="hue=h=t*20")
@@ -115,37 +115,30 @@ def test_a_progressive_asset_plays_in_chromium_before_its_run_ends_and_its_playl
         assert format_state(state) == "processing (playable)"  # pixelflow status, ls
 
         # Chromium plays it while the run is held
-        server = make_server(PixelFlowSettings(), port=0, s3=s3_client())
-        serve_in_thread(server)
-        context = browser.new_context(viewport={"width": 800, "height": 600})
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(server_url(server, aid))
-        page.wait_for_selector("body[data-state=playing]", timeout=20_000)
-        page.evaluate("""() => {
-            const video = document.getElementById('video');
-            window.playback = {ended: false, fatal: []};
-            video.addEventListener('ended', () => { window.playback.ended = true; });
-            window.pixelflow.hls.on(window.Hls.Events.ERROR, (_e, d) => { if (d.fatal) window.playback.fatal.push(d.details); });
-            video.playbackRate = 2;
-        }""")
-        page.wait_for_function("document.getElementById('video').currentTime > 3", timeout=20_000)
-        assert run.is_alive() and not _exists(out, f"{prefix}manifest.json")
-        assert "processing" in page.inner_text("#status").lower()
+        with player_page(browser, aid) as (page, errors):
+            page.wait_for_selector("body[data-state=playing]", timeout=20_000)
+            page.evaluate("""() => {
+                const video = document.getElementById('video');
+                window.playback = {ended: false, fatal: []};
+                video.addEventListener('ended', () => { window.playback.ended = true; });
+                window.pixelflow.hls.on(window.Hls.Events.ERROR, (_e, d) => { if (d.fatal) window.playback.fatal.push(d.details); });
+                video.playbackRate = 2;
+            }""")
+            page.wait_for_function("document.getElementById('video').currentTime > 3", timeout=20_000)
+            assert run.is_alive() and not _exists(out, f"{prefix}manifest.json")
+            assert "processing" in page.inner_text("#status").lower()
+            os.kill(held, signal.SIGCONT)
+            held = None
+            run.join(120)
+            assert run.state.is_completed(), run.state.message
+            # the page plays on, through what was published since, to the end
+            page.wait_for_function("window.playback.ended", timeout=60_000)
+            assert page.evaluate("window.playback.fatal") == [] and not errors
+            assert page.eval_on_selector("#video", "v => v.duration") == pytest.approx(16.0, abs=0.1)
+            page.wait_for_selector("body[data-complete=true]", timeout=10_000)
     finally:
-        os.kill(held, signal.SIGCONT)
-    run.join(120)
-    assert run.state.is_completed(), run.state.message
-    try:  # the page plays on, through what was published since, to the end
-        page.wait_for_function("window.playback.ended", timeout=60_000)
-        assert page.evaluate("window.playback.fatal") == [] and not errors
-        assert page.eval_on_selector("#video", "v => v.duration") == pytest.approx(16.0, abs=0.1)
-        page.wait_for_selector("body[data-complete=true]", timeout=10_000)
-    finally:
-        context.close()
-        server.shutdown()
-        server.server_close()
+        if held is not None:
+            os.kill(held, signal.SIGCONT)
 
     # every playlist only grew: each early version is the start of the final one, now closed
     manifest = json.loads(_read(out, f"{prefix}manifest.json"))
