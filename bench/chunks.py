@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from bench.measure import run_group
+from bench.measure import fresh_dir, run_group
 from bench.runner import probe_source
 from bench.sources import SOURCES, ensure_source
 from pixelflow.core.chunks import plan_chunks
@@ -48,12 +47,6 @@ def model_seconds(chunk_seconds: list[float], fixed: float, tasks: int) -> float
     return fixed + sum(max(wave) for wave in waves(ordered, tasks))
 
 
-def _fresh(folder: Path) -> Path:
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    return folder
-
-
 def _nice(args: list[str]) -> list[str]:
     return ["nice", "-n", "10", *args]
 
@@ -68,19 +61,19 @@ def run(source_name: str, ladder: tuple[int, ...], chunk_seconds: float, work: P
     result: dict = {"source": source_name, "duration": case.info.duration, "ladder": [r.name for r in plan],
                     "chunk_seconds": chunk_seconds}
 
-    out = _fresh(work / "one-pass")
+    out = fresh_dir(work / "one-pass")
     say(f"{source_name}: one pass ...")
-    one = run_group([_nice(ladder_encode_args(source, case.info, plan, config, [str(_fresh(out / r.name)) for r in plan],
-                                              str(_fresh(out / "audio"))))], log)
+    one = run_group([_nice(ladder_encode_args(source, case.info, plan, config, [str(fresh_dir(out / r.name)) for r in plan],
+                                              str(fresh_dir(out / "audio"))))], log)
     result["one_pass"] = {"wall": round(one.wall, 2), "cpu": round(one.cpu, 2), "max_rss": one.max_rss}
 
     chunks = plan_chunks(case.info.duration, plan, config, chunk_seconds)
     for workers in (1, 2):
         say(f"{source_name}: {len(chunks)} chunks, {workers} at once ...")
-        out = _fresh(work / f"chunks-{workers}")
+        out = fresh_dir(work / f"chunks-{workers}")
         commands = [_nice(chunk_encode_args(source, case.info, plan, config,
-                                            [str(_fresh(out / str(c.index) / r.name)) for r in plan], c)) for c in chunks]
-        audio = _nice(audio_args(source, case.info, config, str(_fresh(out / "audio"))))
+                                            [str(fresh_dir(out / str(c.index) / r.name)) for r in plan], c)) for c in chunks]
+        audio = _nice(audio_args(source, case.info, config, str(fresh_dir(out / "audio"))))
         started, per_chunk, cpu, audio_wall = time.monotonic(), [], 0.0, 0.0
         for number, wave in enumerate(waves(commands, workers)):
             measured = run_group(wave + ([audio] if number == 0 else []), log)
@@ -111,10 +104,10 @@ def memory_flat(source_names: list[str], ladder: tuple[int, ...], chunk_seconds:
         plan = plan_ladder(*case.info.video.display_size, case.info.video.frame_rate, config)
         chunks = plan_chunks(case.info.duration, plan, config, chunk_seconds)
         for chunk in (chunks[0], chunks[-2]):
-            out = _fresh(work / f"memory-{name}-{chunk.index}")
+            out = fresh_dir(work / f"memory-{name}-{chunk.index}")
             say(f"{name}: chunk {chunk.index} alone, for its memory ...")
             measured = run_group([_nice(chunk_encode_args(str(case.path), case.info, plan, config,
-                                                          [str(_fresh(out / r.name)) for r in plan], chunk))],
+                                                          [str(fresh_dir(out / r.name)) for r in plan], chunk))],
                                  work / "ffmpeg.log")
             rows.append({"source": name, "duration": case.info.duration, "chunk": chunk.index,
                          "start": chunk.start, "max_rss": measured.max_rss, "seconds": round(measured.wall, 2)})

@@ -10,6 +10,7 @@ process tree at once (for example three FFmpeg processes running side by side) i
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -207,6 +208,13 @@ def wait_measured(processes: list[subprocess.Popen], started: float, sampler: Tr
         tree_peak_rss=sampler.peak if sampler else 0, returncodes=codes,
         processes=sorted(sampler.seen.values(), key=lambda p: p.first_seen) if sampler else [],
     )
+
+
+def fresh_dir(folder: Path) -> Path:
+    """An empty folder at ``folder`` (whatever was there removed)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
 
 
 def run_group(commands: list[list[str]], log: Path, env: dict[str, str] | None = None, cwd: str | None = None,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench import commands
-from bench.measure import run_group
+from bench.measure import fresh_dir, run_group
 from bench.pixelflow_run import Stack, run_pixelflow, upload_source
 from bench.quality import Output, measure_size, measure_ssim
 from pixelflow.pipeline import ffmpeg as pf_ffmpeg
@@ -79,17 +79,11 @@ def _timeout(case: SourceCase) -> float:
     return 600 + 40 * max(case.info.duration, 1)
 
 
-def _fresh(folder: Path) -> Path:
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    return folder
-
-
 def run_contender(contender: Contender, case: SourceCase, repeat: int, work: Path, stack: Stack | None,
                   keep: Path | None) -> dict:
     """One measured run of one contender on one source; outputs kept in ``keep`` when given."""
     label = f"{case.name}-{contender.name}-r{repeat}"
-    out = _fresh(keep if keep is not None else work / "scratch-out" / label)
+    out = fresh_dir(keep if keep is not None else work / "scratch-out" / label)
     record: dict = {"source": case.name, "contender": contender.name, "repeat": repeat, "started_at": time.time()}
     if contender.kind == "original":
         m = run_group(commands.original_commands(case.path, out), work / "logs" / f"{label}.log", timeout=_timeout(case))
@@ -152,7 +146,7 @@ def run_engine_variant(variant: commands.EngineVariant, case: SourceCase, repeat
                        keep: Path | None) -> dict:
     """One measured run of PixelFlow's encoding engine in one design variant (video rungs only)."""
     label = f"{case.name}-{variant.name}-r{repeat}"
-    out = _fresh(keep if keep is not None else work / "scratch-out" / label)
+    out = fresh_dir(keep if keep is not None else work / "scratch-out" / label)
     config = ladder_config(None)
     run = commands.engine_commands(variant, case.path, case.info, plan_for(case, config), config, out)
     m = run_group(run.commands, work / "logs" / f"{label}.log", timeout=_timeout(case), stdin=run.stdin,

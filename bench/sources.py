@@ -4,7 +4,8 @@ Every source is ``testsrc2`` (moving patterns, text, a gradient) with temporal n
 frame (``noise=alls=20:allf=t``), so each frame has fresh detail and the encoders cannot coast
 on flat colour, plus a stereo AAC tone: H.264 High profile, 30 fps, 2 s keyframe interval, the
 video bitrate of a camera recording of that size. A file is regenerated only when its recipe
-changes (the recipe's hash is part of the file name).
+changes (the recipe's hash is part of the file name). An audio-only source (pink noise, AAC in
+M4A: :func:`ensure_audio_source`) is cached the same way.
 """
 
 from __future__ import annotations
@@ -102,12 +103,39 @@ def ensure_source(name: str, cache: Path = CACHE, log=print) -> Path:
     out = spec.path(cache)
     if out.exists() and out.stat().st_size > 0:
         return out
-    cache.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.stem + ".part.mp4")
     piece = ensure_source(spec.piece, cache, log) if spec.piece else None
-    log(f"generating source {name} ({spec.description}) -> {out} ...")
+    return _generate(out, lambda partial: spec.args(partial, piece), f"{name} ({spec.description})", log)
+
+
+def audio_source_args(seconds: float, out: Path) -> list[str]:
+    """The FFmpeg command generating an audio-only source into ``out``: ``seconds`` of pink noise
+    (broadband, as speech or music is to a loudness meter), stereo AAC 128 kbit/s in an M4A file.
+
+    >>> args = audio_source_args(60, Path("a.m4a"))
+    >>> args[args.index("-i") + 1]
+    'anoisesrc=color=pink:amplitude=0.1:sample_rate=48000:duration=60'
+    """
+    return ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
+            "-f", "lavfi", "-i", f"anoisesrc=color=pink:amplitude=0.1:sample_rate=48000:duration={seconds:g}",
+            "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", "mp4", "-movflags", "+faststart", str(out)]
+
+
+def ensure_audio_source(seconds: float, cache: Path = CACHE, log=print) -> Path:
+    """The cached audio-only source of ``seconds`` seconds (:func:`audio_source_args`), generated first if missing."""
+    recipe = hashlib.sha256(" ".join(audio_source_args(seconds, Path("out.m4a"))).encode()).hexdigest()[:10]
+    out = cache / f"audio{seconds:g}-{recipe}.m4a"
+    if out.exists() and out.stat().st_size > 0:
+        return out
+    return _generate(out, lambda partial: audio_source_args(seconds, partial), f"audio-only, {seconds:g} s", log)
+
+
+def _generate(out: Path, args, description: str, log) -> Path:
+    """Run the command ``args(partial)`` and move the file it made to ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.stem + ".part" + out.suffix)
+    log(f"generating source {description} -> {out} ...")
     started = time.monotonic()
-    subprocess.run(spec.args(partial, piece), check=True)
+    subprocess.run(args(partial), check=True)
     partial.rename(out)
-    log(f"generated {name} in {time.monotonic() - started:.0f} s ({out.stat().st_size / 1e6:.1f} MB)")
+    log(f"generated {out.name} in {time.monotonic() - started:.0f} s ({out.stat().st_size / 1e6:.1f} MB)")
     return out
