@@ -70,7 +70,7 @@ def measure(stack, key: str, ladder: str, work: Path, label: str, settings: dict
 
 
 def run(short: str, long: str, ladder: str, chunk_seconds: float, workers: list[int], work: Path,
-        task_start: float, say=print) -> dict:
+        task_start: float, first_chunk_seconds: float = 0, say=print) -> dict:
     """The short source in one pass; the long one in one pass, then chunked with each worker count."""
     stack = start_stack(work)
     try:
@@ -82,11 +82,12 @@ def run(short: str, long: str, ladder: str, chunk_seconds: float, workers: list[
         for count in workers:
             runs.append(measure(stack, f"sources/{long}.mp4", ladder, work, f"{long}-chunks-{count}",
                                 {"PIXELFLOW_CHUNK_SECONDS": f"{chunk_seconds:g}", "PIXELFLOW_CHUNK_WORKERS": str(count),
-                                 "PIXELFLOW_PROGRESSIVE": "true"}, say))
+                                 "PIXELFLOW_PROGRESSIVE": "true",
+                                 "PIXELFLOW_PROGRESSIVE_FIRST_CHUNK_SECONDS": f"{first_chunk_seconds:g}"}, say))
     finally:
         stack.stop()
     result = {"short": short, "long": long, "ladder": ladder, "chunk_seconds": chunk_seconds, "runs": runs,
-              "task_start": task_start}
+              "task_start": task_start, "first_chunk_seconds": first_chunk_seconds}
     single = next((r for r in runs if r["label"] == f"{long}-chunks-1"), None)
     if single and single["chunk_seconds"]:
         counts = sorted({1, 2, 4, 8, len(single["chunk_seconds"])})
@@ -99,8 +100,9 @@ def markdown(result: dict) -> str:
     """The results as docs/bench.md's tables."""
     runs = result["runs"]
     long_one = next(r for r in runs if r["label"] == f"{result['long']}-one-pass")
+    first = f", the first {result['first_chunk_seconds']:g} s" if result.get("first_chunk_seconds") else ""
     lines = [f"Sources `{result['short']}` and `{result['long']}`, rungs {result['ladder']}, chunks of "
-             f"{result['chunk_seconds']:g} s (progressive), seconds from the run's start.", "",
+             f"{result['chunk_seconds']:g} s{first} (progressive), seconds from the run's start.", "",
              "| Run | Chunks | Playable (s) | Ready (s) | Ready against the long one-pass | CPU (s) |",
              "|---|---|---|---|---|---|"]
     for r in runs:
@@ -121,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ladder", default="360,720", help="PIXELFLOW_LADDER of every run")
     parser.add_argument("--chunk-seconds", type=float, default=30.0)
     parser.add_argument("--workers", default="1,2,4", help="PIXELFLOW_CHUNK_WORKERS of the chunked runs")
+    parser.add_argument("--first-chunk-seconds", type=float, default=0.0,
+                        help="PIXELFLOW_PROGRESSIVE_FIRST_CHUNK_SECONDS of the chunked runs (0: as long as the others)")
     parser.add_argument("--task-start", type=float, default=40.0,
                         help="assumed start-up of one Fargate task, for the model (seconds)")
     parser.add_argument("--work", type=Path, default=None)
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     work = (args.work or RESULTS / time.strftime("ready-%Y%m%d-%H%M%S")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     result = run(args.short, args.long, args.ladder, args.chunk_seconds,
-                 [int(n) for n in args.workers.split(",")], work, args.task_start)
+                 [int(n) for n in args.workers.split(",")], work, args.task_start, args.first_chunk_seconds)
     (work / "results.json").write_text(json.dumps(result, indent=2))
     text = markdown(result)
     (work / "report.md").write_text(text)

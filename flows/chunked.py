@@ -41,7 +41,9 @@ class ChunkedRun(_Run):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.chunks = plan_chunks(self.info.duration, self.plan, self.config, self.settings.chunk_seconds)
+        settings = self.settings  # a progressive asset's first chunk is short: it plays once that is done
+        self.chunks = plan_chunks(self.info.duration, self.plan, self.config, settings.chunk_seconds,
+                                  settings.progressive_first_chunk_seconds if settings.progressive else 0)
         self.attempt = int(self.folder.rsplit("-", 1)[-1])
         # Progressive: the EVENT playlists' target duration, fixed from the first one published.
         self.progressive = self.settings.progressive and bool(self.chunks)

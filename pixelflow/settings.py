@@ -147,6 +147,10 @@ class PixelFlowSettings(BaseSettings):
         "playlists are published once the first chunk (and the audio) is, grow as later chunks finish, and are "
         "closed with #EXT-X-ENDLIST at the end (docs/chunks.md). Viewers may watch a source that is later found "
         "damaged and withdrawn; off: an asset is visible only once whole.")
+    progressive_first_chunk_seconds: float = Field(
+        30.0, ge=0, description="With progressive on, the first chunk's length (whole segments; at most "
+        "chunk_seconds): the asset plays once it is encoded, so a short first chunk makes it playable sooner; 0: "
+        "chunk_seconds.")
     max_attempts: int = Field(4, description="Attempts of one transcode run (crash re-runs and retries) before it gives up.")
     task_retries: int = Field(2, description="Automatic retries of a failed transcode or transfer task (transient errors only).")
 

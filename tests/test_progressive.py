@@ -178,3 +178,23 @@ def test_a_source_found_damaged_after_it_became_playable_is_withdrawn_whole(pref
     assert error["code"] == "corrupt_stream"
     record = Records(PixelFlowSettings().records_table).get_asset(aid)
     assert record["status"] == "errored" and record["playable"] is False
+
+
+def test_a_short_first_chunk_makes_a_progressive_asset_that_is_one_rendition(prefect_server, buckets, media_dir,
+                                                                             progressive, monkeypatch):
+    """``PIXELFLOW_PROGRESSIVE_FIRST_CHUNK_SECONDS``: the first chunk one 2 s segment, the others
+    4 s; the renditions still number their segments on from 0 and last the source."""
+    from flows.transcode import transcode
+
+    monkeypatch.setenv("PIXELFLOW_PROGRESSIVE_FIRST_CHUNK_SECONDS", "2")
+    up, out = buckets
+    clip = make_clip(media_dir / "progressive.mp4", seconds=16, size="640x360", vf="hue=h=t*20")
+    etag = _upload(clip, up, "talks/first.mp4")
+    manifest = transcode(bucket=up, key="talks/first.mp4", etag=etag)
+    assert [(c["start"], c["first_segment"]) for c in manifest["chunks"]] == [(0.0, 0), (2.0, 1), (6.0, 3),
+                                                                              (10.0, 5), (14.0, 7)]
+    for rendition in manifest["renditions"] + [manifest["audio"]]:
+        text = _read(out, f"assets/{manifest['asset_id']}/{rendition['playlist']}")
+        assert parse_media_playlist(text).duration == pytest.approx(16.0, abs=0.1)
+        assert text.rstrip().endswith("#EXT-X-ENDLIST") and "#EXT-X-PLAYLIST-TYPE:EVENT" in text
+    assert [r["segments"] for r in manifest["renditions"]] == [8, 8]

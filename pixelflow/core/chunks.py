@@ -126,33 +126,41 @@ def segments_per_chunk(chunk_seconds: float, config: LadderConfig) -> int:
     return max(1, int(math.floor(chunk_seconds / config.segment_seconds + 1e-9)))
 
 
-def plan_chunks(duration: float, renditions: list[Rendition], config: LadderConfig, chunk_seconds: float) -> list[Chunk]:
+def plan_chunks(duration: float, renditions: list[Rendition], config: LadderConfig, chunk_seconds: float,
+                first_seconds: float = 0) -> list[Chunk]:
     """The chunks of a source of ``duration`` seconds, or ``[]`` when it is encoded in one pass
     (no video, ``chunk_seconds`` 0, or a source no longer than ``chunk_seconds``).
 
-    Each chunk is :func:`segments_per_chunk` segments long, cut at the first instant of the
-    rungs' common :func:`frame_grid` at or after its nominal start; a range too short to hold
-    one frame at the end is left to the chunk before it.
+    Each chunk is :func:`segments_per_chunk` segments long (the first one ``first_seconds`` long
+    when that is shorter: a progressive asset plays once its first chunk is done), cut at the
+    first instant of the rungs' common :func:`frame_grid` at or after its nominal start; a range
+    too short to hold one frame at the end is left to the chunk before it.
 
     >>> from pixelflow.core.ladder import plan_ladder
     >>> ntsc = plan_ladder(1280, 720, Fraction(60000, 1001), LadderConfig(heights=(360, 720)))
     >>> [(c.start_us, c.end_us) for c in plan_chunks(20, ntsc, LadderConfig(), 8)]
     [(0, 8008000), (8008000, 16016000), (16016000, 20000000)]
+    >>> [(c.start, c.end, c.first_segment, c.segments) for c in plan_chunks(20, ntsc, LadderConfig(), 8, 4)]
+    [(0.0, 4.004, 0, 1), (4.004, 12.012, 1, 2), (12.012, 20.0, 3, 2)]
     """
     if not renditions or chunk_seconds <= 0 or duration <= chunk_seconds:
         return []
     per_chunk = segments_per_chunk(chunk_seconds, config)
+    first = min(per_chunk, segments_per_chunk(first_seconds, config)) if first_seconds > 0 else per_chunk
     grid = frame_grid(renditions)
-    nominal = Fraction(config.segment_seconds).limit_denominator(1000) * per_chunk
+    segment = Fraction(config.segment_seconds).limit_denominator(1000)
     end_us = int(round(duration * _US))
-    starts: list[int] = []
-    for k in range(math.ceil(Fraction(duration).limit_denominator(_US) / nominal)):
-        start_us = math.floor(math.ceil(k * nominal / grid) * grid * _US)
+    starts: list[tuple[int, int]] = []  # (start in microseconds, first segment)
+    number = 0
+    while number * segment < Fraction(duration).limit_denominator(_US):
+        start_us = math.floor(math.ceil(number * segment / grid) * grid * _US)
         if starts and end_us - start_us < grid * _US:
             break
-        starts.append(start_us)
-    return [Chunk(k, start, starts[k + 1] if k + 1 < len(starts) else end_us, k * per_chunk, per_chunk)
-            for k, start in enumerate(starts)]
+        starts.append((start_us, number))
+        number += first if number == 0 else per_chunk
+    return [Chunk(k, start, starts[k + 1][0] if k + 1 < len(starts) else end_us, number,
+                  (starts[k + 1][1] if k + 1 < len(starts) else number + per_chunk) - number)
+            for k, (start, number) in enumerate(starts)]
 
 
 def _seconds(us: int) -> str:
