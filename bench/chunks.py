@@ -18,13 +18,13 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from bench.measure import fresh_dir, run_group
 from bench.runner import probe_source
+from bench.report import results_dir, write_results
 from bench.sources import SOURCES, ensure_source
 from pixelflow.core.chunks import plan_chunks
 from pixelflow.core.ffmpeg_args import audio_args, chunk_encode_args, ladder_encode_args
@@ -146,16 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-seconds", type=float, default=30.0)
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args(argv)
-    work = (args.work or RESULTS / time.strftime("chunks-%Y%m%d-%H%M%S")).resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    work = results_dir(args.work, RESULTS, "chunks")
     ladder = tuple(int(h) for h in args.ladder.split(","))
     result = run(args.source, ladder, args.chunk_seconds, work)
     memory = [] if args.memory_sources == "none" else memory_flat(args.memory_sources.split(","), ladder,
                                                                   args.chunk_seconds, work)
-    (work / "results.json").write_text(json.dumps({"run": result, "memory": memory}, indent=2))
-    text = markdown(result, memory)
-    (work / "report.md").write_text(text)
-    print(text)
+    write_results(work, {"run": result, "memory": memory}, markdown(result, memory))
     return 0
 
 

@@ -50,7 +50,7 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from bench.measure import Measurement, fresh_dir, run_group
-from bench.report import machine
+from bench.report import machine, results_dir, write_results
 from bench.runner import ladder_config, plan_for, probe_source
 from bench.sources import SOURCES, ensure_audio_source, ensure_source
 from pixelflow.core.downloads import download_renditions
@@ -421,14 +421,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loudness", type=float, default=-16.0, help="loudness target, LUFS")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args(argv)
-    work = (args.work or RESULTS / time.strftime("outputs-%Y%m%d-%H%M%S")).resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    work = results_dir(args.work, RESULTS, "outputs")
     result = Bench(args.source, args.ladder, args.repeats, work, args.audio_seconds, args.loudness).run()
     result["command"] = " ".join(["python -m bench.outputs", *(argv if argv is not None else sys.argv[1:])])
-    (work / "results.json").write_text(json.dumps(result, indent=2))
-    text = markdown(result)
-    (work / "report.md").write_text(text)
-    print(text)
+    write_results(work, result, markdown(result))
     return 0
 
 

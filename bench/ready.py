@@ -25,13 +25,12 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 from bench.chunks import model_seconds
 from bench.pixelflow_run import run_pixelflow, start_stack, upload_source
+from bench.report import results_dir, write_results
 from bench.sources import SOURCES, ensure_source
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -129,14 +128,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="assumed start-up of one Fargate task, for the model (seconds)")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args(argv)
-    work = (args.work or RESULTS / time.strftime("ready-%Y%m%d-%H%M%S")).resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    work = results_dir(args.work, RESULTS, "ready")
     result = run(args.short, args.long, args.ladder, args.chunk_seconds,
                  [int(n) for n in args.workers.split(",")], work, args.task_start, args.first_chunk_seconds)
-    (work / "results.json").write_text(json.dumps(result, indent=2))
-    text = markdown(result)
-    (work / "report.md").write_text(text)
-    print(text)
+    write_results(work, result, markdown(result))
     return 0
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 GIB = 2**30
@@ -16,6 +19,21 @@ SPEED_VS_ORIGINAL = 0.5
 SPEED_VS_BARE = 1.10
 SSIM_TOLERANCE = 0.003
 FLOW_MEMORY_LIMIT = 1.5 * GIB
+
+
+def results_dir(work: Path | None, results: Path, name: str) -> Path:
+    """The folder a benchmark writes to: ``work``, or a new ``<name>-<date>-<time>`` in ``results``
+    (created)."""
+    folder = (work or results / time.strftime(f"{name}-%Y%m%d-%H%M%S")).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_results(work: Path, data: dict[str, Any], text: str) -> None:
+    """Write a benchmark's ``results.json`` and ``report.md`` into ``work``, and print the report."""
+    (work / "results.json").write_text(json.dumps(data, indent=2))
+    (work / "report.md").write_text(text)
+    print(text)
 
 
 def machine() -> dict[str, Any]:
