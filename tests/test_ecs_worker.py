@@ -100,9 +100,14 @@ def test_ecs_worker_starts_the_transcode_task(moto_server, prefect_server, ecs_n
     ecs = boto3.client("ecs", region_name="us-east-1")
     ec2 = boto3.client("ec2", region_name="us-east-1")
 
+    # The task (Fargate, in the stack's cluster), whose definition is the pool's.
+    (task_arn,) = ecs.list_tasks(cluster=ecs_network["cluster"])["taskArns"]
+    (task,) = ecs.describe_tasks(cluster=ecs_network["cluster"], tasks=[task_arn], include=["TAGS"])["tasks"]
+    arn = task["taskDefinitionArn"]  # (other tests' revisions of the family share the region)
+
     # The task definition: the image, sized for 4K, logs to the stack's log group.
-    (arn,) = ecs.list_task_definitions(familyPrefix="pixelflow-transcode")["taskDefinitionArns"]
     definition = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+    assert definition["family"] == "pixelflow-transcode"
     (container,) = definition["containerDefinitions"]
     assert container["image"] == IMAGE
     assert container["name"] == "transcoder"
@@ -121,9 +126,6 @@ def test_ecs_worker_starts_the_transcode_task(moto_server, prefect_server, ecs_n
     }
 
     # The task: Fargate in the stack's cluster, the flow run's command and environment.
-    (task_arn,) = ecs.list_tasks(cluster=ecs_network["cluster"])["taskArns"]
-    (task,) = ecs.describe_tasks(cluster=ecs_network["cluster"], tasks=[task_arn], include=["TAGS"])["tasks"]
-    assert task["taskDefinitionArn"] == arn
     assert task["launchType"] == "FARGATE"
     (override,) = task["overrides"]["containerOverrides"]
     assert override["name"] == "transcoder"
