@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 from bench.measure import fresh_dir, run_group
-from bench.runner import probe_source
+from bench.runner import plan_for, probe_source
 from bench.report import results_dir, write_results
 from bench.sources import SOURCES, ensure_source
 from pixelflow.core.chunks import plan_chunks
 from pixelflow.core.ffmpeg_args import audio_args, chunk_encode_args, ladder_encode_args
-from pixelflow.core.ladder import LadderConfig, plan_ladder
+from pixelflow.core.ladder import LadderConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -51,11 +51,16 @@ def _nice(args: list[str]) -> list[str]:
     return ["nice", "-n", "10", *args]
 
 
-def run(source_name: str, ladder: tuple[int, ...], chunk_seconds: float, work: Path, say=print) -> dict:
-    """One pass, then the chunks with 1 and 2 workers, on source ``source_name``."""
+def _prepare(source_name: str, ladder: tuple[int, ...], say=print):
+    """Source ``source_name`` (generated if missing, probed), its ladder configuration and plan."""
     case = probe_source(source_name, ensure_source(source_name, log=say))
     config = LadderConfig(heights=ladder)
-    plan = plan_ladder(*case.info.video.display_size, case.info.video.frame_rate, config)
+    return case, config, plan_for(case, config)
+
+
+def run(source_name: str, ladder: tuple[int, ...], chunk_seconds: float, work: Path, say=print) -> dict:
+    """One pass, then the chunks with 1 and 2 workers, on source ``source_name``."""
+    case, config, plan = _prepare(source_name, ladder, say)
     source = str(case.path)
     log = work / "ffmpeg.log"
     result: dict = {"source": source_name, "duration": case.info.duration, "ladder": [r.name for r in plan],
@@ -99,9 +104,7 @@ def memory_flat(source_names: list[str], ladder: tuple[int, ...], chunk_seconds:
     lengths: flat when each process holds its range only."""
     rows = []
     for name in source_names:
-        case = probe_source(name, ensure_source(name, log=say))
-        config = LadderConfig(heights=ladder)
-        plan = plan_ladder(*case.info.video.display_size, case.info.video.frame_rate, config)
+        case, config, plan = _prepare(name, ladder, say)
         chunks = plan_chunks(case.info.duration, plan, config, chunk_seconds)
         for chunk in (chunks[0], chunks[-2]):
             out = fresh_dir(work / f"memory-{name}-{chunk.index}")

@@ -240,6 +240,7 @@ class Bench:
         """Section 2: the MP4 of the download rung, joined and remuxed from the ladder's output."""
         source = self.work / "ladder" / "ladder"
         out = fresh_dir(self.work / "download")
+        mp4 = out / f"{self.download.name}.mp4"
         runs, joins = [], []
         for repeat in range(self.repeats):
             self.say(f"repeat {repeat + 1}/{self.repeats}: MP4 download of {self.download.name} ...")
@@ -247,9 +248,7 @@ class Bench:
             video = join_rendition(source / self.download.name, out / f"{self.download.name}.video.mp4")
             audio = join_rendition(source / "audio", out / f"{self.download.name}.audio.mp4")
             joins.append(time.monotonic() - started)
-            runs.append(measured([remux_args(str(video), str(audio), str(out / f"{self.download.name}.mp4"))],
-                                 self.log("download", repeat)))
-        mp4 = out / f"{self.download.name}.mp4"
+            runs.append(measured([remux_args(str(video), str(audio), str(mp4))], self.log("download", repeat)))
         hls = folder_bytes(source / self.download.name) + folder_bytes(source / "audio")
         self.result["download"] = {
             "rung": self.download.name, **summary(runs), "join_wall": round(statistics.median(joins), 3),
@@ -258,24 +257,24 @@ class Bench:
             "against_rung_alone": ratio(runs, encodes["rung_alone"]), "against_ladder": ratio(runs, encodes["ladder"]),
         }
 
-    def publish_locally(self) -> LocalBucket:
+    def publish_locally(self) -> tuple[LocalBucket, dict]:
         """The ladder's output laid out as a published asset under a local folder, with a
-        manifest naming its video renditions."""
+        manifest naming its video renditions; the bucket and the manifest."""
         root = fresh_dir(self.work / "bucket")
         layout = self.settings.layout(ASSET_ID)
         asset = root / layout.key("")
         asset.mkdir(parents=True)
         for r in self.plan:
             (asset / r.name).symlink_to(self.work / "ladder" / "ladder" / r.name)
-        self.manifest = manifest = {"duration": self.info.duration, "renditions": [
+        manifest = {"duration": self.info.duration, "renditions": [
             {"name": r.name, "width": r.width, "height": r.height, "playlist": f"{r.name}/{PLAYLIST}",
              "frame_rate": r.fps_float} for r in self.plan]}
         (root / layout.manifest_key).write_text(json.dumps(manifest))
-        return LocalBucket(root)
+        return LocalBucket(root), manifest
 
     def thumbnails(self) -> None:
         """Section 3: thumbnail requests through the thumbnail service, cold then cached."""
-        bucket = self.publish_locally()
+        bucket, manifest = self.publish_locally()
         middle = f"{self.info.duration / 2:.3f}"
         requests = [("jpg", {"time": middle, "width": "320"}), ("webp", {"time": middle, "width": "320"}),
                     ("jpg", {})]  # no size, no time: the poster rung's size at the poster's time
@@ -293,7 +292,7 @@ class Bench:
                     service.get(ASSET_ID, fmt, query)
                     hits.append(time.perf_counter() - started)
                 assert service.ffmpeg_runs == 1
-            plan = plan_thumbnail(self.manifest, fmt, query, max_width=self.settings.thumbnail_max_width)
+            plan = plan_thumbnail(manifest, fmt, query, max_width=self.settings.thumbnail_max_width)
             rows.append({"format": fmt, "query": query, "bytes": len(image.body), "rendition": plan.rendition["name"],
                          "size": f"{plan.width}x{plan.height}",
                          "cold_wall": round(statistics.median(cold_wall), 4),
@@ -329,10 +328,12 @@ class Bench:
         for key, case in sources.items():
             minutes = case.info.duration / 60
             plain = runs[key]["plain"]
-            section[key] = {"seconds": case.info.duration, **{name: {
-                **summary(found), "against_plain": ratio(found, plain),
-                "wall_per_minute": round(summary(found)["wall"] / minutes, 3),
-                "cpu_per_minute": round(summary(found)["cpu"] / minutes, 3)} for name, found in runs[key].items()}}
+            section[key] = {"seconds": case.info.duration}
+            for name, found in runs[key].items():
+                medians = summary(found)
+                section[key][name] = {**medians, "against_plain": ratio(found, plain),
+                                      "wall_per_minute": round(medians["wall"] / minutes, 3),
+                                      "cpu_per_minute": round(medians["cpu"] / minutes, 3)}
         section["in_ladder"] = self.result["ladder_process"]["loudness"]["added"]
         self.result["loudness"] = section
         self.result["audio_only"] = {"rendition": section["audio_only"]["plain"],

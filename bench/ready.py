@@ -46,7 +46,7 @@ def modelled_ready(ready: float, chunk_seconds: list[float], tasks: int, task_st
     """Time to ready with ``tasks`` machines (one chunk at a time each): the 1-worker run's
     ``ready`` with its chunks' encode (one after another) replaced by waves of ``tasks`` chunks,
     plus one task's start-up. A model: it assumes each machine is the one measured."""
-    return round(ready - sum(chunk_seconds) + task_start + model_seconds(chunk_seconds, 0.0, tasks), 1)
+    return round(ready - sum(chunk_seconds) + model_seconds(chunk_seconds, fixed=task_start, tasks=tasks), 1)
 
 
 def _chunk_times(timeline: dict) -> list[float]:

@@ -23,7 +23,7 @@ from prefect.context import get_run_context
 from prefect.states import Failed
 
 from pixelflow.aws import s3_endpoint
-from pixelflow.core.chunk_jobs import chunk_from_params, config_from_params
+from pixelflow.core.chunk_jobs import CHUNK_FLOW, chunk_from_params, config_from_params
 from pixelflow.core.ladder import plan_ladder
 from pixelflow.core.layout import publish_fingerprint
 from pixelflow.core.upload import Upload
@@ -32,7 +32,7 @@ from pixelflow.pipeline.ffmpeg import ProcessLimits
 from pixelflow.settings import PixelFlowSettings
 from flows.transcode import _retried
 from tasks.chunks import encode_chunk
-from tasks.dispatch import CHUNK_FLOW, BoundDispatch, dispatch_chunk
+from tasks.dispatch import BoundDispatch, dispatch_chunk
 from tasks.source import download_source, validate
 
 

@@ -155,7 +155,6 @@ class ChunkedRun(_Run):
         return ([s.result() for s in stitched], audio_upload.result() if audio_upload else None,
                 {name: image.result() for name, image in images.items()})
 
-
     # --- progressive publication (PIXELFLOW_PROGRESSIVE) ---------------------------------------
     def finished(self, future, audio_upload) -> bool:
         """A chunk's task ended: published as far as the chunks run on from chunk 0 (progressive),
@@ -188,7 +187,7 @@ class ChunkedRun(_Run):
             audio = audio_upload.result()
         chunks = [self.done[i] for i in range(ready)]
         publishing = _retried(publish_progress, self.settings).submit(
-            ready, self.plan, chunks, audio, self.out_root, self.settings.output_bucket, self.layout.prefix,
+            self.plan, chunks, audio, self.out_root, self.settings.output_bucket, self.layout.prefix,
             self.folder, self.event_target)
         publishing.wait()
         if not publishing.state.is_completed():
@@ -203,10 +202,9 @@ class ChunkedRun(_Run):
         asset's master playlist (it plays nothing any more; a retry of a failed run publishes it
         again)."""
         removed = [MASTER] if self.published else []
-        if error.is_rejection:
-            _retried(discard_chunks, self.settings)(self.settings.output_bucket, self.layout.prefix, folders, removed)
-        elif removed:
-            _retried(discard_chunks, self.settings)(self.settings.output_bucket, self.layout.prefix, [], removed)
+        if error.is_rejection or removed:
+            _retried(discard_chunks, self.settings)(self.settings.output_bucket, self.layout.prefix,
+                                                    folders if error.is_rejection else [], removed)
 
 
 def _rejected(future) -> bool:

@@ -216,5 +216,5 @@ def discard_chunks(bucket: str, prefix: str, folders: list[str], also: list[str]
             removed += len(also)
     except ClientError as exc:
         raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Removing the rejected source's chunks failed: {exc}") from None
-    get_run_logger().info("removed the %d objects the chunks of a rejected source left", removed)
+    get_run_logger().info("removed the %d objects of the withdrawn encode", removed)
     return removed

@@ -13,7 +13,7 @@ from prefect.context import TaskRunContext
 from prefect.deployments import run_deployment
 from prefect.results import get_result_store
 
-from pixelflow.core.chunk_jobs import chunk_params, config_params
+from pixelflow.core.chunk_jobs import CHUNK_FLOW, chunk_params, config_params
 from pixelflow.core.chunks import Chunk, ChunkOutput
 from pixelflow.core.ladder import LadderConfig, Rendition
 from pixelflow.core.probe import SourceInfo
@@ -23,8 +23,6 @@ from pixelflow.pipeline import ffmpeg
 from tasks._policy import RETRIES, RETRY_DELAYS, retry_transient
 from tasks.chunks import ChunkProgress, chunk_cache_key, encode_chunk
 
-#: The flow a chunk runs in (flows/chunk.py); its deployments are named like the transcode's.
-CHUNK_FLOW = "transcode-chunk"
 #: Seconds between two reads of a chunk's flow run while the parent waits for it.
 POLL_SECONDS = 1.0
 

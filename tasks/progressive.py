@@ -43,12 +43,17 @@ def _audio_text(audio: RenditionOutput, out_root: Path, bucket: str, prefix: str
     return s3.get_object(Bucket=bucket, Key=f"{prefix}{audio.playlist}")["Body"].read().decode()
 
 
-@task(name="publish-progress", task_run_name="publish-progress-{published}", retries=RETRIES,
+def _progress_run_name() -> str:
+    from prefect.runtime import task_run
+
+    return f"publish-progress-{len(task_run.parameters['chunks'])}"
+
+
+@task(name="publish-progress", task_run_name=_progress_run_name, retries=RETRIES,
       retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def publish_progress(published: int, renditions: list[Rendition], chunks: list[ChunkOutput],
-                     audio: RenditionOutput | None, out_root: Path, bucket: str, prefix: str, folder: str,
-                     target: int) -> float:
-    """Publish the first ``published`` chunks (``chunks``, in order from chunk 0) as the asset's
+def publish_progress(renditions: list[Rendition], chunks: list[ChunkOutput], audio: RenditionOutput | None,
+                     out_root: Path, bucket: str, prefix: str, folder: str, target: int) -> float:
+    """Publish the first chunks (``chunks``, in order from chunk 0) as the asset's
     ``EVENT`` media playlists (each rung's, and the audio's up to the same time), then its master
     playlist: the asset plays that far, and the playlists grow as later chunks are published.
 
@@ -61,7 +66,7 @@ def publish_progress(published: int, renditions: list[Rendition], chunks: list[C
     try:
         for rendition in renditions:
             path = in_folder(folder, f"{rendition.name}/{PLAYLIST}")
-            text, measured = stitch_rendition(rendition.name, [c.part(rendition.name) for c in chunks], path, target)
+            text, measured = stitch_rendition(rendition.name, [c.part(rendition.name) for c in chunks], path)
             _put(s3, bucket, f"{prefix}{path}", event_playlist(text, ended=False, target=target).encode())
             end = measured["duration"]
             codecs = init_codecs(out_root, bucket, prefix, chunks[0].part(rendition.name).init)
@@ -74,11 +79,11 @@ def publish_progress(published: int, renditions: list[Rendition], chunks: list[C
             entry = audio_entry(audio)
         put_master(s3, bucket, prefix, master_playlist(variants, entry).encode(), growing=True)
     except ClientError as exc:
-        raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Publishing the playlists of chunks 0 to {published - 1} "
+        raise PixelFlowError(ErrorCode.STORAGE_ERROR, f"Publishing the playlists of chunks 0 to {len(chunks) - 1} "
                              f"failed: {exc}") from None
     except ValueError as exc:
         raise PixelFlowError(ErrorCode.TRANSCODE_FAILED, f"The chunks do not make one rendition: {exc}") from None
-    get_run_logger().info("playable up to %.1f s: %d chunks published as EVENT playlists", end, published)
+    get_run_logger().info("playable up to %.1f s: %d chunks published as EVENT playlists", end, len(chunks))
     return end
 
 

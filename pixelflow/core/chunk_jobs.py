@@ -23,6 +23,10 @@ from pixelflow.core.chunks import Chunk
 from pixelflow.core.ladder import LadderConfig
 from pixelflow.core.loudness import LoudnessTarget
 
+#: The flow a chunk runs in when it has a flow run of its own (flows/chunk.py); its deployments
+#: are named like the transcode's.
+CHUNK_FLOW = "transcode-chunk"
+
 
 def chunk_params(chunk: Chunk) -> dict[str, int]:
     """The chunk as a flow run's parameter: its exact range in microseconds and its segments."""

@@ -377,7 +377,7 @@ def list_assets(settings: PixelFlowSettings, s3) -> list[AssetInfo]:
     for candidate, source, uploaded in iter_sources(settings, s3):
         info = found.get(candidate)
         if info is None:
-            found[candidate] = AssetInfo(asset_id=candidate, status=PROCESSING, created=uploaded, source=source)
+            found[candidate] = _processing(candidate, settings, s3, uploaded, source)
         elif info.source is None:
             info.source = source
     return sorted(found.values(), key=lambda a: (a.created is not None, a.created), reverse=True)

@@ -17,15 +17,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from pixelflow.core.chunk_jobs import CHUNK_FLOW
+
 FLOW_NAME = "transcode"
 ZOMBIE = "pixelflow-crashed-without-heartbeat"
 RERUN = "pixelflow-rerun-crashed"
-
-
-#: The flow of one chunk of a long source in a run of its own (flows/chunk.py): a lost one is
-#: marked Crashed too, so that its transcode run's dispatch starts it again; it is never
-#: rescheduled itself.
-CHUNK_FLOW_NAME = "transcode-chunk"
 
 
 def _flow_related(*names: str) -> dict[str, str | list[str]]:
@@ -48,7 +44,7 @@ def ops_automations(heartbeat_seconds: int = 30) -> list:
             after={"prefect.flow-run.heartbeat"},
             expect={"prefect.flow-run.heartbeat", *terminal},
             match={"prefect.resource.id": ["prefect.flow-run.*"]},
-            match_related=_flow_related(FLOW_NAME, CHUNK_FLOW_NAME),
+            match_related=_flow_related(FLOW_NAME, CHUNK_FLOW),  # a lost chunk run: its dispatch starts it again
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
