@@ -168,15 +168,21 @@ def _wait_final(stack: Stack, flow_run_id: str, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def event_received(stack: Stack, upload: dict[str, Any]) -> float | None:
-    """When the Prefect server received the upload's ``pixelflow.upload.created`` event."""
+def event_received(stack: Stack, upload: dict[str, Any], wait: float = 10.0) -> float | None:
+    """When the Prefect server received the upload's ``pixelflow.upload.created`` event. The
+    server stores events in batches, after its triggers act on them: a run can exist before its
+    event is readable, so the event is looked for up to ``wait`` seconds."""
     from pixelflow.core.s3events import resource_id
 
-    events = stack.prefect.api("POST", "/events/filter", json={"filter": {
-        "event": {"name": ["pixelflow.upload.created"]},
-        "resource": {"id": [resource_id(upload["bucket"], upload["key"])]},
-    }})["events"]
-    return epoch(events[0]["received"]) if events else None
+    deadline = time.monotonic() + wait
+    while True:
+        events = stack.prefect.api("POST", "/events/filter", json={"filter": {
+            "event": {"name": ["pixelflow.upload.created"]},
+            "resource": {"id": [resource_id(upload["bucket"], upload["key"])]},
+        }})["events"]
+        if events or time.monotonic() > deadline:
+            return epoch(events[0]["received"]) if events else None
+        time.sleep(0.25)
 
 
 def run_history(stack: Stack, flow_run_id: str) -> tuple[list[dict[str, Any]], dict[str, tuple]]:
